@@ -1,0 +1,1 @@
+"""One module per collection; each defines ``COLLECTIONS``, a list of Collection classes."""

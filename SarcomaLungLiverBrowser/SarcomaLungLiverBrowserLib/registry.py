@@ -1,0 +1,153 @@
+"""The collections this extension knows, and how to find which one a folder holds.
+
+A collection is one class (in one file under ``collections/``) that can tell
+whether a folder holds it, list the cases in it, and load a case into a scene.
+Adding a fifth collection means adding one file and one line to
+:data:`COLLECTION_MODULES`.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type
+
+from .errors import DataError, NotACollectionError
+from .findings import Finding
+from .progress import ProgressCallback
+
+__all__ = [
+    "CaseInfo",
+    "LoadedCase",
+    "Collection",
+    "COLLECTION_MODULES",
+    "collection_classes",
+    "open_collection",
+    "get_collection_class",
+]
+
+#: Modules under ``SarcomaLungLiverBrowserLib.collections`` that define collections.
+COLLECTION_MODULES: Sequence[str] = (
+    "crlm",
+    "lung_pet_ct_dx",
+    "ispy1",
+    "soft_tissue_sarcoma",
+    "hermessi",
+)
+
+
+@dataclass
+class CaseInfo:
+    """One case of a collection as found on disk, before anything is loaded.
+
+    :param collection: the collection's key, e.g. ``"crlm"``.
+    :param case_id: the ID users know the case by (usually the PatientID).
+    :param root: the collection folder the case was found in.
+    :param diagnosis: a diagnosis or class, where the collection gives one.
+    :param files: collection-specific paths (series folders, masks, XMLs).
+    :param summary: short facts for the case table (counts, modalities).
+    """
+
+    collection: str
+    case_id: str
+    root: Path
+    diagnosis: str = ""
+    files: Dict[str, Any] = field(default_factory=dict)
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedCase:
+    """What loading a case put into the scene, and what was found on the way."""
+
+    case: CaseInfo
+    volumes: List[Any] = field(default_factory=list)
+    segmentations: List[Any] = field(default_factory=list)
+    rois: List[Any] = field(default_factory=list)
+    tables: List[Any] = field(default_factory=list)
+    findings: List[Finding] = field(default_factory=list)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> List[Any]:
+        """Every node the load created, volumes first."""
+        return [*self.volumes, *self.segmentations, *self.rois, *self.tables]
+
+
+class Collection(abc.ABC):
+    """A collection on the user's disk.
+
+    Subclasses set :attr:`key` and :attr:`title` and implement the abstract
+    methods. Loading goes through a :class:`~.scene_builder.SceneBuilder`
+    inside its transaction, so a failed load leaves the scene as it was.
+
+    :param root: the folder the user chose.
+    """
+
+    key: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    @abc.abstractmethod
+    def detect(cls, root: Path) -> bool:
+        """True if ``root`` holds this collection (cheap: looks at names only)."""
+
+    @abc.abstractmethod
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+        """All cases under :attr:`root`, sorted by case ID."""
+
+    @abc.abstractmethod
+    def load_case(self, case: CaseInfo, builder: Any, progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        """Load ``case`` into the builder's scene; findings go into the result."""
+
+    def find_case(self, case_id: str, progress: Optional[ProgressCallback] = None) -> CaseInfo:
+        """The case with this ID (case-insensitive).
+
+        :raises DataError: if there is none, listing a few that exist.
+        """
+        cases = self.discover_cases(progress)
+        for case in cases:
+            if case.case_id.lower() == case_id.lower():
+                return case
+        known = ", ".join(case.case_id for case in cases[:5])
+        raise DataError(self.root, f"has no case {case_id!r} (cases found: {known or 'none'})")
+
+
+def collection_classes() -> List[Type[Collection]]:
+    """Every registered collection class, in registry order."""
+    classes: List[Type[Collection]] = []
+    for module_name in COLLECTION_MODULES:
+        module = importlib.import_module(f"{__package__}.collections.{module_name}")
+        classes.extend(getattr(module, "COLLECTIONS"))
+    return classes
+
+
+def get_collection_class(key: str) -> Type[Collection]:
+    """The collection class registered under ``key``."""
+    for collection_class in collection_classes():
+        if collection_class.key == key:
+            return collection_class
+    raise KeyError(f"no collection {key!r}; known: {[c.key for c in collection_classes()]}")
+
+
+def open_collection(root: Path, key: Optional[str] = None) -> Collection:
+    """The collection held in ``root``, detected unless ``key`` names it.
+
+    :raises NotACollectionError: naming the folder and what was looked for.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "does not exist")
+    if not root.is_dir():
+        raise DataError(root, "is not a folder")
+    if key is not None:
+        return get_collection_class(key)(root)
+    for collection_class in collection_classes():
+        if collection_class.detect(root):
+            return collection_class(root)
+    titles = "; ".join(f"{c.title}" for c in collection_classes())
+    raise NotACollectionError(root, f"holds none of the known collections ({titles})")
