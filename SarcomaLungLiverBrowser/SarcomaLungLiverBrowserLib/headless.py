@@ -131,16 +131,17 @@ class HeadlessSlicer:
         ``slicer.modules`` so that ``slicer.util`` helpers work.
     """
 
+    #: (attribute in ``slicer.modules``, Slicer module name, logic class).
     LOGIC_CLASSES = (
-        ("volumes", "vtkSlicerVolumesLogic"),
-        ("segmentations", "vtkSlicerSegmentationsModuleLogic"),
-        ("markups", "vtkSlicerMarkupsLogic"),
-        ("subjecthierarchy", "vtkSlicerSubjectHierarchyModuleLogic"),
-        ("tables", "vtkSlicerTablesLogic"),
-        ("data", "vtkSlicerDataModuleLogic"),
-        ("sequences", "vtkSlicerSequencesLogic"),
-        ("transforms", "vtkSlicerTransformLogic"),
-        ("models", "vtkSlicerModelsLogic"),
+        ("volumes", "Volumes", "vtkSlicerVolumesLogic"),
+        ("segmentations", "Segmentations", "vtkSlicerSegmentationsModuleLogic"),
+        ("markups", "Markups", "vtkSlicerMarkupsLogic"),
+        ("subjecthierarchy", "SubjectHierarchy", "vtkSlicerSubjectHierarchyModuleLogic"),
+        ("tables", "Tables", "vtkSlicerTablesLogic"),
+        ("data", "Data", "vtkSlicerDataModuleLogic"),
+        ("sequences", "Sequences", "vtkSlicerSequencesLogic"),
+        ("transforms", "Transforms", "vtkSlicerTransformLogic"),
+        ("models", "Models", "vtkSlicerModelsLogic"),
     )
 
     def __init__(self, install_globals: bool = True) -> None:
@@ -161,15 +162,16 @@ class HeadlessSlicer:
         slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance().SetMRMLApplicationLogic(self.application_logic)
 
         self.logics = {}
-        for module_name, class_name in self.LOGIC_CLASSES:
+        for attribute_name, module_name, class_name in self.LOGIC_CLASSES:
             logic_class = getattr(slicer, class_name, None)
             if logic_class is None:
                 continue
             logic = logic_class()
             logic.SetMRMLApplicationLogic(self.application_logic)
             logic.SetMRMLScene(self.scene)
+            # Displayable managers look logics up by Slicer module name (e.g. "Markups").
             self.application_logic.SetModuleLogic(module_name, logic)
-            self.logics[module_name] = logic
+            self.logics[attribute_name] = logic
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene, True)
 
         self.remote_io = slicer.vtkMRMLRemoteIOLogic()
@@ -215,8 +217,16 @@ class HeadlessSlicer:
             self.scene.RemoveObserver(tag)
         self._observers = []
         self.scene.Clear(True)
-        for logic in self.logics.values():
-            logic.SetMRMLScene(None)
+        # Detaching the segmentations logic warns "Invalid scene given"; that is expected here.
+        warnings_shown = vtk.vtkObject.GetGlobalWarningDisplay()
+        vtk.vtkObject.GlobalWarningDisplayOff()
+        try:
+            for attribute_name, module_name, _ in self.LOGIC_CLASSES:
+                if attribute_name in self.logics:
+                    self.logics[attribute_name].SetMRMLScene(None)
+                    self.application_logic.SetModuleLogic(module_name, None)
+        finally:
+            vtk.vtkObject.SetGlobalWarningDisplay(warnings_shown)
         self.logics = {}
         self.data_io.SetMRMLScene(None)
         self.remote_io.SetMRMLScene(None)

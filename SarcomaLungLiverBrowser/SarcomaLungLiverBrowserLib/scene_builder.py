@@ -25,6 +25,7 @@ __all__ = [
     "vtk_matrix_from_array",
     "array_from_vtk_matrix",
     "segment_mask",
+    "segment_tag",
     "WindowPreset",
     "SUBJECT_HIERARCHY_UID_NAME",
 ]
@@ -103,6 +104,14 @@ def _oriented_image_from_mask(mask: np.ndarray, ijk_to_ras: np.ndarray) -> Any:
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = cropped.ravel()
     return image
+
+
+def segment_tag(segment: Any, name: str) -> Optional[str]:
+    """The value of a segment tag, or None when the segment has no such tag."""
+    value = vtk.reference("")
+    if not segment.GetTag(name, value):
+        return None
+    return str(value)
 
 
 def segment_mask(segmentation_node: Any, segment_id: str, reference_shape: Sequence[int],

@@ -1,0 +1,108 @@
+"""The browsing workflow shared by the Slicer module's logic and the command line.
+
+Open a collection folder, list its cases, load one case into a scene (whole
+or not at all), save the scene as a Slicer bundle and take a snapshot.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+
+from .errors import DataError
+from .progress import ProgressCallback, report
+from .registry import CaseInfo, Collection, LoadedCase, open_collection
+from .scene_builder import SceneBuilder
+
+__all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle"]
+
+#: Columns of the case table shown in the module and written by ``sllb index``.
+CASE_TABLE_COLUMNS = ["collection", "case_id", "diagnosis", "summary", "location"]
+
+
+def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
+    """One row per case: collection, case ID, diagnosis, a short summary, folder."""
+    rows = []
+    for case in cases:
+        summary = "; ".join(f"{key}: {value}" for key, value in case.summary.items())
+        location = case.files.get("case_folder", "")
+        rows.append({
+            "collection": case.collection,
+            "case_id": case.case_id,
+            "diagnosis": case.diagnosis,
+            "summary": summary,
+            "location": str(location),
+        })
+    return pd.DataFrame(rows, columns=CASE_TABLE_COLUMNS)
+
+
+def save_scene_bundle(scene: Any, mrb_path: Path) -> Path:
+    """Write the scene as a Slicer scene bundle (``.mrb``) that opens in Slicer.
+
+    :raises DataError: naming the path, if the bundle could not be written.
+    """
+    mrb_path = Path(mrb_path)
+    if mrb_path.suffix.lower() != ".mrb":
+        raise DataError(mrb_path, "a Slicer scene bundle must end in .mrb")
+    mrb_path.parent.mkdir(parents=True, exist_ok=True)
+    if not scene.WriteToMRB(str(mrb_path)):
+        raise DataError(mrb_path, "Slicer could not write the scene bundle (see the log for the node that failed)")
+    return mrb_path
+
+
+class CollectionBrowser:
+    """A collection folder opened for browsing, loading into one scene.
+
+    :param scene: the MRML scene cases are loaded into.
+    """
+
+    def __init__(self, scene: Any) -> None:
+        self.scene = scene
+        self.builder = SceneBuilder(scene)
+        self.collection: Optional[Collection] = None
+        self._cases: Optional[List[CaseInfo]] = None
+        self.loaded: Dict[str, LoadedCase] = {}
+
+    def open(self, folder: Path, collection_key: Optional[str] = None) -> Collection:
+        """Detect (or take) the collection in ``folder``; forgets the previous one.
+
+        :raises NotACollectionError: if the folder holds no known collection.
+        """
+        self.collection = open_collection(Path(folder), collection_key)
+        self._cases = None
+        return self.collection
+
+    def _require_collection(self) -> Collection:
+        if self.collection is None:
+            raise RuntimeError("open a collection folder first")
+        return self.collection
+
+    def cases(self, progress: Optional[ProgressCallback] = None, refresh: bool = False) -> List[CaseInfo]:
+        """The collection's cases (discovered once, then cached)."""
+        collection = self._require_collection()
+        if self._cases is None or refresh:
+            self._cases = collection.discover_cases(progress)
+        return self._cases
+
+    def case(self, case_id: str, progress: Optional[ProgressCallback] = None) -> CaseInfo:
+        """The case with this ID (case-insensitive).
+
+        :raises DataError: if the collection has no such case.
+        """
+        for case in self.cases(progress):
+            if case.case_id.lower() == case_id.lower():
+                return case
+        known = ", ".join(case.case_id for case in self.cases()[:5])
+        raise DataError(self._require_collection().root, f"has no case {case_id!r} (cases found: {known or 'none'})")
+
+    def load_case(self, case_id: str, progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        """Load a case into the scene: all of it, or nothing if anything fails."""
+        collection = self._require_collection()
+        case = self.case(case_id)
+        report(progress, f"Loading {case.case_id}", 0.0)
+        with self.builder.transaction():
+            loaded = collection.load_case(case, self.builder, progress)
+        self.loaded[case.case_id] = loaded
+        report(progress, f"Loaded {case.case_id}", 1.0)
+        return loaded

@@ -1,0 +1,173 @@
+"""Offscreen PNG snapshots of a slice view with its overlays, without the Slicer application.
+
+Inside Slicer the layout's slice widgets draw the views. Here the same MRML
+displayable managers (segmentation outlines and fills, ROI markups) are
+attached to an offscreen VTK render window, and the slice logic's blended
+background/foreground image is drawn underneath, as ``qMRMLSliceWidget``
+does (``shared/notes/slicer_core_probe.md`` §3.2).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple
+
+import slicer
+import vtk
+
+__all__ = ["render_slice_png", "render_case_snapshot", "SLICE_DISPLAYABLE_MANAGERS"]
+
+#: Displayable managers a slice view needs for volumes, segments and markups.
+SLICE_DISPLAYABLE_MANAGERS = (
+    "vtkMRMLVolumeGlyphSliceDisplayableManager",
+    "vtkMRMLModelSliceDisplayableManager",
+    "vtkMRMLCrosshairDisplayableManager",
+    "vtkMRMLSegmentationsDisplayableManager2D",
+    "vtkMRMLMarkupsDisplayableManager",
+    "vtkMRMLOrientationMarkerDisplayableManager",
+    "vtkMRMLRulerDisplayableManager",
+)
+
+_ORIENTATION_VIEW = {"Axial": ("Red", "Axial"), "Sagittal": ("Yellow", "Sagittal"), "Coronal": ("Green", "Coronal")}
+
+
+def _application_logic(scene: Any) -> Any:
+    """The application logic the scene was set up with (Slicer's or the headless one)."""
+    application = getattr(slicer, "app", None)
+    if application is not None and hasattr(application, "applicationLogic"):
+        return application.applicationLogic()
+    raise RuntimeError("no application logic: create the scene with HeadlessSlicer or run inside Slicer")
+
+
+def render_slice_png(
+    scene: Any,
+    png_path: Path,
+    background_volume: Any,
+    foreground_volume: Optional[Any] = None,
+    foreground_opacity: float = 0.5,
+    orientation: str = "Axial",
+    center_ras: Optional[Sequence[float]] = None,
+    size: Tuple[int, int] = (512, 512),
+    application_logic: Optional[Any] = None,
+) -> Path:
+    """Render one slice view (volume, overlays, ROIs) to a PNG file.
+
+    :param orientation: ``"Axial"``, ``"Sagittal"`` or ``"Coronal"``.
+    :param center_ras: a point the slice passes through; the volume centre if None.
+    :returns: the written path.
+    """
+    if orientation not in _ORIENTATION_VIEW:
+        raise ValueError(f"orientation must be one of {sorted(_ORIENTATION_VIEW)}, got {orientation!r}")
+    application_logic = application_logic or _application_logic(scene)
+    width, height = size
+    view_name, preset = _ORIENTATION_VIEW[orientation]
+
+    render_window = vtk.vtkRenderWindow()
+    render_window.SetOffScreenRendering(1)
+    render_window.SetSize(width, height)
+    # The slice image goes in a background layer; the displayable managers'
+    # overlays (segments, ROIs) are drawn over it in the layer above.
+    render_window.SetNumberOfLayers(2)
+    background_renderer = vtk.vtkRenderer()
+    background_renderer.SetLayer(0)
+    renderer = vtk.vtkRenderer()
+    renderer.SetLayer(1)
+    renderer.GetActiveCamera().ParallelProjectionOn()
+    render_window.AddRenderer(background_renderer)
+    render_window.AddRenderer(renderer)
+    interactor = vtk.vtkRenderWindowInteractor()
+    interactor.SetRenderWindow(render_window)
+
+    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    for class_name in SLICE_DISPLAYABLE_MANAGERS:
+        if not factory.IsDisplayableManagerRegistered(class_name):
+            factory.RegisterDisplayableManager(class_name)
+    group = slicer.vtkMRMLDisplayableManagerGroup()
+    group.Initialize(factory, renderer)
+
+    slice_logic = slicer.vtkMRMLSliceLogic()
+    slice_logic.SetMRMLApplicationLogic(application_logic)
+    application_logic.GetSliceLogics().AddItem(slice_logic)
+    slice_logic.SetMRMLScene(scene)
+    slice_node = slice_logic.AddSliceNode(view_name)
+    slice_node.SetOrientation(preset)
+    group.SetMRMLDisplayableNode(slice_node)
+
+    image_mapper = vtk.vtkImageMapper()
+    image_mapper.SetColorWindow(255)
+    image_mapper.SetColorLevel(127.5)
+    image_actor = vtk.vtkActor2D()
+    image_actor.SetMapper(image_mapper)
+    background_renderer.AddViewProp(image_actor)
+    try:
+        composite = slice_logic.GetSliceCompositeNode()
+        composite.SetBackgroundVolumeID(background_volume.GetID())
+        composite.SetForegroundVolumeID(foreground_volume.GetID() if foreground_volume is not None else None)
+        composite.SetForegroundOpacity(foreground_opacity)
+        slice_logic.ResizeSliceNode(width, height)
+        slice_logic.FitSliceToBackground(width, height)
+        if center_ras is None:
+            bounds = [0.0] * 6
+            background_volume.GetRASBounds(bounds)
+            center_ras = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2]
+        # Move the slice plane through the point but keep the whole volume in view.
+        slice_node.JumpSliceByOffsetting(*[float(c) for c in center_ras])
+        slice_logic.SnapSliceOffsetToIJK()
+        # The logic rebuilds its blend pipeline when layers change: connect only now.
+        image_mapper.SetInputConnection(slice_logic.GetImageDataConnection())
+        render_window.Render()
+        group.RequestRender()
+        render_window.Render()
+        capture = vtk.vtkWindowToImageFilter()
+        capture.SetInput(render_window)
+        capture.ReadFrontBufferOff()
+        capture.Update()
+        png_path = Path(png_path)
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        writer = vtk.vtkPNGWriter()
+        writer.SetFileName(str(png_path))
+        writer.SetInputConnection(capture.GetOutputPort())
+        writer.Write()
+    finally:
+        # Release in this order: the displayable managers must not outlive their group (probe P5b).
+        background_renderer.RemoveViewProp(image_actor)
+        group.SetMRMLDisplayableNode(None)
+        application_logic.GetSliceLogics().RemoveItem(slice_logic)
+        slice_logic.SetMRMLScene(None)
+        scene.RemoveNode(slice_node)
+        del group
+        render_window.Finalize()
+    return Path(png_path)
+
+
+def _largest_annotation_center(loaded_case: Any) -> Optional[Sequence[float]]:
+    """Centre of the first ROI or of the first non-empty segment, to put it on screen."""
+    for roi in getattr(loaded_case, "rois", []):
+        center = [0.0, 0.0, 0.0]
+        roi.GetCenterWorld(center)
+        return center
+    for segmentation in getattr(loaded_case, "segmentations", []):
+        segments = segmentation.GetSegmentation()
+        for index in range(segments.GetNumberOfSegments()):
+            segment_id = segments.GetNthSegmentID(index)
+            center = segmentation.GetSegmentCenterRAS(segment_id)
+            if center is not None:
+                return list(center)
+    return None
+
+
+def render_case_snapshot(scene: Any, loaded_case: Any, png_path: Path, orientation: str = "Axial",
+                         size: Tuple[int, int] = (512, 512)) -> Path:
+    """Snapshot of a loaded case: its first volume with overlays, through its first annotation."""
+    if not loaded_case.volumes:
+        raise ValueError(f"case {loaded_case.case.case_id} has no volume to show")
+    background = loaded_case.volumes[0]
+    foreground = getattr(loaded_case, "foreground_volume", None)
+    return render_slice_png(
+        scene,
+        png_path,
+        background,
+        foreground_volume=foreground,
+        orientation=orientation,
+        center_ras=_largest_annotation_center(loaded_case),
+        size=size,
+    )
