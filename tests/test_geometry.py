@@ -173,3 +173,43 @@ def test_sort_slices_uses_the_normal_not_z():
     assert sort_slices(planes) == [1, 2, 0]
     matrix, report = ijk_to_ras_from_slices([planes[i] for i in sort_slices(planes)])
     assert report.slice_spacing == pytest.approx(4.0)
+
+
+def test_index_cache_reuses_unchanged_files_and_rereads_changed_ones(tmp_path):
+    from SarcomaLungLiverBrowserLib.index_cache import IndexCache
+
+    folder = PYDICOM_TEST_FILES / "dicomdirtests" / "98892001" / "CT5N"
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in folder.iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    (data / "README.txt").write_text("not dicom")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        first = scan_folder(data, cache=cache)
+        assert len(first.instances) == 5 and len(first.errors) == 1
+        again = scan_folder(data, cache=cache)
+        assert sorted(i.sop_instance_uid for i in again.instances) == sorted(i.sop_instance_uid for i in first.instances)
+        assert again.instances[0] == first.instances[0]
+        assert len(again.errors) == 1 and "broken.dcm" in str(again.errors[0])
+        # A changed file is read again: replace one slice by a copy of another.
+        victim = sorted(data.glob("[0-9]*"))[0]
+        donor = sorted(data.glob("[0-9]*"))[1]
+        victim.write_bytes(donor.read_bytes())
+        changed = scan_folder(data, cache=cache)
+        uids = [i.sop_instance_uid for i in changed.instances]
+        assert len(uids) == 5 and len(set(uids)) == 4
+
+
+def test_header_longer_than_the_read_prefix_is_read_whole(tmp_path):
+    from SarcomaLungLiverBrowserLib import dicom_series
+
+    positions = [[0.0, 0.0, z] for z in (0.0, 2.0)]
+    spec = SeriesSpec(
+        patient_id="LONG", study_instance_uid="1.2.8", series_instance_uid="1.2.8.1", frame_of_reference_uid="1.2.8.9",
+        modality="CT", series_number=1, series_description="long header", stored_values=np.zeros((2, 4, 4), np.int16),
+        positions=positions, extra={"ImageComments": "x" * (dicom_series.HEADER_PREFIX_BYTES + 100)},
+    )
+    written = write_series(spec, tmp_path)
+    header = read_header(written.paths[1])
+    assert header.image_position == (0.0, 0.0, 2.0) and header.pixel_spacing == (1.0, 1.0)

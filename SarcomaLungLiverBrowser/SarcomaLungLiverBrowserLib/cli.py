@@ -116,6 +116,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sllb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not keep DICOM headers between runs (cache: $SLLB_INDEX_CACHE or ~/.cache)")
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     samples = subparsers.add_parser("samples", help="write the sample collections into a folder")
@@ -149,9 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _enable_index_cache(arguments: argparse.Namespace) -> None:
+    """Keep DICOM headers between runs, so re-indexing an unchanged folder is quick."""
+    if arguments.no_cache:
+        return
+    from .dicom_series import set_default_index_cache
+    from .index_cache import IndexCache, default_cache_path
+
+    try:
+        set_default_index_cache(IndexCache(default_cache_path()))
+    except (OSError, Exception) as error:  # sqlite3.Error, read-only home: index without a cache
+        logger.warning("DICOM header cache unavailable (%s); indexing without it", error)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     arguments = build_parser().parse_args(argv)
+    _enable_index_cache(arguments)
     try:
         return int(arguments.func(arguments) or 0)
     except DataError as error:

@@ -7,7 +7,9 @@ slice normal, not by file name or ``InstanceNumber``.
 """
 from __future__ import annotations
 
+import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -29,6 +31,7 @@ __all__ = [
     "group_by_series",
     "read_series",
     "looks_like_dicom",
+    "set_default_index_cache",
 ]
 
 #: Tags read when indexing; pixel data is never read while indexing.
@@ -37,8 +40,18 @@ HEADER_TAGS = [
     "PatientName", "Modality", "SeriesDescription", "SeriesNumber", "InstanceNumber",
     "FrameOfReferenceUID", "Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient",
     "PixelSpacing", "NumberOfFrames", "StudyDate", "StudyDescription", "SliceThickness",
-    "SamplesPerPixel",
+    "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
+    "WindowCenter", "WindowWidth", "PhotometricInterpretation",
 ]
+
+#: Bytes read to parse a header; a file whose header is longer is read again whole.
+HEADER_PREFIX_BYTES = 16384
+
+#: (7FE0,0010) Pixel Data as it appears in a little-endian file.
+PIXEL_DATA_TAG_BYTES = b"\xe0\x7f\x10\x00"
+
+#: Transfer syntaxes whose pixel data is stored raw at the end of the file.
+UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,13 @@ class InstanceHeader:
     study_description: str = ""
     slice_thickness: Optional[float] = None
     samples_per_pixel: int = 1
+    bits_allocated: Optional[int] = None
+    bits_stored: Optional[int] = None
+    pixel_representation: int = 0
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    window: Optional[Tuple[float, float]] = None
+    transfer_syntax_uid: str = ""
 
     @property
     def plane(self) -> Optional[SlicePlane]:
@@ -112,6 +132,8 @@ def header_from_dataset(dataset: pydicom.Dataset, path: Path) -> InstanceHeader:
     if missing:
         raise DataError(path, f"DICOM file lacks {', '.join(missing)}")
     slice_thickness = dataset.get("SliceThickness")
+    file_meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = str(file_meta.get("TransferSyntaxUID", "")) if file_meta is not None else ""
     return InstanceHeader(
         path=path,
         sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -134,7 +156,37 @@ def header_from_dataset(dataset: pydicom.Dataset, path: Path) -> InstanceHeader:
         study_description=str(dataset.get("StudyDescription", "")),
         slice_thickness=float(slice_thickness) if slice_thickness not in (None, "") else None,
         samples_per_pixel=_int_or_none(dataset.get("SamplesPerPixel")) or 1,
+        bits_allocated=_int_or_none(dataset.get("BitsAllocated")),
+        bits_stored=_int_or_none(dataset.get("BitsStored")),
+        pixel_representation=_int_or_none(dataset.get("PixelRepresentation")) or 0,
+        rescale_slope=_float_or(dataset.get("RescaleSlope"), 1.0),
+        rescale_intercept=_float_or(dataset.get("RescaleIntercept"), 0.0),
+        window=_window(dataset),
+        transfer_syntax_uid=transfer_syntax,
     )
+
+
+def _float_or(value: object, default: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if np.isfinite(number) else default
+
+
+def _first(value: object) -> object:
+    return value[0] if isinstance(value, pydicom.multival.MultiValue) and len(value) else value
+
+
+def _window(dataset: pydicom.Dataset) -> Optional[Tuple[float, float]]:
+    """(width, center) of the first VOI window the file suggests, if any."""
+    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        return float(_first(width)), float(_first(center))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -147,14 +199,36 @@ def looks_like_dicom(path: Path) -> bool:
         return False
 
 
+def _parse_header(path: Path) -> pydicom.Dataset:
+    """Parse a header from the first bytes of the file, or the whole file when it is longer.
+
+    Reading a prefix avoids pulling half a megabyte of pixel data through
+    Python per slice while indexing. The prefix is trusted only if it holds
+    the Pixel Data tag (so every element before it was read) or parsing got
+    past group 0028, the last group whose tags the index needs.
+    """
+    with open(path, "rb") as stream:
+        prefix = stream.read(HEADER_PREFIX_BYTES)
+        whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
+    if not whole_file:
+        dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+        if PIXEL_DATA_TAG_BYTES in prefix[132:]:
+            return dataset
+        last_tag = max((int(tag) for tag in dataset.keys()), default=0)
+        if last_tag > 0x0028FFFF:
+            return dataset
+    return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
 def read_header(path: Path) -> InstanceHeader:
     """Read one file's header without its pixel data.
 
     :raises DataError: naming the file, if it is not readable DICOM.
     """
     try:
-        dataset = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
+        dataset = _parse_header(Path(path))
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
+            OverflowError, struct.error) as error:
         raise DataError(path, f"not a readable DICOM file ({error})") from error
     return header_from_dataset(dataset, Path(path))
 
@@ -167,32 +241,77 @@ class FolderScan:
     errors: List[DataError] = field(default_factory=list)
 
 
-def _candidate_files(root: Path) -> Iterable[Path]:
-    for directory, _, files in os.walk(root):
-        for name in sorted(files):
-            path = Path(directory) / name
-            if name.lower().endswith(".dcm") or looks_like_dicom(path):
-                yield path
+def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
+    found: List[Tuple[str, int, int]] = []
+    pending = [str(root)]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in sorted(entries, key=lambda item: item.name):
+            if entry.name.startswith("."):
+                continue  # caches, review stores, OS litter
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif entry.is_file():
+                stat = entry.stat()
+                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    return sorted(found)
 
 
-def scan_folder(root: Path, progress: Optional[ProgressCallback] = None) -> FolderScan:
+#: The cache :func:`scan_folder` uses when none is passed (see :func:`set_default_index_cache`).
+_default_index_cache: Optional[object] = None
+
+
+def set_default_index_cache(cache: Optional[object]) -> None:
+    """Use ``cache`` (an :class:`~.index_cache.IndexCache`, or None) for every scan from now on."""
+    global _default_index_cache
+    _default_index_cache = cache
+
+
+def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: Optional[object] = None) -> FolderScan:
     """Read the headers of every DICOM file below ``root``.
 
     Files ending in ``.dcm`` or carrying the DICOM magic are read; a file that
-    fails is recorded in :attr:`FolderScan.errors` and the scan goes on.
+    fails is recorded in :attr:`FolderScan.errors` and the scan goes on. With a
+    cache (``cache``, else the default set by :func:`set_default_index_cache`),
+    unchanged files are not read again.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "is not a folder")
-    files = list(_candidate_files(root))
+    cache = cache if cache is not None else _default_index_cache
+    files = _walk_files(root)
+    known = cache.lookup_many(path for path, _, _ in files) if cache is not None else {}  # type: ignore[attr-defined]
     scan = FolderScan()
-    for index, path in enumerate(files):
-        if index % 50 == 0:
+    fresh: List[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]] = []
+    for index, (path, size, mtime_ns) in enumerate(files):
+        if index % 200 == 0:
             report(progress, f"Reading DICOM headers ({index}/{len(files)})", index / max(1, len(files)))
+        cached = known.get(path)
+        if cached is not None and cached[0] == size and cached[1] == mtime_ns:
+            header_json, error = cached[2], cached[3]
+            if header_json:
+                scan.instances.append(cache.decode(header_json))  # type: ignore[union-attr]
+            elif error:
+                scan.errors.append(DataError(path, error))
+            continue
+        if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
+            fresh.append((path, size, mtime_ns, None, None))
+            continue
         try:
-            scan.instances.append(read_header(path))
+            header = read_header(Path(path))
         except DataError as error:
             scan.errors.append(error)
+            fresh.append((path, size, mtime_ns, None, error.problem))
+            continue
+        scan.instances.append(header)
+        fresh.append((path, size, mtime_ns, header, None))
+    if cache is not None and fresh:
+        cache.store_many(fresh)  # type: ignore[attr-defined]
     return scan
 
 
@@ -267,44 +386,91 @@ def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
             raise DataError(instance.path, "is a colour image; only greyscale series are stacked")
 
 
-def _pixels(instance: InstanceHeader) -> Tuple[np.ndarray, float, float, Optional[Tuple[float, float]]]:
+def _stored_dtype(instance: InstanceHeader) -> Optional[np.dtype]:
+    if instance.bits_allocated == 16:
+        return np.dtype("<i2" if instance.pixel_representation else "<u2")
+    if instance.bits_allocated == 8:
+        return np.dtype("i1" if instance.pixel_representation else "u1")
+    return None
+
+
+def _raw_pixels(instance: InstanceHeader) -> Optional[np.ndarray]:
+    """Stored values read straight from the end of an uncompressed file, or None.
+
+    Uncompressed little-endian files end with the Pixel Data element; checking
+    its tag and length before the values makes this exact, and anything else
+    (compression, padding, trailing elements) falls back to pydicom.
+    """
+    dtype = _stored_dtype(instance)
+    if instance.transfer_syntax_uid not in UNCOMPRESSED_LITTLE_ENDIAN or dtype is None or not instance.rows:
+        return None
+    count = int(instance.rows) * int(instance.columns or 0)
+    size = count * dtype.itemsize
+    explicit = instance.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+    header_size = 12 if explicit else 8
+    with open(instance.path, "rb") as stream:
+        stream.seek(0, os.SEEK_END)
+        if stream.tell() < size + header_size:
+            return None
+        stream.seek(-(size + header_size), os.SEEK_END)
+        data = stream.read(size + header_size)
+    if data[:4] != PIXEL_DATA_TAG_BYTES:
+        return None
+    length = struct.unpack("<I", data[8:12] if explicit else data[4:8])[0]
+    if length != size or (explicit and data[4:6] not in (b"OW", b"OB")):
+        return None
+    return np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+
+
+def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
+    """Stored values decoded by pydicom (compressed or unusual files)."""
     try:
-        dataset = pydicom.dcmread(str(instance.path))
-        pixels = dataset.pixel_array
+        pixels = pydicom.dcmread(str(instance.path)).pixel_array
     except Exception as error:  # pydicom raises many types for damaged pixel data
         raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
     if pixels.shape != (instance.rows, instance.columns):
         raise DataError(instance.path, f"pixel data is {pixels.shape}, header says {instance.rows}x{instance.columns}")
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
-    window = None
-    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-    if center is not None and width is not None:
-        try:
-            center_value = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-            width_value = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-            window = (width_value, center_value)
-        except (TypeError, ValueError):
-            window = None
-    return pixels, slope, intercept, window
+    return pixels
 
 
-def read_series(instances: Sequence[InstanceHeader], progress: Optional[ProgressCallback] = None) -> DicomVolume:
-    """Stack a single-frame series into a volume with real-world values.
+def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
+    try:
+        pixels = _raw_pixels(instance)
+    except OSError as error:
+        raise DataError(instance.path, f"cannot be read ({error})") from error
+    return pixels if pixels is not None else _decoded_pixels(instance)
 
-    Slices are ordered along the normal; instances at the same position are
-    reported as duplicates (the first is kept); gaps and non-uniform spacing
-    are reported in :attr:`DicomVolume.stack_report`. RescaleSlope and
-    RescaleIntercept are applied per slice; the result is int16 when every
-    value fits, float32 otherwise.
 
-    :raises DataError: naming the file, for anything that prevents stacking.
+def _output_dtype(instances: Sequence[InstanceHeader]) -> np.dtype:
+    """int16 when every rescaled value is an integer that fits, float32 otherwise.
+
+    Decided from the headers (bits stored, signedness, slope, intercept), so
+    the volume can be allocated once and filled slice by slice.
     """
-    if not instances:
-        raise ValueError("no instances to read")
-    _check_stackable(instances)
-    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
-    ordered = [instances[index] for index in order]
+    for instance in instances:
+        if instance.rescale_slope != int(instance.rescale_slope) or \
+                instance.rescale_intercept != int(instance.rescale_intercept):
+            return np.dtype(np.float32)
+        bits = instance.bits_stored or instance.bits_allocated or 16
+        if instance.pixel_representation:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2 ** bits - 1
+        ends = sorted((low * instance.rescale_slope + instance.rescale_intercept,
+                       high * instance.rescale_slope + instance.rescale_intercept))
+        if ends[0] < np.iinfo(np.int16).min or ends[1] > np.iinfo(np.int16).max:
+            return np.dtype(np.float32)
+    return np.dtype(np.int16)
+
+
+def _fits_int16(instance: InstanceHeader) -> bool:
+    """True when every stored value of the instance fits int16 before rescaling."""
+    bits = instance.bits_stored or instance.bits_allocated or 16
+    return (bool(instance.pixel_representation) and bits <= 16) or bits <= 15
+
+
+def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
+    """Split slices sorted along the normal into kept ones and later duplicates of a position."""
     kept: List[InstanceHeader] = []
     duplicates: List[InstanceHeader] = []
     normal = ordered[0].plane.normal  # type: ignore[union-attr]
@@ -316,31 +482,54 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
             continue
         kept.append(instance)
         last_distance = distance
+    return kept, duplicates
+
+
+def read_series(instances: Sequence[InstanceHeader], progress: Optional[ProgressCallback] = None) -> DicomVolume:
+    """Stack a single-frame series into a volume with real-world values.
+
+    Slices are ordered along the normal; instances at the same position are
+    reported as duplicates (the first is kept); gaps and non-uniform spacing
+    are reported in :attr:`DicomVolume.stack_report`. RescaleSlope and
+    RescaleIntercept are applied per slice; the result is int16 when every
+    value fits, float32 otherwise. The volume is allocated once, so peak
+    memory stays close to the voxel bytes.
+
+    :raises DataError: naming the file, for anything that prevents stacking.
+    """
+    if not instances:
+        raise ValueError("no instances to read")
+    _check_stackable(instances)
+    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
+    ordered = [instances[index] for index in order]
+    kept, duplicates = _unique_by_position(ordered)
     ijk_to_ras, stack_report = ijk_to_ras_from_slices(
         [instance.plane for instance in kept], kept[0].slice_thickness  # type: ignore[misc]
     )
     stack_report.duplicate_positions = [ordered.index(instance) for instance in duplicates]
-    slices = []
-    rescaled_needs_float = False
-    window = None
+    dtype = _output_dtype(kept)
+    voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
     for index, instance in enumerate(kept):
-        report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        pixels, slope, intercept, slice_window = _pixels(instance)
-        window = window or slice_window
-        if slope != 1.0 or intercept != int(intercept):
-            rescaled_needs_float = rescaled_needs_float or slope != int(slope) or intercept != int(intercept)
-        slices.append(pixels.astype(np.float64) * slope + intercept if (slope, intercept) != (1.0, 0.0) else pixels)
-    voxels = np.stack(slices)
-    if not rescaled_needs_float and np.all(np.mod(voxels, 1) == 0) \
-            and voxels.min() >= np.iinfo(np.int16).min and voxels.max() <= np.iinfo(np.int16).max:
-        voxels = voxels.astype(np.int16)
-    else:
-        voxels = voxels.astype(np.float32)
+        if index % 16 == 0:
+            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
+        stored = _stored_pixels(instance)
+        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
+            voxels[index] = stored
+        elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
+            # In place: the stored values and the result both fit int16 (checked from the header).
+            voxels[index] = stored
+            voxels[index] += int(instance.rescale_intercept)
+        elif dtype == np.int16:
+            # Integer arithmetic in int32: the range check above guarantees the result fits int16.
+            voxels[index] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
+        else:
+            voxels[index] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
+                + np.float32(instance.rescale_intercept)
     return DicomVolume(
         voxels=voxels,
         ijk_to_ras=ijk_to_ras,
         instances=kept,
         stack_report=stack_report,
         duplicates=duplicates,
-        window=window,
+        window=next((instance.window for instance in kept if instance.window), None),
     )

@@ -174,6 +174,8 @@ def write_series(spec: SeriesSpec, folder: Path, file_names: str = "nbia") -> Wr
     if values.ndim != 3 or len(spec.positions) != values.shape[0]:
         raise ValueError("stored_values must be [k, j, i] with one position per slice")
     signed = values.min() < 0
+    fits_12_bits = (-2048 <= values.min() and values.max() <= 2047) if signed else values.max() <= 4095
+    bits_stored = 12 if fits_12_bits else 16
     pixel_dtype = np.int16 if signed else np.uint16
     width = max(2, len(str(values.shape[0]))) if values.shape[0] > 1 else 1
     paths: List[Path] = []
@@ -187,8 +189,9 @@ def write_series(spec: SeriesSpec, folder: Path, file_names: str = "nbia") -> Wr
         dataset.SliceLocation = f"{float(spec.positions[index][2]):.10g}"
         dataset.Rows, dataset.Columns = int(values.shape[1]), int(values.shape[2])
         dataset.BitsAllocated = 16
-        dataset.BitsStored = 16
-        dataset.HighBit = 15
+        # Scanners store 12 bits when the values fit (most CT), 16 otherwise.
+        dataset.BitsStored = bits_stored
+        dataset.HighBit = bits_stored - 1
         dataset.PixelRepresentation = 1 if signed else 0
         dataset.PixelData = np.ascontiguousarray(values[index].astype(pixel_dtype)).tobytes()
         for source in (spec.extra, spec.per_instance_extra.get(index, {})):
