@@ -213,3 +213,27 @@ def test_header_longer_than_the_read_prefix_is_read_whole(tmp_path):
     written = write_series(spec, tmp_path)
     header = read_header(written.paths[1])
     assert header.image_position == (0.0, 0.0, 2.0) and header.pixel_spacing == (1.0, 1.0)
+
+
+def test_fast_header_reader_agrees_with_pydicom_on_every_file_it_accepts():
+    """The raw reader must give the same header as pydicom wherever it does not defer to it."""
+    import warnings
+
+    from SarcomaLungLiverBrowserLib.dicom_series import header_from_dataset, header_from_raw
+    from SarcomaLungLiverBrowserLib.fast_header import read_raw_header
+
+    accepted = 0
+    for path in sorted(p for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                expected = header_from_dataset(pydicom.dcmread(str(path), stop_before_pixels=True), path)
+            except Exception:
+                continue
+        data = path.read_bytes()
+        values = read_raw_header(data[:16384], len(data) <= 16384)
+        if values is None:
+            continue
+        accepted += 1
+        assert header_from_raw(values, path) == expected, path
+    assert accepted >= 20

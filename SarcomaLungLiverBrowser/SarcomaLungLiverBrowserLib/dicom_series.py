@@ -19,6 +19,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from .errors import DataError
+from .fast_header import read_raw_header
 from .geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
 from .progress import ProgressCallback, report
 
@@ -211,26 +212,100 @@ def _parse_header(path: Path) -> pydicom.Dataset:
         prefix = stream.read(HEADER_PREFIX_BYTES)
         whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
     if not whole_file:
-        dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
-        if PIXEL_DATA_TAG_BYTES in prefix[132:]:
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+        except Exception:  # the prefix ended inside an element: read the whole file instead
+            dataset = None
+        if dataset is not None and PIXEL_DATA_TAG_BYTES in prefix[132:]:
             return dataset
-        last_tag = max((int(tag) for tag in dataset.keys()), default=0)
-        if last_tag > 0x0028FFFF:
+        if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
             return dataset
     return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
+def _split_floats(text: object, count: int) -> Optional[Tuple[float, ...]]:
+    if not isinstance(text, str) or not text:
+        return None
+    return _floats(text.split("\\"), count)
+
+
+def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
+    """Build an :class:`InstanceHeader` from :func:`~.fast_header.read_raw_header` values."""
+    missing = [name for name in ("SOPInstanceUID", "SeriesInstanceUID") if not values.get(name)]
+    if missing:
+        raise DataError(path, f"DICOM file lacks {', '.join(missing)}")
+
+    def text(name: str) -> str:
+        return str(values.get(name, ""))
+
+    def first_number(name: str) -> Optional[float]:
+        value = values.get(name)
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            number = float(value.split("\\")[0])
+        except ValueError:
+            return None
+        return number if np.isfinite(number) else None
+
+    center, width = first_number("WindowCenter"), first_number("WindowWidth")
+    slope, intercept = first_number("RescaleSlope"), first_number("RescaleIntercept")
+    return InstanceHeader(
+        path=path,
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        study_instance_uid=text("StudyInstanceUID"),
+        patient_id=text("PatientID"),
+        modality=text("Modality"),
+        series_description=text("SeriesDescription"),
+        series_number=_int_or_none(values.get("SeriesNumber")),
+        instance_number=_int_or_none(values.get("InstanceNumber")),
+        frame_of_reference_uid=text("FrameOfReferenceUID"),
+        rows=_int_or_none(values.get("Rows")),
+        columns=_int_or_none(values.get("Columns")),
+        image_position=_split_floats(values.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        image_orientation=_split_floats(values.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_split_floats(values.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        number_of_frames=_int_or_none(values.get("NumberOfFrames")) or 1,
+        study_date=text("StudyDate"),
+        study_description=text("StudyDescription"),
+        slice_thickness=first_number("SliceThickness"),
+        samples_per_pixel=_int_or_none(values.get("SamplesPerPixel")) or 1,
+        bits_allocated=_int_or_none(values.get("BitsAllocated")),
+        bits_stored=_int_or_none(values.get("BitsStored")),
+        pixel_representation=_int_or_none(values.get("PixelRepresentation")) or 0,
+        rescale_slope=1.0 if slope is None else slope,
+        rescale_intercept=0.0 if intercept is None else intercept,
+        window=(width, center) if width is not None and center is not None else None,
+        transfer_syntax_uid=text("TransferSyntaxUID"),
+    )
 
 
 def read_header(path: Path) -> InstanceHeader:
     """Read one file's header without its pixel data.
 
+    The common uncompressed little-endian files are read by a minimal raw
+    reader (:mod:`.fast_header`); everything else by pydicom.
+
     :raises DataError: naming the file, if it is not readable DICOM.
     """
+    path = Path(path)
     try:
-        dataset = _parse_header(Path(path))
+        with open(path, "rb") as stream:
+            prefix = stream.read(HEADER_PREFIX_BYTES)
+            whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
+    except OSError as error:
+        raise DataError(path, f"cannot be read ({error})") from error
+    values = read_raw_header(prefix, whole_file)
+    if values is not None:
+        return header_from_raw(values, path)
+    try:
+        dataset = _parse_header(path)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
             OverflowError, struct.error) as error:
         raise DataError(path, f"not a readable DICOM file ({error})") from error
-    return header_from_dataset(dataset, Path(path))
+    return header_from_dataset(dataset, path)
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""A minimal reader of the few header attributes indexing needs, from raw bytes.
+
+pydicom parses and converts every element, which costs about a millisecond
+per file; indexing a 100,000-file collection needs only ~25 attributes, all
+in groups 0002-0028, stored in the common uncompressed little-endian
+encodings. This reader walks the elements of such files directly and returns
+the raw values of the wanted tags. Anything it does not fully understand
+(big-endian or deflated syntaxes, unexpected character sets, malformed
+lengths) makes it return None, and the caller falls back to pydicom.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Dict, Optional, Tuple
+
+__all__ = ["read_raw_header", "WANTED_TAGS"]
+
+#: Tag number -> attribute keyword, for every attribute the index keeps.
+WANTED_TAGS: Dict[int, str] = {
+    0x00020010: "TransferSyntaxUID",
+    0x00080005: "SpecificCharacterSet",
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x00080020: "StudyDate",
+    0x00080060: "Modality",
+    0x00081030: "StudyDescription",
+    0x0008103E: "SeriesDescription",
+    0x00100010: "PatientName",
+    0x00100020: "PatientID",
+    0x00180050: "SliceThickness",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00200011: "SeriesNumber",
+    0x00200013: "InstanceNumber",
+    0x00200032: "ImagePositionPatient",
+    0x00200037: "ImageOrientationPatient",
+    0x00200052: "FrameOfReferenceUID",
+    0x00280002: "SamplesPerPixel",
+    0x00280004: "PhotometricInterpretation",
+    0x00280008: "NumberOfFrames",
+    0x00280010: "Rows",
+    0x00280011: "Columns",
+    0x00280030: "PixelSpacing",
+    0x00280100: "BitsAllocated",
+    0x00280101: "BitsStored",
+    0x00280103: "PixelRepresentation",
+    0x00281050: "WindowCenter",
+    0x00281051: "WindowWidth",
+    0x00281052: "RescaleIntercept",
+    0x00281053: "RescaleSlope",
+}
+_LAST_WANTED = max(WANTED_TAGS)
+_BINARY_US = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation"}
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_PLAIN_CHARACTER_SETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"}
+_TAG, _LONG, _SHORT = struct.Struct("<HH"), struct.Struct("<I"), struct.Struct("<H")
+_UNDEFINED = 0xFFFFFFFF
+_DONE = -1  # returned by _walk once every wanted tag's group has been passed
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+class _Unsupported(Exception):
+    """The file uses something this reader leaves to pydicom."""
+
+
+def _element_header(data: bytes, offset: int, explicit: bool) -> Tuple[int, bytes, int, int]:
+    """(tag, VR or b"", value length, offset of the value)."""
+    if offset + 8 > len(data):
+        raise _Unsupported("truncated element")
+    group, element = struct.unpack_from("<HH", data, offset)
+    tag = (group << 16) | element
+    if group == 0xFFFE or not explicit:
+        return tag, b"", struct.unpack_from("<I", data, offset + 4)[0], offset + 8
+    vr = data[offset + 4:offset + 6]
+    if vr in _LONG_LENGTH_VRS:
+        if offset + 12 > len(data):
+            raise _Unsupported("truncated element")
+        return tag, vr, struct.unpack_from("<I", data, offset + 8)[0], offset + 12
+    if not vr.isalpha():
+        raise _Unsupported("not explicit VR where expected")
+    return tag, vr, struct.unpack_from("<H", data, offset + 6)[0], offset + 8
+
+
+def _skip_undefined(data: bytes, offset: int, explicit: bool) -> int:
+    """Offset just past an undefined-length sequence (or item) starting at ``offset``."""
+    depth = 1
+    while depth:
+        tag, _, length, value = _element_header(data, offset, explicit)
+        if tag in (_SEQUENCE_END, _ITEM_END):
+            depth -= 1
+            offset = value
+        elif tag == _ITEM:
+            if length == _UNDEFINED:
+                depth += 1
+                offset = value
+            else:
+                offset = value + length
+        elif length == _UNDEFINED:
+            depth += 1
+            offset = value
+        else:
+            offset = value + length
+        if offset > len(data):
+            raise _Unsupported("sequence runs past the data")
+    return offset
+
+
+def _walk(data: bytes, offset: int, explicit: bool, values: Dict[str, bytes], stop_group: Optional[int]) -> int:
+    # The element header is decoded inline: this loop runs ~150 times per file.
+    unpack_tag, unpack_long, unpack_short = _TAG.unpack_from, _LONG.unpack_from, _SHORT.unpack_from
+    size = len(data)
+    while offset < size:
+        if offset + 8 > size:
+            raise _Unsupported("truncated element")
+        group, element = unpack_tag(data, offset)
+        if stop_group is not None and group != stop_group:
+            return offset
+        tag = (group << 16) | element
+        if tag > _LAST_WANTED:
+            return _DONE
+        if group == 0xFFFE or not explicit:
+            length, value = unpack_long(data, offset + 4)[0], offset + 8
+        else:
+            vr = data[offset + 4:offset + 6]
+            if vr in _LONG_LENGTH_VRS:
+                if offset + 12 > size:
+                    raise _Unsupported("truncated element")
+                length, value = unpack_long(data, offset + 8)[0], offset + 12
+            elif vr.isalpha():
+                length, value = unpack_short(data, offset + 6)[0], offset + 8
+            else:
+                raise _Unsupported("not explicit VR where expected")
+        if length == _UNDEFINED:
+            offset = _skip_undefined(data, value, explicit)
+            continue
+        if value + length > size:
+            raise _Unsupported("element runs past the data")
+        keyword = WANTED_TAGS.get(tag)
+        if keyword is not None:
+            values[keyword] = data[value:value + length]
+        offset = value + length
+    return offset
+
+
+def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]]:
+    """Wanted attributes of a Part 10 file from its first bytes, or None to let pydicom do it.
+
+    Text values come back as str, the binary ``US`` values as int.
+
+    :param whole_file: ``data`` is the entire file; otherwise it is a prefix,
+        trusted only if the walk got past group 0028 inside it.
+    """
+    try:
+        if len(data) < 132 or data[128:132] != b"DICM":
+            return None
+        raw: Dict[str, bytes] = {}
+        offset = _walk(data, 132, True, raw, stop_group=0x0002)
+        syntax = raw.get("TransferSyntaxUID", b"").rstrip(b"\0 ").decode("ascii")
+        if syntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
+            return None
+        if _walk(data, offset, syntax == _EXPLICIT_LE, raw, stop_group=None) != _DONE and not whole_file:
+            return None
+    except (_Unsupported, struct.error, UnicodeDecodeError):
+        return None
+    character_set = raw.get("SpecificCharacterSet", b"").decode("ascii", "replace").strip("\0 ").split("\\")[0]
+    if character_set not in _PLAIN_CHARACTER_SETS:
+        return None
+    encoding = "utf-8" if character_set == "ISO_IR 192" else "latin-1"
+    values: Dict[str, object] = {}
+    for keyword, value in raw.items():
+        if keyword in _BINARY_US:
+            if len(value) != 2:
+                return None
+            values[keyword] = struct.unpack("<H", value)[0]
+        else:
+            try:
+                values[keyword] = value.decode(encoding).strip("\0 ")
+            except UnicodeDecodeError:
+                return None
+    return values
