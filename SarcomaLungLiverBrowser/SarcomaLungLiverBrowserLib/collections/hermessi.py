@@ -1,0 +1,355 @@
+"""Hermessi, Mourali & Zagrouba 2019: liposarcoma (LPS) vs leiomyosarcoma (LMS) MRI slices.
+
+The archive's layout is not documented anywhere we could find
+(``shared/notes/datasets.md`` §3), so this reads what a user is likely to have:
+
+* folders named by class (``LPS``/``LMS``, ``liposarcoma``/``leiomyosarcoma``) and
+  by sequence (``T1``, ``T2FS``, ``STIR``) in either nesting order, any case;
+* image files that are DICOM or PNG/JPEG, told apart by their first bytes,
+  never by their extension;
+* an optional patient token (``STS_012``, ``patient3``, ``P07``) in a folder or
+  file name; a case is then a patient, otherwise a (class, sequence) group.
+
+DICOM slices of one series are stacked by position; every other image is a
+single-slice volume (PNG/JPEG with 1 mm pixels). The per-class, per-sequence
+counts are compared with the published table (README of the dataset's
+repository: LPS 676 / 457 / 219, LMS 472 / 409 / 63 for T1 / T2FS / STIR).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from ..dicom_series import InstanceHeader, group_by_series, read_header, read_series
+from ..errors import DataError
+from ..findings import WARNING, Finding
+from ..geometry import LPS_TO_RAS
+from ..progress import ProgressCallback, report
+from ..registry import CaseInfo, Collection, LoadedCase
+from ..scene_builder import SUBJECT_HIERARCHY_UID_NAME, SceneBuilder
+
+__all__ = ["HermessiSarcomaMriCollection", "COLLECTIONS", "PUBLISHED_COUNTS", "CLASSES", "SEQUENCES",
+           "ImageEntry", "scan_images", "count_table", "count_findings", "file_kind", "case_table"]
+
+CLASSES = ("LPS", "LMS")
+SEQUENCES = ("T1", "T2FS", "STIR")
+CLASS_NAMES = {"LPS": "Liposarcoma (LPS)", "LMS": "Leiomyosarcoma (LMS)"}
+#: Published 2-D image counts (class -> sequence -> count).
+PUBLISHED_COUNTS = {"LPS": {"T1": 676, "T2FS": 457, "STIR": 219}, "LMS": {"T1": 472, "T2FS": 409, "STIR": 63}}
+
+_CLASS_WORDS = {"lps": "LPS", "liposarcoma": "LPS", "liposarcomas": "LPS", "lms": "LMS",
+                "leiomyosarcoma": "LMS", "leiomyosarcomas": "LMS"}
+_SEQUENCE_WORDS = {"t1": "T1", "t1w": "T1", "t2fs": "T2FS", "t2": "T2FS", "t2wfs": "T2FS", "stir": "STIR"}
+_PATIENT = re.compile(r"(?<![a-z0-9])(sts|patient|pat|case|subject|p)[ _-]?(\d{1,4})(?![0-9])", re.IGNORECASE)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+#: Folder depth searched for class and sequence folders by :meth:`detect`.
+DETECT_DEPTH = 3
+
+
+def _folder_word(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name.lower())
+
+
+def class_of_folder(name: str) -> Optional[str]:
+    return _CLASS_WORDS.get(_folder_word(name))
+
+
+def sequence_of_folder(name: str) -> Optional[str]:
+    return _SEQUENCE_WORDS.get(_folder_word(name))
+
+
+def file_kind(path: Path) -> Optional[str]:
+    """``"dicom"``, ``"png"``, ``"jpeg"`` from the file's first bytes, or None for anything else."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(132)
+    except OSError:
+        return None
+    if head.startswith(PNG_MAGIC):
+        return "png"
+    if head.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def patient_token(text: str) -> Optional[str]:
+    """A patient ID in a folder or file name (``STS_012`` -> ``STS_012``, ``patient3`` -> ``P003``)."""
+    match = _PATIENT.search(text)
+    if match is None:
+        return None
+    prefix, number = match.group(1).lower(), int(match.group(2))
+    return f"STS_{number:03d}" if prefix == "sts" else f"P{number:03d}"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image file with what its folders and name say about it."""
+
+    path: Path
+    kind: str
+    label: str          # LPS or LMS
+    sequence: str       # T1, T2FS or STIR
+    patient: Optional[str]
+
+    @property
+    def case_id(self) -> str:
+        return self.patient or f"{self.label}_{self.sequence}"
+
+
+def scan_images(root: Path, progress: Optional[ProgressCallback] = None) -> Tuple[List[ImageEntry], List[Path]]:
+    """Every image file below ``root`` with a class and a sequence folder above it.
+
+    :returns: (entries sorted by path, image files lacking a class or sequence folder).
+    """
+    root = Path(root)
+    entries: List[ImageEntry] = []
+    unlabelled: List[Path] = []
+    walked = 0
+    for directory, folders, files in os.walk(root):
+        folders.sort()
+        parts = Path(directory).relative_to(root).parts
+        labels = [class_of_folder(part) for part in parts]
+        sequences = [sequence_of_folder(part) for part in parts]
+        label = next((value for value in reversed(labels) if value), None)
+        sequence = next((value for value in reversed(sequences) if value), None)
+        folder_patient = None
+        for part, is_label, is_sequence in zip(parts, labels, sequences):
+            if not is_label and not is_sequence:
+                folder_patient = patient_token(part) or folder_patient
+        for name in sorted(files):
+            walked += 1
+            if walked % 200 == 0:
+                report(progress, f"Looking at image files ({walked})", 0.5)
+            path = Path(directory) / name
+            kind = file_kind(path)
+            if kind is None:
+                continue
+            if label is None or sequence is None:
+                unlabelled.append(path)
+                continue
+            entries.append(ImageEntry(path, kind, label, sequence, folder_patient or patient_token(Path(name).stem)))
+    return entries, unlabelled
+
+
+def count_table(entries: Sequence[ImageEntry]) -> pd.DataFrame:
+    """Found vs published image counts per class and sequence (one row each, plus totals)."""
+    rows = []
+    for label in CLASSES:
+        for sequence in SEQUENCES:
+            found = sum(1 for e in entries if e.label == label and e.sequence == sequence)
+            published = PUBLISHED_COUNTS[label][sequence]
+            rows.append({"Class": label, "Sequence": sequence, "Found": found, "Published": published,
+                         "Difference": found - published})
+        found = sum(1 for e in entries if e.label == label)
+        published = sum(PUBLISHED_COUNTS[label].values())
+        rows.append({"Class": label, "Sequence": "Total", "Found": found, "Published": published,
+                     "Difference": found - published})
+    return pd.DataFrame(rows, columns=["Class", "Sequence", "Found", "Published", "Difference"])
+
+
+def count_findings(table: pd.DataFrame, root: Path) -> List[Finding]:
+    """A warning per class and sequence whose count differs from the published table."""
+    findings = []
+    for row in table.itertuples(index=False):
+        if row.Sequence == "Total" or row.Difference == 0:
+            continue
+        findings.append(Finding(
+            WARNING, "hermessi.count_mismatch",
+            f"{root}: {row.Class} {row.Sequence} has {row.Found} image(s); the published table has "
+            f"{row.Published} ({row.Difference:+d})", path=str(root), value=float(row.Difference)))
+    return findings
+
+
+def case_table(cases: Sequence[CaseInfo]) -> pd.DataFrame:
+    """The case table a user sees: one row per case (ID, class, counts per sequence)."""
+    return pd.DataFrame([{"case_id": c.case_id, "diagnosis": c.diagnosis, **c.summary} for c in cases])
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                pixels = np.asarray(image, dtype=np.int32)
+            else:
+                pixels = np.asarray(image.convert("L"), dtype=np.uint8)
+    except Exception as error:  # Pillow raises many types for damaged files
+        raise DataError(path, f"cannot be read as an image ({error})") from error
+    return pixels
+
+
+def _dicom_single(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixels [1, j, i] and IJK-to-RAS of a DICOM image that is not part of a stack."""
+    try:
+        dataset = pydicom.dcmread(str(path))
+        pixels = dataset.pixel_array
+    except Exception as error:  # pydicom raises many types for damaged pixel data
+        raise DataError(path, f"pixel data cannot be decoded ({error})") from error
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and dataset.get("SamplesPerPixel", 1) > 1:
+        pixels = pixels[..., :3] @ np.array([0.299, 0.587, 0.114])  # luminance of a colour capture
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    voxels = pixels.astype(np.float32) * slope + intercept if (slope, intercept) != (1.0, 0.0) else pixels
+    spacing = dataset.get("PixelSpacing") or [1.0, 1.0]
+    ijk_to_lps = np.diag([float(spacing[1]), float(spacing[0]), float(dataset.get("SliceThickness") or 1.0), 1.0])
+    return np.asarray(voxels), LPS_TO_RAS @ ijk_to_lps
+
+
+class HermessiSarcomaMriCollection(Collection):
+    """Hermessi et al. 2019 soft-tissue sarcoma MRI slices (LPS vs LMS)."""
+
+    key = "hermessi"
+    title = "Soft-tissue sarcoma MRI (Hermessi et al. 2019)"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """True when class folders and sequence folders appear within three levels."""
+        root = Path(root)
+        if not root.is_dir():
+            return False
+        seen_class = seen_sequence = False
+        for directory, folders, _ in os.walk(root):
+            depth = len(Path(directory).relative_to(root).parts)
+            for name in folders:
+                seen_class = seen_class or class_of_folder(name) is not None
+                seen_sequence = seen_sequence or sequence_of_folder(name) is not None
+            if seen_class and seen_sequence:
+                return True
+            if depth + 1 >= DETECT_DEPTH:
+                folders[:] = []
+        return False
+
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+        entries, unlabelled = scan_images(self.root, progress)
+        self._entries, self._unlabelled = entries, unlabelled
+        by_case: Dict[str, List[ImageEntry]] = {}
+        for entry in entries:
+            by_case.setdefault(entry.case_id, []).append(entry)
+        cases = []
+        for case_id in sorted(by_case):
+            members = by_case[case_id]
+            labels = sorted({e.label for e in members})
+            summary: Dict[str, Any] = {"class": "/".join(labels), "images": len(members)}
+            for sequence in SEQUENCES:
+                summary[sequence] = sum(1 for e in members if e.sequence == sequence)
+            summary["grouping"] = "patient" if members[0].patient else "class and sequence"
+            cases.append(CaseInfo(self.key, case_id, self.root,
+                                  " / ".join(CLASS_NAMES[label] for label in labels),
+                                  {"images": [e.path for e in members], "entries": members}, summary))
+        report(progress, f"Found {len(cases)} case(s) in {len(entries)} image(s)", 1.0)
+        return cases
+
+    def counts(self) -> pd.DataFrame:
+        """Found vs published counts over the whole folder."""
+        if not hasattr(self, "_entries"):
+            self.discover_cases()
+        return count_table(self._entries)
+
+    def collection_findings(self) -> List[Finding]:
+        """Count mismatches and image files without class/sequence folders."""
+        table = self.counts()
+        findings = count_findings(table, self.root)
+        if self._unlabelled:
+            findings.append(Finding(WARNING, "hermessi.unlabelled_images",
+                                    f"{len(self._unlabelled)} image file(s) lack a class or sequence folder, e.g. "
+                                    f"{self._unlabelled[0]}", path=str(self._unlabelled[0]),
+                                    value=float(len(self._unlabelled))))
+        return findings
+
+    # ------------------------------------------------------------------ loading
+    def load_case(self, case: CaseInfo, builder: SceneBuilder,
+                  progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        loaded = LoadedCase(case=case)
+        entries: List[ImageEntry] = list(case.files.get("entries") or [])
+        if not entries:
+            raise DataError(self.root, f"case {case.case_id} has no images")
+        with builder.transaction():
+            patient = builder.patient_item(f"hermessi:{case.case_id}", case.case_id,
+                                           uid_name=SUBJECT_HIERARCHY_UID_NAME)
+            groups: Dict[Tuple[str, str], List[ImageEntry]] = {}
+            for entry in entries:
+                groups.setdefault((entry.label, entry.sequence), []).append(entry)
+            done = 0
+            for (label, sequence), members in sorted(groups.items()):
+                folder = builder.folder_item(patient, f"{label} {sequence}")
+                done = self._load_group(case, label, sequence, members, builder, folder, loaded, progress, done,
+                                        len(entries))
+            table = self.counts()
+            loaded.tables.append(builder.add_table("Hermessi counts vs published", table, parent_item=patient,
+                                                   attributes={"collection": self.key, "case_id": case.case_id}))
+            loaded.metrics["counts"] = table.to_dict("records")
+        loaded.findings.extend(self.collection_findings())
+        loaded.metrics["volumes"] = len(loaded.volumes)
+        report(progress, f"Loaded {case.case_id}", 1.0)
+        return loaded
+
+    def _load_group(self, case: CaseInfo, label: str, sequence: str, members: Sequence[ImageEntry],
+                    builder: SceneBuilder, folder: int, loaded: LoadedCase, progress: Optional[ProgressCallback],
+                    done: int, total: int) -> int:
+        attributes = {"collection": self.key, "case_id": case.case_id, "class": label, "sequence": sequence}
+        dicom = [e for e in members if e.kind == "dicom"]
+        headers: List[InstanceHeader] = []
+        singles: List[ImageEntry] = [e for e in members if e.kind != "dicom"]
+        for entry in dicom:
+            try:
+                headers.append(read_header(entry.path))
+            except DataError as error:
+                loaded.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
+                                               case_id=case.case_id, path=str(entry.path)))
+        by_path = {e.path: e for e in dicom}
+        for uid, instances in group_by_series(headers).items():
+            stackable = len(instances) > 1 and all(i.plane is not None for i in instances)
+            if stackable:
+                try:
+                    volume = read_series(instances)
+                except DataError as error:
+                    loaded.findings.append(Finding(WARNING, "hermessi.not_stacked",
+                                                   f"series {uid} loaded slice by slice: {error}",
+                                                   case_id=case.case_id, path=error.path))
+                else:
+                    first = instances[0]
+                    name = f"{case.case_id} {label} {sequence} {first.series_description or 'series'}"
+                    node = builder.add_volume(name, volume.voxels, volume.ijk_to_ras, parent_item=folder,
+                                              attributes={**attributes, "file_type": "dicom",
+                                                          "slices": len(volume.instances)})
+                    loaded.volumes.append(node)
+                    for problem in volume.problems():
+                        loaded.findings.append(Finding(WARNING, "hermessi.slice_stack", f"{name}: {problem}",
+                                                       case_id=case.case_id, node_name=node.GetName()))
+                    done += len(instances)
+                    report(progress, f"Loaded {name}", done / max(1, total))
+                    continue
+            singles.extend(by_path[i.path] for i in instances)
+        for entry in sorted(singles, key=lambda e: e.path):
+            try:
+                if entry.kind == "dicom":
+                    voxels, ijk_to_ras = _dicom_single(entry.path)
+                else:
+                    voxels, ijk_to_ras = _read_raster(entry.path)[None], LPS_TO_RAS.copy()
+            except DataError as error:
+                loaded.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
+                                               case_id=case.case_id, path=str(entry.path)))
+                continue
+            name = f"{case.case_id} {label} {sequence} {entry.path.stem}"
+            node = builder.add_volume(name, voxels, ijk_to_ras, parent_item=folder,
+                                      attributes={**attributes, "file_type": entry.kind, "slices": 1})
+            loaded.volumes.append(node)
+            done += 1
+            report(progress, f"Loaded {name}", done / max(1, total))
+        return done
+
+
+COLLECTIONS = [HermessiSarcomaMriCollection]
