@@ -24,7 +24,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-
 from ..dicom_series import (
     DicomVolume, InstanceHeader, group_by_series, read_series, scan_folder,
 )
