@@ -34,7 +34,7 @@ def read_table(path: Path, sheet: Optional[str] = None, fallback_to_first_sheet:
                 if not fallback_to_first_sheet:
                     raise DataError(path, f"has no sheet {sheet!r} (sheets: {', '.join(names)})")
                 sheet = names[0]
-            return workbook.parse(sheet if sheet is not None else names[0])
+            return pd.read_excel(workbook, sheet_name=sheet if sheet is not None else names[0])
         if suffix in (".csv", ".tsv", ".txt"):
             separator = "\t" if suffix == ".tsv" else ","
             try:

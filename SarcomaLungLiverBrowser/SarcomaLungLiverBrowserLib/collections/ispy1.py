@@ -1,0 +1,697 @@
+"""ISPY1-Tumor-SEG-Radiomics (TCIA analysis result, Chitalia et al. 2022): NIfTI DCE-MRI and tumour masks.
+
+Facts used here (shared/notes/datasets.md §2):
+
+* the published tree under ``NIfTI-Files/``: ``images_bias-corrected_nifti/<case>/<case>_DCE_000{0,1,2}_N3.nii.gz``
+  (native grid), ``images_bias-corrected_resampled_zscored_nifti/<case>/<case>_DCE_000x_N3_zscored.nii.gz``
+  (1 mm grid), ``masks_ftv/<case>.nii.gz`` (native grid), ``masks_stv_manual/<case>.nii.gz`` and
+  ``masks_stv_resunet/<case>.nii.gz`` (1 mm grid); one third-party listing shows ``.nii`` and no
+  ``_zscored`` suffix, so both spellings are accepted;
+* DCE_0000 is pre-contrast, DCE_0001 the first (early) and DCE_0002 the second (late) post-contrast
+  phase of the baseline exam;
+* ``ISPY_DataPaper_features.xlsx`` (``SubjectID`` numeric without ``ISPY1_``, then CaPTk features of
+  the manual STV on the 1 mm z-scored images) and ``captk_parameter_file_ispy1.csv``.
+
+CaPTk's volumetric features (FeatureExtraction ``CalculateVolumetric``) are ``Pixels`` (voxel
+count) and ``Volume`` (count times voxel volume, mm³); its horizontal output names columns
+``<Modality>_<ROILabel>_<FeatureFamily>_<Feature>``, so the volume column ends in
+``Volumetric_Volume``. Without such a column, a column with ``Volume`` in its name is used.
+
+QA definitions
+--------------
+* **Dice** between STV manual and ResUNet on their common grid: 2|A∩B| / (|A|+|B|).
+* **Hausdorff distance** (symmetric, mm) between the *surface voxels* of the two masks —
+  voxels inside the mask with at least one of their 6 face neighbours outside (or at the
+  grid edge) — measured between voxel *centres* in RAS (so anisotropic or oblique grids
+  are measured correctly); HD95 is the 95th percentile of both directed distance sets
+  (the usual MedPy/DeepMind surface-distance convention).
+* **Volume** (cm³) of each mask on its own grid: voxel count times voxel volume.
+* **Background**: mask voxels where the image it is shown on has its minimum value
+  (zero in the native images; the z-score of zero in the z-scored ones).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ..findings import ERROR, INFO, WARNING, Finding
+from ..nifti import (
+    NiftiVolume,
+    count_outside_grid,
+    is_nifti_name,
+    read_nifti,
+    resample_mask_to_grid,
+    same_grid,
+    voxel_centres_ras,
+)
+from ..progress import ProgressCallback, report, sub_progress
+from ..registry import CaseInfo, Collection, LoadedCase
+from ..scene_builder import ATTRIBUTE_PREFIX, SUBJECT_HIERARCHY_UID_NAME, SegmentSpec
+from ..tables import read_table, require_columns
+
+__all__ = [
+    "Ispy1Collection",
+    "COLLECTIONS",
+    "TIMEPOINTS",
+    "MASK_KINDS",
+    "HausdorffResult",
+    "dice_coefficient",
+    "hausdorff_distance",
+    "surface_voxels",
+    "mask_volume_cm3",
+    "find_volume_columns",
+    "features_row",
+]
+
+NATIVE_FOLDER = "images_bias-corrected_nifti"
+ZSCORED_FOLDER = "images_bias-corrected_resampled_zscored_nifti"
+FTV_FOLDER = "masks_ftv"
+STV_MANUAL_FOLDER = "masks_stv_manual"
+STV_RESUNET_FOLDER = "masks_stv_resunet"
+FEATURES_FILE = "ISPY_DataPaper_features.xlsx"
+CAPTK_FILE = "captk_parameter_file_ispy1.csv"
+KNOWN_FOLDERS = (NATIVE_FOLDER, ZSCORED_FOLDER, FTV_FOLDER, STV_MANUAL_FOLDER, STV_RESUNET_FOLDER)
+
+#: DCE phase -> what it is (publisher README: pre contrast and first two post contrast scans).
+TIMEPOINTS: Dict[str, str] = {
+    "DCE_0000": "pre-contrast",
+    "DCE_0001": "early post-contrast",
+    "DCE_0002": "late post-contrast",
+}
+
+#: Image families: key -> (folder, label used in node names).
+IMAGE_FAMILIES: Dict[str, Tuple[str, str]] = {
+    "native": (NATIVE_FOLDER, "N3"),
+    "zscored": (ZSCORED_FOLDER, "N3 1mm z-scored"),
+}
+
+
+@dataclass(frozen=True)
+class MaskKind:
+    """One of the three mask folders and how it is shown."""
+
+    key: str
+    folder: str
+    segment_name: str
+    family: str  # image family whose grid the mask is published on
+    color: Tuple[float, float, float]
+
+
+MASK_KINDS: Tuple[MaskKind, ...] = (
+    MaskKind("stv_manual", STV_MANUAL_FOLDER, "STV manual", "zscored", (0.90, 0.20, 0.20)),
+    MaskKind("stv_resunet", STV_RESUNET_FOLDER, "STV ResUNet", "zscored", (0.20, 0.60, 1.00)),
+    MaskKind("ftv", FTV_FOLDER, "FTV", "native", (1.00, 0.80, 0.10)),
+)
+
+_CASE_RE = re.compile(r"^ISPY1_\d+$", re.IGNORECASE)
+_IMAGE_RE = re.compile(r"^(ISPY1_\d+)_(DCE_000[0-2])_N3(?:_zscored)?\.nii(?:\.gz)?$", re.IGNORECASE)
+_MASK_RE = re.compile(r"^(ISPY1_\d+)\.nii(?:\.gz)?$", re.IGNORECASE)
+_CAPTK_VOLUME_RE = re.compile(r"(?:^|_)Volumetric_Volume$", re.IGNORECASE)
+
+#: Share of a mask in the image background above which that is a warning.
+BACKGROUND_WARNING_FRACTION = 0.05
+#: Relative difference between mask and spreadsheet volume above which that is a warning.
+VOLUME_MISMATCH_FRACTION = 0.05
+#: Reference phase preference for a segmentation's grid (the tumour enhances in DCE_0001).
+_REFERENCE_ORDER = ("DCE_0001", "DCE_0000", "DCE_0002")
+#: Largest (chunk x other-set) block of pairwise distances computed at once.
+_DISTANCE_BLOCK = 4_000_000
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def mask_volume_cm3(mask: np.ndarray, ijk_to_ras: np.ndarray) -> float:
+    """Volume of a [k, j, i] mask in cm³ (voxel count times voxel volume)."""
+    voxel_mm3 = abs(float(np.linalg.det(np.asarray(ijk_to_ras, dtype=float)[:3, :3])))
+    return float(np.count_nonzero(mask)) * voxel_mm3 / 1000.0
+
+
+def dice_coefficient(mask_a: np.ndarray, mask_b: np.ndarray) -> Optional[float]:
+    """2|A∩B| / (|A|+|B|) of two masks on the same grid; None if both are empty."""
+    a, b = np.asarray(mask_a) != 0, np.asarray(mask_b) != 0
+    if a.shape != b.shape:
+        raise ValueError(f"Dice needs masks on one grid, got shapes {a.shape} and {b.shape}")
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return None
+    return 2.0 * float(np.logical_and(a, b).sum()) / float(total)
+
+
+def surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """[k, j, i] indices (N, 3) of mask voxels with a face neighbour outside the mask or grid."""
+    inside = np.asarray(mask) != 0
+    padded = np.pad(inside, 1, constant_values=False)
+    interior = inside.copy()
+    for axis in range(3):
+        for step in (-1, 1):
+            interior &= np.roll(padded, step, axis=axis)[1:-1, 1:-1, 1:-1]
+    return np.argwhere(inside & ~interior)
+
+
+def _nearest_distances(points: np.ndarray, others: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """For each point, the distance to the nearest of ``others`` and that one's index.
+
+    The block search uses |a|²+|b|²-2a·b on centred coordinates; the returned
+    distance is then recomputed exactly for the pair found.
+    """
+    centre = np.concatenate([points, others]).mean(axis=0)
+    a, b = points - centre, others - centre
+    b_squared = np.einsum("ij,ij->i", b, b)
+    chunk = max(1, _DISTANCE_BLOCK // max(len(b), 1))
+    nearest = np.empty(len(a), dtype=np.int64)
+    for start in range(0, len(a), chunk):
+        block = a[start : start + chunk]
+        squared = np.einsum("ij,ij->i", block, block)[:, None] + b_squared[None, :] - 2.0 * block @ b.T
+        nearest[start : start + chunk] = np.argmin(squared, axis=1)
+    distances = np.linalg.norm(points - others[nearest], axis=1)
+    return distances, nearest
+
+
+@dataclass(frozen=True)
+class HausdorffResult:
+    """Symmetric surface Hausdorff distance and where it is reached.
+
+    :param distance_mm: max of both directed distances.
+    :param distance95_mm: 95th percentile of both directed distance sets.
+    :param point_ras: the surface voxel centre farthest from the other mask.
+    """
+
+    distance_mm: float
+    distance95_mm: float
+    point_ras: Tuple[float, float, float]
+
+
+def hausdorff_distance(mask_a: np.ndarray, ijk_to_ras_a: np.ndarray, mask_b: np.ndarray,
+                       ijk_to_ras_b: np.ndarray) -> Optional[HausdorffResult]:
+    """Symmetric Hausdorff distance (mm) between the surface voxel centres of two masks.
+
+    The masks may lie on different grids: each one's surface is found on its
+    own grid and the distances are measured between RAS positions. Returns
+    None if either mask is empty.
+    """
+    points_a = voxel_centres_ras(np.asarray(ijk_to_ras_a, dtype=float), surface_voxels(mask_a))
+    points_b = voxel_centres_ras(np.asarray(ijk_to_ras_b, dtype=float), surface_voxels(mask_b))
+    if len(points_a) == 0 or len(points_b) == 0:
+        return None
+    a_to_b, _ = _nearest_distances(points_a, points_b)
+    b_to_a, _ = _nearest_distances(points_b, points_a)
+    if a_to_b.max() >= b_to_a.max():
+        distance, point = float(a_to_b.max()), points_a[int(np.argmax(a_to_b))]
+    else:
+        distance, point = float(b_to_a.max()), points_b[int(np.argmax(b_to_a))]
+    percentile = float(np.percentile(np.concatenate([a_to_b, b_to_a]), 95))
+    return HausdorffResult(distance, percentile, tuple(float(v) for v in point))  # type: ignore[arg-type]
+
+
+def _centroid_ras(mask: np.ndarray, ijk_to_ras: np.ndarray) -> Optional[Tuple[float, float, float]]:
+    indices = np.argwhere(mask)
+    if indices.size == 0:
+        return None
+    centre = voxel_centres_ras(ijk_to_ras, indices.mean(axis=0, keepdims=True))[0]
+    return tuple(float(v) for v in centre)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def find_volume_columns(columns: Sequence[Any]) -> Tuple[List[str], str]:
+    """Columns of a features table that hold a tumour volume, and their unit.
+
+    CaPTk's ``..._Volumetric_Volume`` columns are in mm³; otherwise any
+    column with "volume" in its name, in cm³ if the name says so, else mm³.
+    """
+    names = [str(column) for column in columns]
+    captk = [name for name in names if _CAPTK_VOLUME_RE.search(name)]
+    if captk:
+        return captk, "mm3"
+    generic = [name for name in names if "volume" in name.lower()]
+    unit = "cm3" if generic and re.search(r"cm|cc", generic[0], re.IGNORECASE) else "mm3"
+    return generic, unit
+
+
+def _subject_number(value: Any) -> Optional[int]:
+    """``1002``, ``1002.0``, ``"1002"`` or ``"ISPY1_1002"`` -> 1002."""
+    text = str(value).strip()
+    text = re.sub(r"^ISPY1_", "", text, flags=re.IGNORECASE)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if np.isfinite(number) and number == int(number) else None
+
+
+def features_row(table: pd.DataFrame, case_id: str, path: Path) -> Optional[pd.Series]:
+    """The row of ``table`` whose ``SubjectID`` is the case's number, or None."""
+    require_columns(table, ["SubjectID"], path)
+    wanted = _subject_number(case_id)
+    matches = table[table["SubjectID"].map(_subject_number) == wanted]
+    if matches.empty:
+        return None
+    return matches.iloc[0]
+
+
+def _row_as_table(row: pd.Series) -> pd.DataFrame:
+    """A two-column (Feature, Value) table: readable for hundreds of features."""
+    values = pd.to_numeric(pd.Series(row.values), errors="coerce")
+    if values.isna().sum() > pd.Series(row.values).isna().sum():
+        values = pd.Series([str(v) for v in row.values])
+    return pd.DataFrame({"Feature": [str(name) for name in row.index], "Value": values.values})
+
+
+# ---------------------------------------------------------------------------------------------- collection
+
+
+def _nifti_root(root: Path) -> Optional[Path]:
+    """The folder holding the five NIfTI folders: ``root``, ``root/NIfTI-Files`` or one level deeper."""
+    candidates = [root, root / "NIfTI-Files", root / "ISPY1-Tumor-SEG-Radiomics" / "NIfTI-Files"]
+    for candidate in candidates:
+        if candidate.is_dir() and any((candidate / name).is_dir() for name in KNOWN_FOLDERS):
+            return candidate
+    return None
+
+
+def _find_file(folders: Sequence[Path], name: str) -> Optional[Path]:
+    """``name`` (case-insensitive) in the first of ``folders`` that has it."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if child.is_file() and child.name.lower() == name.lower():
+                return child
+    return None
+
+
+def _prefer(existing: Optional[Path], candidate: Path) -> Path:
+    """Between ``x.nii`` and ``x.nii.gz`` of the same name, keep the published ``.nii.gz``."""
+    if existing is None:
+        return candidate
+    return candidate if candidate.name.lower().endswith(".gz") and not existing.name.lower().endswith(".gz") else existing
+
+
+class Ispy1Collection(Collection):
+    """The ISPY1-Tumor-SEG-Radiomics NIfTI tree."""
+
+    key = "ispy1"
+    title = "ISPY1-Tumor-SEG-Radiomics (DCE-MRI NIfTI, STV/FTV masks, radiomics)"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.nifti_root = _nifti_root(self.root) or self.root
+        self._tables: Dict[Path, pd.DataFrame] = {}
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return _nifti_root(Path(root)) is not None
+
+    # -------------------------------------------------------------------------------------- discovery
+    def table_files(self) -> Dict[str, Optional[Path]]:
+        """The features spreadsheet and CaPTk parameter file, beside or above ``NIfTI-Files``."""
+        folders = [self.nifti_root, self.nifti_root.parent, self.root]
+        return {"features": _find_file(folders, FEATURES_FILE), "captk": _find_file(folders, CAPTK_FILE)}
+
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+        report(progress, "Listing ISPY1 cases", 0.0)
+        files: Dict[str, Dict[str, Any]] = {}
+
+        def entry(case_id: str) -> Dict[str, Any]:
+            return files.setdefault(case_id.upper(), {"native": {}, "zscored": {}, "unrecognised": []})
+
+        for family, (folder_name, _) in IMAGE_FAMILIES.items():
+            folder = self.nifti_root / folder_name
+            if not folder.is_dir():
+                continue
+            for case_folder in sorted(folder.iterdir()):
+                if not case_folder.is_dir() or not _CASE_RE.match(case_folder.name):
+                    continue
+                case_files = entry(case_folder.name)
+                for child in sorted(case_folder.iterdir()):
+                    match = _IMAGE_RE.match(child.name)
+                    if child.is_file() and match and match.group(1).upper() == case_folder.name.upper():
+                        phase = match.group(2).upper()
+                        case_files[family][phase] = _prefer(case_files[family].get(phase), child)
+                    elif child.is_file():
+                        case_files["unrecognised"].append(child)
+        for kind in MASK_KINDS:
+            folder = self.nifti_root / kind.folder
+            if not folder.is_dir():
+                continue
+            for child in sorted(folder.iterdir()):
+                match = _MASK_RE.match(child.name)
+                if child.is_file() and match:
+                    case_files = entry(match.group(1))
+                    case_files[kind.key] = _prefer(case_files.get(kind.key), child)
+        tables = self.table_files()
+        cases = []
+        for case_id in sorted(files):
+            case_files = files[case_id]
+            case_files.update(tables)
+            missing = self._missing(case_files)
+            summary = {
+                "native images": len(case_files["native"]),
+                "z-scored images": len(case_files["zscored"]),
+                "masks": ", ".join(kind.segment_name for kind in MASK_KINDS if case_files.get(kind.key)) or "none",
+                "missing": "; ".join(missing),
+            }
+            cases.append(CaseInfo(self.key, case_id, self.root, "", case_files, summary))
+        report(progress, f"Found {len(cases)} ISPY1 cases", 1.0)
+        return cases
+
+    @staticmethod
+    def _missing(case_files: Dict[str, Any]) -> List[str]:
+        missing = []
+        for family, (folder, _) in IMAGE_FAMILIES.items():
+            for phase in TIMEPOINTS:
+                if phase not in case_files[family]:
+                    missing.append(f"{folder}/{phase}")
+        for kind in MASK_KINDS:
+            if not case_files.get(kind.key):
+                missing.append(kind.folder)
+        return missing
+
+    # -------------------------------------------------------------------------------------- loading
+    def load_case(self, case: CaseInfo, builder: Any, progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        result = LoadedCase(case)
+        loader = _CaseLoader(self, case, builder, result, progress)
+        with builder.transaction():
+            loader.run()
+        return result
+
+    def read_table_cached(self, path: Path) -> pd.DataFrame:
+        """A spreadsheet read once per collection object."""
+        if path not in self._tables:
+            self._tables[path] = read_table(path)
+        return self._tables[path]
+
+
+@dataclass
+class _LoadedImage:
+    family: str
+    phase: str
+    volume: NiftiVolume
+    node: Any
+
+
+@dataclass
+class _PlacedMask:
+    kind: MaskKind
+    path: Path
+    own_mask: np.ndarray  # on the mask file's grid
+    own_ijk_to_ras: np.ndarray
+    mask: np.ndarray  # on the reference image's grid
+    reference: _LoadedImage
+
+
+class _CaseLoader:
+    """Loads one case: images, masks into segmentations, tables and QA findings."""
+
+    def __init__(self, collection: Ispy1Collection, case: CaseInfo, builder: Any, result: LoadedCase,
+                 progress: Optional[ProgressCallback]) -> None:
+        self.collection = collection
+        self.case = case
+        self.case_id = case.case_id
+        self.builder = builder
+        self.result = result
+        self.progress = progress
+        self.images: List[_LoadedImage] = []
+        self.masks: Dict[str, _PlacedMask] = {}
+
+    def finding(self, severity: str, check: str, message: str, **details: Any) -> None:
+        path = details.pop("path", "")
+        self.result.findings.append(
+            Finding(severity, f"ispy1.{check}", message, case_id=self.case_id, path=str(path), **details)
+        )
+
+    def run(self) -> None:
+        report(self.progress, f"Loading {self.case_id}", 0.0)
+        patient = self.builder.patient_item(self.case_id, self.case_id, uid_name=SUBJECT_HIERARCHY_UID_NAME)
+        self.study = self.builder.study_item(
+            patient, f"{self.case_id}/DCE-MRI baseline", "DCE-MRI baseline", uid_name=SUBJECT_HIERARCHY_UID_NAME
+        )
+        for missing in self.case.summary.get("missing", "").split("; "):
+            if missing:
+                self.finding(WARNING, "missing_file", f"{self.case_id}: no file in {missing}")
+        for path in self.case.files.get("unrecognised", []):
+            self.finding(INFO, "unrecognised_file", f"{path.name} is not a DCE_000x image name; ignored", path=path)
+        self._load_images(sub_progress(self.progress, 0.0, 0.5))
+        if not self.images:
+            raise DataError(self.collection.nifti_root, f"{self.case_id} has no readable image "
+                                                        "(see the files named above)")
+        self._load_masks(sub_progress(self.progress, 0.5, 0.75))
+        self._add_segmentations()
+        report(self.progress, f"{self.case_id}: quality checks", 0.8)
+        self._check_masks()
+        self._compare_stv()
+        report(self.progress, f"{self.case_id}: tables", 0.9)
+        self._add_tables()
+        report(self.progress, f"Loaded {self.case_id}", 1.0)
+
+    # ---------------------------------------------------------------------------------- images
+    def _read(self, path: Path) -> Optional[NiftiVolume]:
+        try:
+            volume = read_nifti(path)
+        except DataError as error:
+            self.finding(ERROR, "unreadable_file", str(error), path=path)
+            return None
+        for warning in volume.warnings:
+            self.finding(WARNING, "nifti_header", f"{path.name}: {warning}", path=path)
+        return volume
+
+    def _load_images(self, progress: Optional[ProgressCallback]) -> None:
+        jobs = [(family, phase, path) for family in IMAGE_FAMILIES
+                for phase, path in sorted(self.case.files.get(family, {}).items())]
+        for index, (family, phase, path) in enumerate(jobs):
+            report(progress, f"Reading {path.name}", index / max(len(jobs), 1))
+            volume = self._read(path)
+            if volume is None:
+                continue
+            name = f"{self.case_id} {phase} {TIMEPOINTS[phase]} ({IMAGE_FAMILIES[family][1]})"
+            node = self.builder.add_volume(
+                name, volume.voxels, volume.ijk_to_ras, parent_item=self.study,
+                attributes={"ispy1.phase": phase, "ispy1.family": family, "sourceFile": str(path)},
+            )
+            self.result.volumes.append(node)
+            self.images.append(_LoadedImage(family, phase, volume, node))
+
+    def _reference_for(self, family: str) -> Optional[_LoadedImage]:
+        ranked = sorted((image for image in self.images if image.family == family),
+                        key=lambda image: _REFERENCE_ORDER.index(image.phase))
+        return ranked[0] if ranked else None
+
+    # ---------------------------------------------------------------------------------- masks
+    def _binary(self, kind: MaskKind, path: Path, voxels: np.ndarray) -> np.ndarray:
+        """Inside = non-zero for {0, c} masks; otherwise >= 0.5 with a warning."""
+        values = np.unique(voxels)
+        if len(values) <= 2 and values.min() == 0:
+            label = float(values.max())
+            if label not in (0.0, 1.0):
+                self.finding(INFO, "mask_label", f"{path.name}: {kind.segment_name} label value is "
+                                                 f"{label:g} (1 expected after scaling)", path=path, value=label)
+            return voxels != 0
+        self.finding(WARNING, "mask_not_binary", f"{path.name}: {kind.segment_name} has {len(values)} distinct "
+                                                 "values; voxels >= 0.5 are taken as inside", path=path)
+        return voxels >= 0.5
+
+    def _load_masks(self, progress: Optional[ProgressCallback]) -> None:
+        kinds = [kind for kind in MASK_KINDS if self.case.files.get(kind.key)]
+        for index, kind in enumerate(kinds):
+            path = Path(self.case.files[kind.key])
+            report(progress, f"Reading {path.name} ({kind.segment_name})", index / max(len(kinds), 1))
+            volume = self._read(path)
+            if volume is None:
+                continue
+            own_mask = self._binary(kind, path, volume.voxels)
+            placed = self._place(kind, path, own_mask, volume)
+            if placed is not None:
+                self.masks[kind.key] = placed
+
+    def _place(self, kind: MaskKind, path: Path, own_mask: np.ndarray, volume: NiftiVolume) -> Optional[_PlacedMask]:
+        """Put a mask on the grid of an image: its own family's, another matching one, or resampled."""
+        expected = self._reference_for(kind.family)
+        if expected is not None and same_grid(volume.grid, expected.volume.grid):
+            return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, expected)
+        for image in sorted(self.images, key=lambda image: _REFERENCE_ORDER.index(image.phase)):
+            if same_grid(volume.grid, image.volume.grid):
+                self.finding(WARNING, "mask_grid", f"{path.name}: {kind.segment_name} is on the grid of "
+                             f"{image.volume.path.name}, not of the {IMAGE_FAMILIES[kind.family][0]} images; "
+                             "shown with that image", path=path)
+                return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, image)
+        target = expected or self._reference_for("zscored") or self._reference_for("native")
+        if target is None:
+            self.finding(ERROR, "mask_without_image", f"{path.name}: no image to show {kind.segment_name} on",
+                         path=path)
+            return None
+        shape, matrix = target.volume.shape, target.volume.ijk_to_ras
+        moved = resample_mask_to_grid(own_mask, volume.ijk_to_ras, shape, matrix)
+        self.finding(WARNING, "mask_resampled", f"{path.name}: {kind.segment_name} grid {volume.shape} "
+                     f"differs from every image; resampled (nearest neighbour) onto {target.volume.path.name}",
+                     path=path, ras=_centroid_ras(own_mask, volume.ijk_to_ras))
+        outside = count_outside_grid(own_mask, volume.ijk_to_ras, shape, matrix)
+        if outside:
+            total = int(np.count_nonzero(own_mask))
+            self.finding(WARNING if outside < total else ERROR, "mask_outside_image",
+                         f"{path.name}: {outside} of {total} {kind.segment_name} voxels lie outside "
+                         f"{target.volume.path.name}", path=path, value=float(outside),
+                         ras=_centroid_ras(own_mask, volume.ijk_to_ras))
+        return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, moved, target)
+
+    def _add_segmentations(self) -> None:
+        groups: Dict[str, List[_PlacedMask]] = {}
+        for placed in self.masks.values():
+            groups.setdefault(placed.reference.node.GetID(), []).append(placed)
+        for members in groups.values():
+            reference = members[0].reference
+            grid = "1 mm" if reference.family == "zscored" else "native grid"
+            specs = [
+                SegmentSpec(placed.kind.segment_name, placed.kind.color, placed.mask,
+                            segment_id=placed.kind.segment_name.replace(" ", "_"),
+                            tags={ATTRIBUTE_PREFIX + "SourceFile": str(placed.path)})
+                for placed in members
+            ]
+            node = self.builder.add_segmentation(
+                f"{self.case_id} tumour masks ({grid})", reference.node, specs, parent_item=self.study,
+                attributes={"ispy1.referenceVolume": reference.node.GetName()},
+            )
+            self.result.segmentations.append(node)
+
+    # ---------------------------------------------------------------------------------- QA
+    def _check_masks(self) -> None:
+        volumes: Dict[str, float] = {}
+        background: Dict[str, float] = {}
+        for placed in self.masks.values():
+            name = placed.kind.segment_name
+            volume_cm3 = mask_volume_cm3(placed.own_mask, placed.own_ijk_to_ras)
+            volumes[name] = volume_cm3
+            if volume_cm3 == 0:
+                self.finding(WARNING, "empty_mask", f"{placed.path.name}: {name} is empty", path=placed.path,
+                             segment_id=name.replace(" ", "_"))
+                continue
+            self.finding(INFO, "mask_volume", f"{name} volume {volume_cm3:.3f} cm³", path=placed.path,
+                         segment_id=name.replace(" ", "_"), value=volume_cm3,
+                         ras=_centroid_ras(placed.own_mask, placed.own_ijk_to_ras))
+            fraction, point = self._background_fraction(placed)
+            background[name] = fraction
+            if fraction > 0:
+                severity = WARNING if fraction >= BACKGROUND_WARNING_FRACTION else INFO
+                self.finding(severity, "mask_in_background",
+                             f"{placed.path.name}: {fraction:.1%} of {name} lies in the image background of "
+                             f"{placed.reference.volume.path.name}", path=placed.path,
+                             segment_id=name.replace(" ", "_"), value=fraction, ras=point)
+        self.result.metrics["volume_cm3"] = volumes
+        self.result.metrics["background_fraction"] = background
+
+    @staticmethod
+    def _background_fraction(placed: _PlacedMask) -> Tuple[float, Optional[Tuple[float, float, float]]]:
+        image = placed.reference.volume.voxels
+        inside = placed.mask
+        total = int(np.count_nonzero(inside))
+        if total == 0:
+            return 0.0, None
+        lowest = image.min()
+        in_background = inside & (image <= lowest + 1e-6 * max(1.0, abs(float(lowest))))
+        count = int(np.count_nonzero(in_background))
+        return count / total, _centroid_ras(in_background, placed.reference.volume.ijk_to_ras)
+
+    def _compare_stv(self) -> None:
+        manual, resunet = self.masks.get("stv_manual"), self.masks.get("stv_resunet")
+        if manual is None or resunet is None:
+            return
+        if manual.reference is resunet.reference:
+            mask_b = resunet.mask
+        else:
+            mask_b = resample_mask_to_grid(resunet.mask, resunet.reference.volume.ijk_to_ras,
+                                           manual.reference.volume.shape, manual.reference.volume.ijk_to_ras)
+        dice = dice_coefficient(manual.mask, mask_b)
+        self.result.metrics["stv_dice"] = dice
+        if dice is None:
+            self.finding(INFO, "stv_dice", "STV manual and ResUNet are both empty: no Dice")
+        else:
+            self.finding(INFO, "stv_dice", f"Dice STV manual vs ResUNet {dice:.4f}", value=dice)
+        hausdorff = hausdorff_distance(manual.own_mask, manual.own_ijk_to_ras, resunet.own_mask,
+                                       resunet.own_ijk_to_ras)
+        self.result.metrics["stv_hausdorff_mm"] = None if hausdorff is None else hausdorff.distance_mm
+        self.result.metrics["stv_hausdorff95_mm"] = None if hausdorff is None else hausdorff.distance95_mm
+        if hausdorff is not None:
+            self.finding(INFO, "stv_hausdorff", f"Hausdorff distance STV manual vs ResUNet "
+                         f"{hausdorff.distance_mm:.2f} mm (95th percentile {hausdorff.distance95_mm:.2f} mm)",
+                         value=hausdorff.distance_mm, ras=hausdorff.point_ras)
+
+    # ---------------------------------------------------------------------------------- tables
+    def _collection_table(self, path: Path, name: str, kind: str) -> Optional[Any]:
+        """The node of a collection-wide table, reused if an earlier case loaded it."""
+        scene = self.builder.scene
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
+            node = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
+            if node.GetAttribute(ATTRIBUTE_PREFIX + "sourceFile") == str(path):
+                return node
+        try:
+            table = self.collection.read_table_cached(path)
+        except DataError as error:
+            self.finding(ERROR, "unreadable_file", str(error), path=path)
+            return None
+        folder = self.builder.folder_item(self.builder.hierarchy.GetSceneItemID(), "ISPY1-Tumor-SEG-Radiomics")
+        node = self.builder.add_table(name, table, parent_item=folder,
+                                      attributes={"sourceFile": str(path), "ispy1.table": kind})
+        self.result.tables.append(node)
+        return node
+
+    def _add_tables(self) -> None:
+        captk = self.case.files.get("captk")
+        if captk:
+            self._collection_table(Path(captk), "ISPY1 CaPTk parameters", "captk")
+        features_path = self.case.files.get("features")
+        if not features_path:
+            self.finding(INFO, "no_features_table", f"{FEATURES_FILE} not found beside the NIfTI files")
+            return
+        features_path = Path(features_path)
+        if self._collection_table(features_path, "ISPY1 radiomic features", "features") is None:
+            return
+        table = self.collection.read_table_cached(features_path)
+        try:
+            row = features_row(table, self.case_id, features_path)
+        except DataError as error:
+            self.finding(ERROR, "features_table", str(error), path=features_path)
+            return
+        if row is None:
+            self.finding(WARNING, "features_missing_row", f"{features_path.name} has no SubjectID "
+                         f"{_subject_number(self.case_id)} for {self.case_id}", path=features_path)
+            return
+        node = self.builder.add_table(f"{self.case_id} radiomic features", _row_as_table(row),
+                                      parent_item=self.study,
+                                      attributes={"sourceFile": str(features_path), "ispy1.table": "case features"})
+        self.result.tables.append(node)
+        self._compare_volume(row, features_path)
+
+    def _compare_volume(self, row: pd.Series, path: Path) -> None:
+        columns, unit = find_volume_columns(row.index)
+        manual = self.masks.get("stv_manual")
+        if not columns or manual is None:
+            return
+        column = columns[0]
+        try:
+            table_mm3 = float(row[column]) * (1000.0 if unit == "cm3" else 1.0)
+        except (TypeError, ValueError):
+            self.finding(WARNING, "features_volume", f"{path.name}: {column} = {row[column]!r} is not a number",
+                         path=path)
+            return
+        mask_mm3 = mask_volume_cm3(manual.own_mask, manual.own_ijk_to_ras) * 1000.0
+        difference = (mask_mm3 - table_mm3) / table_mm3 if table_mm3 else float("inf")
+        self.result.metrics["features_volume_mm3"] = table_mm3
+        self.result.metrics["features_volume_column"] = column
+        self.result.metrics["features_volume_difference"] = difference
+        message = (f"STV manual {mask_mm3:.1f} mm³ vs {path.name} {column} {table_mm3:.1f} mm³ "
+                   f"({difference:+.1%})")
+        if abs(difference) > VOLUME_MISMATCH_FRACTION:
+            self.finding(WARNING, "features_volume_mismatch", message, path=path, value=difference,
+                         segment_id="STV_manual")
+        else:
+            self.finding(INFO, "features_volume", message, path=path, value=difference, segment_id="STV_manual")
+
+
+COLLECTIONS = [Ispy1Collection]
