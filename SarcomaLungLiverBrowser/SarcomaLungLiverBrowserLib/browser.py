@@ -106,3 +106,36 @@ class CollectionBrowser:
         self.loaded[case.case_id] = loaded
         report(progress, f"Loaded {case.case_id}", 1.0)
         return loaded
+
+    def unload_case(self, case_id: str) -> None:
+        """Remove the nodes a loaded case created (and hierarchy items left empty).
+
+        Reviewers go through hundreds of cases; closing the previous one keeps
+        the scene (and memory) to one case at a time.
+        """
+        loaded = self.loaded.pop(case_id, None)
+        if loaded is None:
+            return
+        hierarchy = self.builder.hierarchy
+        parents = set()
+        for node in loaded.nodes:
+            if self.scene.GetNodeByID(node.GetID()) is None:
+                continue  # the user already deleted it
+            item = hierarchy.GetItemByDataNode(node)
+            if item:
+                parents.add(hierarchy.GetItemParent(item))
+            self.scene.RemoveNode(node)
+        # Remove study and patient items that the case leaves empty, innermost first.
+        scene_item = hierarchy.GetSceneItemID()
+        while parents:
+            item = parents.pop()
+            if not item or item == scene_item or hierarchy.GetItemDataNode(item) is not None:
+                continue
+            if hierarchy.GetNumberOfItemChildren(item) == 0:
+                parents.add(hierarchy.GetItemParent(item))
+                hierarchy.RemoveItem(item, False, False)
+
+    def unload_all(self) -> None:
+        """Remove every loaded case from the scene."""
+        for case_id in list(self.loaded):
+            self.unload_case(case_id)

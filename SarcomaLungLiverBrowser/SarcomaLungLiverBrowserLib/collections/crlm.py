@@ -1,0 +1,735 @@
+"""Colorectal-Liver-Metastases (TCIA, Simpson et al. 2024): CT + DICOM SEG + clinical workbook.
+
+Facts (``shared/notes/datasets.md`` §1, ``idc_tables.md``): 197 patients
+``CRLM-CT-1001``..; one portal-venous CT and one dcmqi-written BINARY SEG each,
+with segments 1 Liver, 2 Liver Remnant (``"Liver Remnant"`` or
+``"Liver_Remnant"``), 3 Hepatic, 4 Portal, 5.. Tumor_n (5 to 39 segments).
+Segments overlap by design (the liver contains tumours and remnant; vessels
+leave the liver), and dcmqi omits empty frames, so a SEG covers only part of
+the CT. IDC holds, under the same collection, bamf AIMI AI SEGs ("AIMI
+liver-tumor AI segmentation") beside the original SEG ("Segmentation",
+Manufacturer QIICR); only the original is loaded.
+
+Layouts: NBIA (``manifest-*/Colorectal-Liver-Metastases/CRLM-CT-1001/<study>/
+<series>/1-01.dcm``, SEG ``100.000000-Segmentation-*/1-1.dcm``, ``metadata.csv``)
+and IDC (``colorectal_liver_metastases/CRLM-CT-1001/<StudyUID>/<Modality>_<SeriesUID>/
+<uuid>.dcm``). The clinical workbook
+``Colorectal-Liver-Metastases-Clinical-data-April-2023.xlsx`` (also spelled
+with spaces), sheet ``TCIA_n=197``, codes missing values as 999 / -999.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ..dicom_seg import (
+    DecodedSegment,
+    DecodedSegmentation,
+    SegHeader,
+    decode_seg,
+    export_segmentation_node,
+    read_seg_header,
+    segment_tags,
+    terminology_entry,
+)
+from ..dicom_series import DicomVolume, InstanceHeader, read_header, read_series, scan_folder
+from ..errors import DataError
+from ..findings import INFO, WARNING, Finding
+from ..geometry import apply_matrix
+from ..progress import ProgressCallback, report, sub_progress
+from ..registry import CaseInfo, Collection, LoadedCase
+from ..scene_builder import ATTRIBUTE_PREFIX, SceneBuilder, SegmentSpec, WindowPreset
+from ..tables import read_table, replace_sentinels
+
+__all__ = [
+    "CrlmCollection",
+    "COLLECTIONS",
+    "canonical_segment_name",
+    "structure_kind",
+    "is_ai_segmentation",
+    "read_clinical_table",
+    "find_clinical_row",
+    "export_segmentation",
+    "CLINICAL_SHEET",
+]
+
+PATIENT_FOLDER = re.compile(r"^CRLM-CT-\d{3,5}$", re.IGNORECASE)
+COLLECTION_NAMES = ("colorectal-liver-metastases", "colorectal_liver_metastases")
+CLINICAL_NAME = re.compile(r"^colorectal[-_ ]liver[-_ ]metastases[-_ ]clinical[-_ ]data.*\.(xlsx|xls|csv)$",
+                           re.IGNORECASE)
+CLINICAL_SHEET = "TCIA_n=197"
+CLINICAL_ID_COLUMN = "Patient-ID"
+CLINICAL_SENTINELS = (999, -999)
+IDC_SERIES_FOLDER = re.compile(r"^(?P<modality>[A-Z]{2,8})_(?P<uid>[0-9.]+)$")
+#: How deep below the chosen folder patient folders are looked for (parent/manifest/Collection/CRLM-CT-1001).
+SEARCH_DEPTH = 4
+#: How deep below a patient folder series folders are looked for (<study>/<series>).
+SERIES_DEPTH = 3
+
+ABDOMEN_WINDOWS = [WindowPreset("Abdomen", 400.0, 40.0), WindowPreset("Liver", 150.0, 90.0)]
+
+#: Colours when the SEG recommends none (Slicer's generic anatomy colours for liver and veins).
+DEFAULT_COLORS = {
+    "liver": (221 / 255, 130 / 255, 101 / 255),
+    "remnant": (241 / 255, 214 / 255, 145 / 255),
+    "hepatic": (0 / 255, 151 / 255, 206 / 255),
+    "portal": (216 / 255, 101 / 255, 79 / 255),
+    "other": (0.6, 0.6, 0.6),
+}
+TUMOUR_COLORS = [
+    (0.96, 0.92, 0.20), (0.56, 0.93, 0.56), (1.00, 0.50, 0.05), (0.80, 0.25, 0.85), (0.20, 0.80, 0.80),
+    (1.00, 0.40, 0.55), (0.55, 0.70, 1.00), (0.75, 0.95, 0.30),
+]
+
+_STRUCTURES = {
+    "liver": "liver",
+    "liver_remnant": "remnant",
+    "remnant": "remnant",
+    "hepatic": "hepatic",
+    "hepatic_vein": "hepatic",
+    "hepatic_veins": "hepatic",
+    "portal": "portal",
+    "portal_vein": "portal",
+}
+_CANONICAL = {"liver": "Liver", "remnant": "Liver_Remnant", "hepatic": "Hepatic", "portal": "Portal"}
+_TUMOUR = re.compile(r"^(tumou?r|lesion|metastas[ie]s)_?(\d*)$")
+
+
+# ---------------------------------------------------------------------------------------------- names
+def _label_key(label: str) -> str:
+    return re.sub(r"[\s\-]+", "_", label.strip()).lower()
+
+
+def structure_kind(label: str) -> str:
+    """``liver``, ``remnant``, ``hepatic``, ``portal``, ``tumour`` or ``other`` for a SegmentLabel."""
+    key = _label_key(label)
+    if key in _STRUCTURES:
+        return _STRUCTURES[key]
+    if _TUMOUR.match(key):
+        return "tumour"
+    return "other"
+
+
+def canonical_segment_name(label: str) -> str:
+    """One spelling per structure: "Liver Remnant"/"Liver_remnant" -> "Liver_Remnant", "tumor 3" -> "Tumor_3".
+
+    The collection's co-author replaces spaces with underscores ("No spaces in
+    returned labels!", datasets.md §1); other labels are kept as they are.
+    """
+    key = _label_key(label)
+    kind = structure_kind(label)
+    if kind in _CANONICAL:
+        return _CANONICAL[kind]
+    match = _TUMOUR.match(key)
+    if match:
+        return f"Tumor_{match.group(2)}" if match.group(2) else "Tumor"
+    return label.strip()
+
+
+def is_ai_segmentation(header: SegHeader) -> bool:
+    """True for the bamf AIMI AI SEGs that IDC files under the collection (not the original SEG)."""
+    description = header.series_description.lower()
+    return ("aimi" in description or re.search(r"\bai\b", description) is not None
+            or "bamf" in header.manufacturer.lower())
+
+
+# ---------------------------------------------------------------------------------------------- clinical
+def _find_clinical(root: Path) -> Optional[Path]:
+    """The clinical workbook in ``root`` (2 levels down) or beside it."""
+    candidates: List[Path] = []
+    for folder, depth in ((root, 2), (root.parent, 0)):
+        for path in _walk_files(folder, depth):
+            if CLINICAL_NAME.match(path.name) and not path.name.startswith("~$"):
+                candidates.append(path)
+        if candidates:
+            break
+    candidates.sort(key=lambda path: (path.suffix.lower() != ".xlsx", len(path.parts), str(path)))
+    return candidates[0] if candidates else None
+
+
+def _walk_files(folder: Path, depth: int) -> Iterator[Path]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file():
+            yield Path(entry.path)
+        elif depth > 0 and entry.is_dir() and not entry.name.startswith((".", "_")):
+            yield from _walk_files(Path(entry.path), depth - 1)
+
+
+def read_clinical_table(path: Path) -> Tuple[pd.DataFrame, List[str]]:
+    """The clinical sheet with 999 / -999 turned into NaN, and notes about how it was read.
+
+    :raises DataError: naming the file, if it cannot be read or lacks ``Patient-ID``.
+    """
+    notes: List[str] = []
+    try:
+        table = read_table(path, sheet=CLINICAL_SHEET)
+    except DataError as error:
+        if "has no sheet" not in error.problem:
+            raise
+        table = read_table(path, sheet=CLINICAL_SHEET, fallback_to_first_sheet=True)
+        notes.append(f"{error.problem}; read the first sheet instead")
+    if CLINICAL_ID_COLUMN not in table.columns:
+        raise DataError(path, f"lacks the column {CLINICAL_ID_COLUMN!r} "
+                              f"(has {', '.join(map(str, list(table.columns)[:6]))}...)")
+    return replace_sentinels(table, CLINICAL_SENTINELS), notes
+
+
+def find_clinical_row(table: pd.DataFrame, case_id: str) -> pd.DataFrame:
+    """The rows of ``table`` for a case, matching ``CRLM-CT-1001`` or its number 1001."""
+    identifiers = table[CLINICAL_ID_COLUMN].astype(str).str.strip()
+    exact = identifiers.str.lower() == case_id.lower()
+    if exact.any():
+        return table[exact]
+    number = re.search(r"(\d+)$", case_id)
+    if number is None:
+        return table.iloc[0:0]
+    numbers = identifiers.str.extract(r"(\d+)(?:\.0+)?$")[0]
+    return table[numbers.fillna("").map(lambda value: value.lstrip("0")) == number.group(1).lstrip("0")]
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+@dataclass
+class _Series:
+    uid: str
+    modality: str
+    folder: Path
+    description: str = ""
+
+
+@dataclass
+class _PatientFiles:
+    folders: List[Path] = field(default_factory=list)
+    series: Dict[str, _Series] = field(default_factory=dict)
+    layouts: List[str] = field(default_factory=list)
+
+
+def _metadata_index(root: Path) -> Dict[Path, Tuple[str, str, str]]:
+    """Series folder -> (modality, SeriesInstanceUID, description) from NBIA ``metadata.csv`` files."""
+    index: Dict[Path, Tuple[str, str, str]] = {}
+    for path in _walk_files(root, 2):
+        if path.name.lower() != "metadata.csv":
+            continue
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as stream:
+                for row in csv.DictReader(stream):
+                    location = (row.get("File Location") or "").strip()
+                    if not location:
+                        continue
+                    folder = (path.parent / location.replace("\\", "/")).resolve()
+                    index[folder] = (row.get("Modality", ""), row.get("Series UID", ""),
+                                     row.get("Series Description", ""))
+        except (OSError, csv.Error, UnicodeDecodeError):
+            continue  # an unreadable metadata.csv only costs header reads
+    return index
+
+
+def _patient_folders(root: Path) -> List[Path]:
+    if PATIENT_FOLDER.match(root.name):
+        return [root]
+    found: List[Path] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        try:
+            entries = sorted((entry for entry in os.scandir(folder) if entry.is_dir()), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.startswith((".", "_")):
+                continue
+            if PATIENT_FOLDER.match(entry.name):
+                found.append(Path(entry.path))
+            elif depth > 1:
+                visit(Path(entry.path), depth - 1)
+
+    visit(root, SEARCH_DEPTH)
+    return found
+
+
+def _series_folders(patient_folder: Path) -> List[Path]:
+    folders = []
+    for directory, subdirectories, files in os.walk(patient_folder):
+        depth = len(Path(directory).relative_to(patient_folder).parts)
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".")) if depth < SERIES_DEPTH else []
+        if any(name.lower().endswith(".dcm") for name in files):
+            folders.append(Path(directory))
+    return folders
+
+
+def _dicom_files(folder: Path) -> List[Path]:
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".dcm")
+
+
+class CrlmCollection(Collection):
+    """Colorectal-Liver-Metastases in NBIA or IDC layout (or both under one folder)."""
+
+    key = "crlm"
+    title = "Colorectal-Liver-Metastases"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._clinical_cache: Optional[Tuple[Optional[Path], Optional[pd.DataFrame], List[str], Optional[str]]] = None
+
+    # ------------------------------------------------------------------ detection
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        root = Path(root)
+        if cls._names_match(root.name):
+            return True
+        for child in _subfolders(root):
+            if cls._names_match(child.name) or any(cls._names_match(g.name) for g in _subfolders(child)):
+                return True
+        try:
+            return any(CLINICAL_NAME.match(entry.name) for entry in os.scandir(root) if entry.is_file())
+        except OSError:
+            return False
+
+    @staticmethod
+    def _names_match(name: str) -> bool:
+        return name.lower() in COLLECTION_NAMES or PATIENT_FOLDER.match(name) is not None
+
+    # ------------------------------------------------------------------ discovery
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+        """Every patient folder below the root, with its CT series and SEG files paired.
+
+        Series are identified by IDC folder names, NBIA ``metadata.csv`` or, failing
+        both, one header read per series; SEG headers are read (not their frames)
+        to tell original from AI SEGs and to find the CT each references.
+        """
+        report(progress, "Looking for CRLM patient folders", 0.0)
+        metadata = _metadata_index(self.root)
+        patients: Dict[str, _PatientFiles] = {}
+        for folder in _patient_folders(self.root):
+            patients.setdefault(folder.name.upper(), _PatientFiles()).folders.append(folder)
+        cases = []
+        for index, (case_id, files) in enumerate(sorted(patients.items())):
+            report(progress, f"Indexing {case_id}", index / max(1, len(patients)))
+            cases.append(self._case_info(case_id, files, metadata))
+        report(progress, f"Found {len(cases)} CRLM cases", 1.0)
+        return cases
+
+    def _case_info(self, case_id: str, files: _PatientFiles, metadata: Dict[Path, Tuple[str, str, str]]) -> CaseInfo:
+        problems: List[str] = []
+        for patient_folder in files.folders:
+            for folder in _series_folders(patient_folder):
+                series = self._identify_series(folder, metadata, problems)
+                if series is not None:
+                    files.series.setdefault(f"{series.uid}|{folder}", series)
+                    layout = "idc" if IDC_SERIES_FOLDER.match(folder.name) else "nbia"
+                    if layout not in files.layouts:
+                        files.layouts.append(layout)
+        ct_series: Dict[str, List[str]] = {}
+        seg_files: List[str] = []
+        ai_seg_files: List[str] = []
+        references: Dict[str, List[str]] = {}
+        first_labels: Optional[List[str]] = None
+        for series in files.series.values():
+            if series.modality == "SEG":
+                for path in _dicom_files(series.folder):
+                    try:
+                        header = read_seg_header(path)
+                    except DataError as error:
+                        problems.append(str(error))
+                        continue
+                    references[str(path)] = header.referenced_series_uids
+                    if is_ai_segmentation(header):
+                        ai_seg_files.append(str(path))
+                    else:
+                        seg_files.append(str(path))
+                        if first_labels is None:
+                            first_labels = header.segment_labels
+            elif series.modality == "CT":
+                ct_series.setdefault(series.uid, []).append(str(series.folder))
+        kinds = [structure_kind(label) for label in first_labels or []]
+        summary: Dict[str, Any] = {
+            "layout": "+".join(files.layouts) or "?",
+            "CT series": len(ct_series),
+            "SEG": len(seg_files),
+            "AI SEG (not loaded)": len(ai_seg_files),
+            "segments": len(first_labels or []),
+            "tumours": kinds.count("tumour"),
+        }
+        if problems:
+            summary["problems"] = len(problems)
+        return CaseInfo(
+            collection=self.key,
+            case_id=case_id,
+            root=self.root,
+            files={
+                "patient_folders": [str(folder) for folder in files.folders],
+                "ct_series": ct_series,
+                "seg_files": sorted(seg_files),
+                "ai_seg_files": sorted(ai_seg_files),
+                "seg_references": references,
+                "problems": problems,
+            },
+            summary=summary,
+        )
+
+    @staticmethod
+    def _identify_series(folder: Path, metadata: Dict[Path, Tuple[str, str, str]],
+                         problems: List[str]) -> Optional[_Series]:
+        match = IDC_SERIES_FOLDER.match(folder.name)
+        if match:
+            return _Series(match.group("uid"), match.group("modality"), folder)
+        known = metadata.get(folder.resolve())
+        if known and known[0] and known[1]:
+            return _Series(known[1], known[0], folder, known[2])
+        files = _dicom_files(folder)
+        for path in files[:3]:
+            try:
+                header = read_header(path)
+            except DataError as error:
+                problems.append(str(error))
+                continue
+            return _Series(header.series_instance_uid, header.modality, folder, header.series_description)
+        return None
+
+    # ------------------------------------------------------------------ pairing
+    @staticmethod
+    def pair_segmentations(case: CaseInfo) -> List[Tuple[Path, str]]:
+        """(original SEG file, SeriesInstanceUID of the CT it references) for each original SEG.
+
+        :raises DataError: naming the SEG, if the CT it references is not in the case.
+        """
+        ct_series: Dict[str, List[str]] = case.files.get("ct_series", {})
+        pairs = []
+        for seg_path in case.files.get("seg_files", []):
+            referenced = case.files.get("seg_references", {}).get(seg_path, [])
+            present = [uid for uid in referenced if uid in ct_series]
+            if present:
+                pairs.append((Path(seg_path), present[0]))
+                continue
+            if not referenced and len(ct_series) == 1:
+                # No ReferencedSeriesSequence: the frames' own references are checked when decoding.
+                pairs.append((Path(seg_path), next(iter(ct_series))))
+                continue
+            found = ", ".join(sorted(ct_series)) or "none"
+            wanted = ", ".join(referenced) or "no series (and the case has several CT series)"
+            raise DataError(seg_path, f"references CT series {wanted}, which is not in case {case.case_id} "
+                                      f"(CT series found: {found}); nothing was loaded")
+        return pairs
+
+    # ------------------------------------------------------------------ loading
+    def load_case(self, case: CaseInfo, builder: SceneBuilder,
+                  progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        """Load the CT, the original SEG as a segmentation node and the clinical data of a case.
+
+        Everything is read and decoded before the first node is created, and all
+        nodes are created inside a transaction, so a failure leaves the scene as
+        it was.
+
+        :raises DataError: naming the file, if the CT or SEG cannot be loaded.
+        """
+        loaded = LoadedCase(case=case)
+        pairs = self.pair_segmentations(case)
+        ct_uids = list(case.files.get("ct_series", {}))
+        if not ct_uids:
+            raise DataError(case.files["patient_folders"][0], f"case {case.case_id} has no CT series")
+        volumes: Dict[str, DicomVolume] = {}
+        for index, uid in enumerate(ct_uids):
+            volumes[uid] = self._read_ct(case, uid, sub_progress(progress, 0.5 * index / len(ct_uids),
+                                                                 0.5 * (index + 1) / len(ct_uids)))
+        decoded: List[Tuple[DecodedSegmentation, str]] = []
+        for index, (seg_path, uid) in enumerate(pairs):
+            decoded.append((decode_seg(seg_path, volumes[uid], case.case_id,
+                                       sub_progress(progress, 0.5 + 0.3 * index / len(pairs),
+                                                    0.5 + 0.3 * (index + 1) / len(pairs))), uid))
+        clinical_path, clinical, clinical_notes, clinical_error = self._clinical()
+        report(progress, f"Creating nodes for {case.case_id}", 0.85)
+        with builder.transaction():
+            patient = builder.patient_item(case.case_id, case.case_id)
+            volume_nodes = {}
+            for uid, volume in volumes.items():
+                first = volume.instances[0]
+                study = builder.study_item(patient, first.study_instance_uid, _study_name(first))
+                volume_nodes[uid] = builder.add_volume(
+                    f"{case.case_id} CT", volume.voxels, volume.ijk_to_ras, ABDOMEN_WINDOWS,
+                    parent_item=study,
+                    attributes={"case_id": case.case_id, "SeriesInstanceUID": uid,
+                                "crlm.ct_folder": str(first.path.parent)},
+                )
+                loaded.volumes.append(volume_nodes[uid])
+            for result, uid in decoded:
+                study = builder.study_item(patient, volumes[uid].instances[0].study_instance_uid,
+                                           _study_name(volumes[uid].instances[0]))
+                node, segment_ids = self._add_segmentation(case, result, volumes[uid], volume_nodes[uid],
+                                                           builder, study, len(decoded) > 1)
+                loaded.segmentations.append(node)
+                self._quality(case, result, volumes[uid], segment_ids, node.GetName(), loaded)
+            if not decoded:
+                loaded.findings.append(Finding(
+                    WARNING, "crlm.no_segmentation",
+                    f"{case.case_id}: no original DICOM SEG found; only the CT was loaded",
+                    case_id=case.case_id, path=case.files["patient_folders"][0]))
+            for path in case.files.get("ai_seg_files", []):
+                loaded.findings.append(Finding(
+                    INFO, "crlm.ai_segmentation_skipped",
+                    f"{Path(path).name}: AI segmentation (bamf AIMI) is not the collection's SEG; not loaded",
+                    case_id=case.case_id, path=path))
+            for problem in case.files.get("problems", []):
+                loaded.findings.append(Finding(WARNING, "crlm.unreadable_file", problem, case_id=case.case_id))
+            first_study = builder.study_item(patient, volumes[ct_uids[0]].instances[0].study_instance_uid,
+                                             _study_name(volumes[ct_uids[0]].instances[0]))
+            self._add_clinical(case, builder, first_study, clinical_path, clinical, clinical_notes,
+                               clinical_error, loaded)
+        report(progress, f"Loaded {case.case_id}", 1.0)
+        return loaded
+
+    def _read_ct(self, case: CaseInfo, uid: str, progress: Optional[ProgressCallback]) -> DicomVolume:
+        instances: List[InstanceHeader] = []
+        errors = []
+        for folder in case.files["ct_series"][uid]:
+            scan = scan_folder(Path(folder))
+            instances.extend(instance for instance in scan.instances if instance.series_instance_uid == uid)
+            errors.extend(scan.errors)
+        if not instances:
+            detail = f" ({errors[0]})" if errors else ""
+            raise DataError(case.files["ct_series"][uid][0], f"holds no readable slice of CT series {uid}{detail}")
+        return read_series(instances, progress)
+
+    def _add_segmentation(self, case: CaseInfo, result: DecodedSegmentation, volume: DicomVolume, volume_node: Any,
+                          builder: SceneBuilder, study: int, several: bool) -> Tuple[Any, Dict[int, str]]:
+        specs = []
+        segment_ids: Dict[int, str] = {}
+        tumour_index = 0
+        for segment in result.segments:
+            if segment.is_background:
+                continue
+            name = canonical_segment_name(segment.label)
+            kind = structure_kind(segment.label)
+            if segment.color is not None:
+                color = segment.color
+            elif kind == "tumour":
+                color = TUMOUR_COLORS[tumour_index % len(TUMOUR_COLORS)]
+            else:
+                color = DEFAULT_COLORS.get(kind, DEFAULT_COLORS["other"])
+            tumour_index += kind == "tumour"
+            segment_id = name
+            suffix = 2
+            while segment_id in segment_ids.values():
+                segment_id = f"{name}_{suffix}"
+                suffix += 1
+            segment_ids[segment.number] = segment_id
+            tags = segment_tags(segment)
+            tags["CRLM.Structure"] = kind
+            specs.append(SegmentSpec(
+                name=name, color=color, mask=segment.box, offset=segment.offset, segment_id=segment_id,
+                terminology=terminology_entry(segment.category, segment.type, segment.type_modifier,
+                                              segment.anatomic_region) or None,
+                tags=tags,
+            ))
+        name = f"{case.case_id} segmentation" + (f" {result.series_instance_uid[-6:]}" if several else "")
+        node = builder.add_segmentation(name, volume_node, specs, parent_item=study, attributes={
+            "case_id": case.case_id,
+            "SeriesInstanceUID": result.series_instance_uid,
+            "crlm.seg_path": str(result.path),
+            "crlm.ct_folder": str(volume.instances[0].path.parent),
+            "crlm.ct_series_uid": volume.series_instance_uid,
+        })
+        return node, segment_ids
+
+    # ------------------------------------------------------------------ QA
+    def _quality(self, case: CaseInfo, result: DecodedSegmentation, volume: DicomVolume,
+                 segment_ids: Dict[int, str], node_name: str, loaded: LoadedCase) -> None:
+        """Volumes, tumour count, tumour voxels outside the liver, empty segments, SEG/CT findings."""
+        case_id = case.case_id
+        voxel_cm3 = abs(float(np.linalg.det(volume.ijk_to_ras[:3, :3]))) / 1000.0
+        segments = [segment for segment in result.segments if not segment.is_background]
+        volumes = {segment_ids[s.number]: round(s.voxel_count * voxel_cm3, 4) for s in segments}
+        kinds = {s.number: structure_kind(s.label) for s in segments}
+        tumours = [s for s in segments if kinds[s.number] == "tumour"]
+        livers = [s for s in segments if kinds[s.number] == "liver"]
+        empty = [segment_ids[s.number] for s in segments if s.is_empty]
+        outside_by_segment: Dict[str, int] = {}
+        for finding in result.findings:
+            loaded.findings.append(_with_node(finding, node_name))
+        for segment in segments:
+            if segment.is_empty:
+                loaded.findings.append(Finding(
+                    WARNING, "crlm.empty_segment",
+                    f"{result.path.name}: segment {segment.number} {segment.label!r} has no voxels",
+                    case_id=case_id, path=str(result.path), node_name=node_name,
+                    segment_id=segment_ids[segment.number], value=0.0))
+        if not livers:
+            loaded.findings.append(Finding(
+                WARNING, "crlm.no_liver_segment",
+                f"{result.path.name}: no segment is labelled Liver; tumour containment not checked",
+                case_id=case_id, path=str(result.path), node_name=node_name))
+        else:
+            liver = livers[0]
+            for tumour in tumours:
+                outside, centre = _outside(tumour, liver)
+                outside_by_segment[segment_ids[tumour.number]] = outside
+                if outside:
+                    ras = tuple(float(v) for v in apply_matrix(volume.ijk_to_ras, centre[::-1]))
+                    loaded.findings.append(Finding(
+                        WARNING, "crlm.tumour_outside_liver",
+                        f"{result.path.name}: {outside} voxel(s) of {tumour.label!r} "
+                        f"({outside * voxel_cm3:.3g} cm³) lie outside {liver.label!r}",
+                        case_id=case_id, path=str(result.path), node_name=node_name,
+                        segment_id=segment_ids[tumour.number], ras=ras, value=float(outside)))  # type: ignore[arg-type]
+        expected = ["liver", "remnant", "hepatic", "portal"]
+        found = [kinds[s.number] for s in segments[:4]]
+        if found != expected[: len(found)] or not tumours:
+            loaded.findings.append(Finding(
+                INFO, "crlm.unexpected_segments",
+                f"{result.path.name}: segments are {[s.label for s in segments]}; the collection's SEGs hold "
+                "Liver, Liver Remnant, Hepatic, Portal and one or more Tumor_n",
+                case_id=case_id, path=str(result.path), node_name=node_name))
+        liver_volume = volumes.get(segment_ids[livers[0].number]) if livers else None
+        loaded.findings.append(Finding(
+            INFO, "crlm.summary",
+            f"{result.path.name}: {len(segments)} segments, {len(tumours)} tumour(s)"
+            + (f", liver {liver_volume:.1f} cm³" if liver_volume is not None else ""),
+            case_id=case_id, path=str(result.path), node_name=node_name, value=float(len(tumours))))
+        metrics = {
+            "seg_path": str(result.path),
+            "segment_count": len(segments),
+            "segment_ids": {number: segment_id for number, segment_id in segment_ids.items()},
+            "segment_volumes_cm3": volumes,
+            "tumour_count": len(tumours),
+            "tumour_voxels_outside_liver": int(sum(outside_by_segment.values())),
+            "tumour_voxels_outside_liver_by_segment": outside_by_segment,
+            "empty_segments": empty,
+            "frames_referencing_missing_instances": len(result.frames_referencing_missing_instances),
+            "unplaced_frames": len(result.unplaced_frames),
+            "geometry_mismatch": bool(result.geometry_mismatches),
+            "geometry_mismatches": list(result.geometry_mismatches),
+        }
+        if not loaded.metrics:
+            loaded.metrics.update(metrics)
+        loaded.metrics.setdefault("per_segmentation", {})[node_name] = metrics
+
+    # ------------------------------------------------------------------ clinical
+    def _clinical(self) -> Tuple[Optional[Path], Optional[pd.DataFrame], List[str], Optional[str]]:
+        if self._clinical_cache is None:
+            path = _find_clinical(self.root)
+            table, notes, error = None, [], None
+            if path is not None:
+                try:
+                    table, notes = read_clinical_table(path)
+                except DataError as problem:
+                    error = str(problem)
+            self._clinical_cache = (path, table, notes, error)
+        return self._clinical_cache
+
+    def _add_clinical(self, case: CaseInfo, builder: SceneBuilder, study: int, path: Optional[Path],
+                      table: Optional[pd.DataFrame], notes: Sequence[str], error: Optional[str],
+                      loaded: LoadedCase) -> None:
+        if error is not None:
+            loaded.findings.append(Finding(WARNING, "crlm.clinical_unreadable", error, case_id=case.case_id,
+                                           path=str(path)))
+            return
+        if path is None or table is None:
+            loaded.findings.append(Finding(
+                INFO, "crlm.no_clinical_data",
+                f"no clinical workbook (Colorectal-Liver-Metastases-Clinical-data-April-2023.xlsx) in {self.root}",
+                case_id=case.case_id))
+            return
+        for note in notes:
+            loaded.findings.append(Finding(WARNING, "crlm.clinical_sheet", f"{path}: {note}",
+                                           case_id=case.case_id, path=str(path)))
+        full = _existing_table(builder, str(path))
+        if full is None:
+            folder = builder.folder_item(builder.hierarchy.GetSceneItemID(), f"{self.title} clinical data")
+            full = builder.add_table(f"{self.title} clinical data", table, parent_item=folder,
+                                     attributes={"crlm.clinical_source": str(path)})
+            loaded.tables.append(full)
+        rows = find_clinical_row(table, case.case_id)
+        if rows.empty:
+            loaded.findings.append(Finding(
+                WARNING, "crlm.no_clinical_row",
+                f"{path.name}: sheet {CLINICAL_SHEET} has no row for {case.case_id}",
+                case_id=case.case_id, path=str(path)))
+            return
+        if len(rows) > 1:
+            loaded.findings.append(Finding(
+                WARNING, "crlm.duplicate_clinical_rows",
+                f"{path.name}: {len(rows)} rows for {case.case_id}; all are shown",
+                case_id=case.case_id, path=str(path)))
+        loaded.tables.append(builder.add_table(f"{case.case_id} clinical data", rows.reset_index(drop=True),
+                                               parent_item=study,
+                                               attributes={"case_id": case.case_id,
+                                                           "crlm.clinical_source": str(path)}))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _subfolders(folder: Path) -> List[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir()]
+    except OSError:
+        return []
+
+
+def _study_name(instance: InstanceHeader) -> str:
+    parts = [instance.study_description or "Study"]
+    if instance.study_date:
+        parts.append(instance.study_date)
+    return " ".join(parts)
+
+
+def _with_node(finding: Finding, node_name: str) -> Finding:
+    return Finding(finding.severity, finding.check, finding.message, finding.case_id, finding.path, node_name,
+                   finding.segment_id, finding.ras, finding.value)
+
+
+def _existing_table(builder: SceneBuilder, source: str) -> Optional[Any]:
+    nodes = builder.scene.GetNodesByClass("vtkMRMLTableNode")
+    key = ATTRIBUTE_PREFIX + "crlm.clinical_source"
+    for index in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(index)
+        if node.GetAttribute(key) == source and node.GetAttribute(ATTRIBUTE_PREFIX + "case_id") is None:
+            return node
+    return None
+
+
+def _outside(tumour: DecodedSegment, liver: DecodedSegment) -> Tuple[int, np.ndarray]:
+    """Voxels of ``tumour`` not in ``liver``, and their centroid (k, j, i)."""
+    if tumour.is_empty:
+        return 0, np.zeros(3)
+    inside = np.zeros(tumour.box.shape, dtype=bool)
+    low = np.maximum(tumour.offset, liver.offset)
+    high = np.minimum(np.add(tumour.offset, tumour.box.shape), np.add(liver.offset, liver.box.shape))
+    if np.all(high > low):
+        t = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(low, high, tumour.offset))
+        l_ = tuple(slice(int(a - o), int(b - o)) for a, b, o in zip(low, high, liver.offset))
+        inside[t] = liver.box[l_]
+    outside = tumour.box & ~inside
+    count = int(np.count_nonzero(outside))
+    if not count:
+        return 0, np.zeros(3)
+    return count, np.argwhere(outside).mean(axis=0) + np.asarray(tumour.offset)
+
+
+def export_segmentation(segmentation_node: Any, path: Path, **options: Any) -> Path:
+    """Write a (possibly edited) CRLM segmentation node back as a DICOM SEG.
+
+    The CT it was loaded on is read again from the folder recorded on the node,
+    so the SEG references the CT's own instances; ``options`` go to
+    :func:`~..dicom_seg.write_seg`.
+
+    :raises DataError: if the node does not come from a CRLM load or its CT is gone.
+    """
+    folder = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_folder")
+    uid = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_series_uid")
+    if not folder or not uid:
+        raise DataError(segmentation_node.GetName(), "was not loaded from a CRLM case (no CT folder recorded)")
+    scan = scan_folder(Path(folder))
+    instances = [instance for instance in scan.instances if instance.series_instance_uid == uid]
+    if not instances:
+        raise DataError(folder, f"no longer holds CT series {uid}")
+    return export_segmentation_node(segmentation_node, read_series(instances), Path(path), **options)
+
+
+COLLECTIONS = [CrlmCollection]

@@ -1,0 +1,66 @@
+"""The browsing workflow the module and the command line share."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import vtk
+
+from SarcomaLungLiverBrowserLib.browser import CollectionBrowser, cases_table
+from SarcomaLungLiverBrowserLib.errors import DataError, NotACollectionError
+from SarcomaLungLiverBrowserLib.samples import soft_tissue_sarcoma
+
+
+@pytest.fixture(scope="module")
+def sarcoma_root(tmp_path_factory):
+    return soft_tissue_sarcoma.generate(tmp_path_factory.mktemp("sts"))
+
+
+def scene_state(scene):
+    hierarchy = __import__("slicer").vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    items = vtk.vtkIdList()
+    hierarchy.GetItemChildren(hierarchy.GetSceneItemID(), items, True)
+    return ({scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}, items.GetNumberOfIds())
+
+
+def test_open_list_load_and_unload_a_case(headless, sarcoma_root):
+    browser = CollectionBrowser(headless.scene)
+    collection = browser.open(sarcoma_root)
+    assert collection.key == "soft_tissue_sarcoma"
+    cases = browser.cases()
+    table = cases_table(cases)
+    assert list(table["case_id"]) == [case.case_id for case in cases] and len(cases) >= 2
+    before = scene_state(headless.scene)
+    loaded = browser.load_case(cases[0].case_id.lower())  # IDs are matched case-insensitively
+    assert loaded.volumes and loaded.segmentations
+    assert scene_state(headless.scene) != before
+    browser.unload_case(loaded.case.case_id)
+    assert scene_state(headless.scene) == before
+
+
+def test_unknown_case_and_non_collection_folders_are_named(headless, sarcoma_root, tmp_path):
+    browser = CollectionBrowser(headless.scene)
+    browser.open(sarcoma_root)
+    with pytest.raises(DataError, match="no case 'STS_999'"):
+        browser.load_case("STS_999")
+    with pytest.raises(NotACollectionError) as raised:
+        browser.open(tmp_path)
+    assert str(tmp_path) in str(raised.value)
+
+
+def test_command_line_loads_a_case_into_a_bundle_and_snapshot(sarcoma_root, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "SarcomaLungLiverBrowserLib", "--no-cache", "load", str(sarcoma_root),
+         "--mrb", str(tmp_path / "case.mrb"), "--png", str(tmp_path / "case.png")],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "case.mrb").stat().st_size > 1000
+    assert (tmp_path / "case.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_line_names_the_folder_that_is_not_a_collection(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "SarcomaLungLiverBrowserLib", "--no-cache", "index", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
