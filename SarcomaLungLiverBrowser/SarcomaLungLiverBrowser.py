@@ -202,12 +202,11 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
     def showLoadedCase(self, loaded: Any) -> None:
         """Show the case's first volume with its annotations and list its findings."""
-        if loaded.volumes:
-            foreground = getattr(loaded, "foreground_volume", None)
+        if loaded.background_volume is not None:
             slicer.util.setSliceViewerLayers(
-                background=loaded.volumes[0],
-                foreground=foreground,
-                foregroundOpacity=0.5 if foreground is not None else None,
+                background=loaded.background_volume,
+                foreground=loaded.foreground_volume,
+                foregroundOpacity=loaded.foreground_opacity if loaded.foreground_volume is not None else None,
                 fit=True,
             )
         self.ui.findingsList.clear()

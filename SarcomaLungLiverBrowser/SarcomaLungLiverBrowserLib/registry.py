@@ -74,6 +74,24 @@ class LoadedCase:
         """Every node the load created, volumes first."""
         return [*self.volumes, *self.segmentations, *self.rois, *self.tables]
 
+    def _volume_by_metric(self, key: str) -> Optional[Any]:
+        wanted = self.metrics.get(key)
+        return next((volume for volume in self.volumes if wanted and volume.GetID() == wanted), None)
+
+    @property
+    def background_volume(self) -> Optional[Any]:
+        """The volume to show first: the one the collection names, else the first loaded."""
+        return self._volume_by_metric("background_volume_id") or (self.volumes[0] if self.volumes else None)
+
+    @property
+    def foreground_volume(self) -> Optional[Any]:
+        """A volume to blend over the background (e.g. PET over CT), if the collection names one."""
+        return self._volume_by_metric("foreground_volume_id")
+
+    @property
+    def foreground_opacity(self) -> float:
+        return float(self.metrics.get("foreground_opacity", 0.5))
+
 
 class Collection(abc.ABC):
     """A collection on the user's disk.

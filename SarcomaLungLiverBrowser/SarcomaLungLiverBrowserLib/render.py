@@ -158,15 +158,15 @@ def _largest_annotation_center(loaded_case: Any) -> Optional[Sequence[float]]:
 def render_case_snapshot(scene: Any, loaded_case: Any, png_path: Path, orientation: str = "Axial",
                          size: Tuple[int, int] = (512, 512)) -> Path:
     """Snapshot of a loaded case: its first volume with overlays, through its first annotation."""
-    if not loaded_case.volumes:
+    background = loaded_case.background_volume
+    if background is None:
         raise ValueError(f"case {loaded_case.case.case_id} has no volume to show")
-    background = loaded_case.volumes[0]
-    foreground = getattr(loaded_case, "foreground_volume", None)
     return render_slice_png(
         scene,
         png_path,
         background,
-        foreground_volume=foreground,
+        foreground_volume=loaded_case.foreground_volume,
+        foreground_opacity=loaded_case.foreground_opacity,
         orientation=orientation,
         center_ras=_largest_annotation_center(loaded_case),
         size=size,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -326,21 +327,24 @@ def _write_seg(plan: PatientPlan, phantom: Phantom, ct_paths: Sequence[Path], la
     pixels = np.stack(masks, axis=-1)
     descriptions = [_segment_description(n + 1, label, kind, with_colors)
                     for n, (label, kind) in enumerate(zip(labels, kinds))]
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=pixels,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=series_uid,
-        series_number=100 if dcmqi_style else 1000,
-        sop_instance_uid=uid_from_seed(series_uid, "instance"),
-        instance_number=1,
-        manufacturer="QIICR" if dcmqi_style else "BAMF Health",
-        manufacturer_model_name="dcmqi" if dcmqi_style else "AIMI liver-tumor",
-        software_versions="1",
-        device_serial_number="1",
-        omit_empty_frames=True,
-    )
+    with warnings.catch_warnings():
+        # TCIA's PatientName is the one-component ID ("CRLM-CT-1001"); highdicom warns about that.
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=series_uid,
+            series_number=100 if dcmqi_style else 1000,
+            sop_instance_uid=uid_from_seed(series_uid, "instance"),
+            instance_number=1,
+            manufacturer="QIICR" if dcmqi_style else "BAMF Health",
+            manufacturer_model_name="dcmqi" if dcmqi_style else "AIMI liver-tumor",
+            software_versions="1",
+            device_serial_number="1",
+            omit_empty_frames=True,
+        )
     if dcmqi_style:
         _dcmqi_quirks(seg, "Scout Liver")
     else:
