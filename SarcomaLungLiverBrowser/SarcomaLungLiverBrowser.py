@@ -52,6 +52,8 @@ except ImportError:
 
 MODULE_NAME = "SarcomaLungLiverBrowser"
 SETTINGS_LAST_FOLDER = MODULE_NAME + "/LastCollectionFolder"
+SETTINGS_REVIEWER = MODULE_NAME + "/Reviewer"
+SETTINGS_OUTPUT_FOLDER = MODULE_NAME + "/OutputFolder"
 
 
 def _translate(text: str) -> str:
@@ -96,6 +98,9 @@ class SarcomaLungLiverBrowser(ScriptedLoadableModule):
 # SarcomaLungLiverBrowserWidget
 #
 
+VERDICTS = ("accepted", "needs correction", "rejected")
+WHOLE_CASE = ""
+
 
 class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: wires the UI to :class:`SarcomaLungLiverBrowserLogic`; holds no data logic."""
@@ -105,6 +110,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         VTKObservationMixin.__init__(self)
         self.logic: Optional[SarcomaLungLiverBrowserLogic] = None
         self.ui: Any = None
+        self.loadedCase: Any = None
+        self.lastQA: Any = None
+        self._shortcuts: List[Any] = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -119,14 +127,58 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadSelectedCase)
         self.ui.casesTable.connect("cellDoubleClicked(int,int)", self.onCaseDoubleClicked)
         self.ui.casesTable.connect("itemSelectionChanged()", self.updateButtons)
+        self.ui.filterLineEdit.connect("textChanged(QString)", self.onFilterChanged)
+        self.ui.findingsList.connect("itemClicked(QListWidgetItem*)", self.onFindingClicked)
+        self.ui.previousCaseButton.connect("clicked(bool)", lambda: self.onStep(-1))
+        self.ui.nextCaseButton.connect("clicked(bool)", lambda: self.onStep(1))
+        self.ui.nextUnreviewedButton.connect("clicked(bool)", self.onNextUnreviewed)
+        self.ui.acceptButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[0]))
+        self.ui.needsCorrectionButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[1]))
+        self.ui.rejectButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[2]))
+        self.ui.reviewerLineEdit.connect("editingFinished()", self.onReviewerChanged)
+        self.ui.runQAButton.connect("clicked(bool)", self.onRunQA)
+        self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.saveCorrectionsButton.connect("clicked(bool)", self.onSaveCorrections)
 
-        lastFolder = qt.QSettings().value(SETTINGS_LAST_FOLDER, "")
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+
+        settings = qt.QSettings()
+        self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "")
+        lastOutput = settings.value(SETTINGS_OUTPUT_FOLDER, "")
+        if lastOutput:
+            self.ui.outputDirectoryButton.directory = lastOutput
+        lastFolder = settings.value(SETTINGS_LAST_FOLDER, "")
         if lastFolder and os.path.isdir(lastFolder):
+            # Setting the directory emits directoryChanged, which indexes the folder.
             self.ui.collectionDirectoryButton.directory = lastFolder
         self.updateButtons()
 
+    def enter(self) -> None:
+        # Keyboard shortcuts only while the module is shown, so they never clash with other modules.
+        mainWindow = slicer.util.mainWindow()
+        for keys, slot in (("Ctrl+N", lambda: self.onStep(1)), ("Ctrl+P", lambda: self.onStep(-1)),
+                           ("Ctrl+U", self.onNextUnreviewed)):
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), mainWindow)
+            shortcut.connect("activated()", slot)
+            self._shortcuts.append(shortcut)
+
+    def exit(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.disconnect("activated()")
+            shortcut.setParent(None)
+        self._shortcuts = []
+
     def cleanup(self) -> None:
+        self.exit()
         self.removeObservers()
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        # The scene's nodes are about to go; forget the case that owned them.
+        self.loadedCase = None
+        if self.logic is not None:
+            self.logic.forgetLoadedCases()
+        if self.ui is not None:
+            self.ui.findingsList.clear()
 
     # ------------------------------------------------------------------ helpers
     def _progressCallback(self, title: str):
@@ -142,47 +194,131 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
         return dialog, callback
 
+    def _runWithProgress(self, title: str, errorMessage: str, work):
+        """Run ``work(callback)`` with a progress dialog and Slicer's error display."""
+        if not self._ensureDependencies():
+            return None
+        dialog, callback = self._progressCallback(title)
+        result = None
+        try:
+            with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
+                result = work(callback)
+        finally:
+            dialog.close()
+        return result
+
+    def _ensureDependencies(self) -> bool:
+        """Install missing Python packages at first use, after asking (never at startup)."""
+        from SarcomaLungLiverBrowserLib.dependencies import REQUIREMENTS_FILE, missing_requirements
+
+        packaging = getattr(slicer, "packaging", None)
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            # Slicer 5.11+: asks, shows progress, offers a restart, skips in testing mode.
+            packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)),
+                                 requester="Sarcoma Lung Liver Browser")
+            return not missing_requirements()
+        missing = missing_requirements()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                _translate("Sarcoma Lung Liver Browser needs these Python packages, which are not installed:\n\n")
+                + "\n".join(missing) + _translate("\n\nInstall them now?")):
+            return False
+        with slicer.util.tryWithErrorDisplay(_translate("Installing the Python packages failed."), waitCursor=True):
+            slicer.util.pip_install(missing)
+        return not missing_requirements()
+
     def _selectedCaseId(self) -> Optional[str]:
         row = self.ui.casesTable.currentRow()
         if row < 0:
             return None
-        item = self.ui.casesTable.item(row, 1)
+        item = self.ui.casesTable.item(row, self._caseIdColumn())
         return item.text() if item is not None else None
 
-    def updateButtons(self) -> None:
-        self.ui.loadCaseButton.enabled = self._selectedCaseId() is not None
-        self.ui.refreshButton.enabled = self.logic is not None and self.logic.collection is not None
+    def _caseIdColumn(self) -> int:
+        for column in range(self.ui.casesTable.columnCount):
+            header = self.ui.casesTable.horizontalHeaderItem(column)
+            if header is not None and header.text() == "case_id":
+                return column
+        return 0
 
-    # ------------------------------------------------------------------ slots
+    def _selectCase(self, caseId: str) -> None:
+        column = self._caseIdColumn()
+        for row in range(self.ui.casesTable.rowCount):
+            item = self.ui.casesTable.item(row, column)
+            if item is not None and item.text() == caseId:
+                self.ui.casesTable.selectRow(row)
+                self.ui.casesTable.scrollToItem(item)
+                return
+
+    def updateButtons(self) -> None:
+        haveCollection = self.logic is not None and self.logic.collection is not None
+        haveCase = self.loadedCase is not None
+        self.ui.loadCaseButton.enabled = self._selectedCaseId() is not None
+        self.ui.refreshButton.enabled = haveCollection
+        for button in (self.ui.previousCaseButton, self.ui.nextCaseButton, self.ui.nextUnreviewedButton,
+                       self.ui.runQAButton, self.ui.exportReportButton):
+            button.enabled = haveCollection
+        for button in (self.ui.acceptButton, self.ui.needsCorrectionButton, self.ui.rejectButton,
+                       self.ui.saveCorrectionsButton):
+            button.enabled = haveCase
+
+    def updateReviewProgress(self) -> None:
+        if self.logic is None or self.logic.collection is None:
+            self.ui.reviewProgressLabel.text = ""
+            return
+        reviewed, total = self.logic.reviewProgress()
+        self.ui.reviewProgressLabel.text = _translate("{reviewed} of {total} reviewed").format(
+            reviewed=reviewed, total=total)
+
+    # ------------------------------------------------------------------ collection and cases
     def onCollectionFolderChanged(self, folder: str) -> None:
         qt.QSettings().setValue(SETTINGS_LAST_FOLDER, folder)
         self.onRefresh()
 
     def onRefresh(self) -> None:
         folder = self.ui.collectionDirectoryButton.directory
-        dialog, callback = self._progressCallback(_translate("Indexing collection"))
-        try:
-            with slicer.util.tryWithErrorDisplay(_translate("This folder could not be opened as a collection."),
-                                                 waitCursor=True):
-                collection = self.logic.openCollection(folder)
-                self.ui.collectionLabel.text = collection.title
-                self.populateCasesTable(self.logic.caseTable(callback))
-        finally:
-            dialog.close()
+
+        def work(callback):
+            collection = self.logic.openCollection(folder)
+            return collection, self.logic.caseTable(callback)
+
+        result = self._runWithProgress(_translate("Indexing collection"),
+                                       _translate("This folder could not be opened as a collection."), work)
+        if result is not None:
+            collection, table = result
+            self.ui.collectionLabel.text = collection.title
+            self.populateCasesTable(table)
+        self.updateReviewProgress()
         self.updateButtons()
 
     def populateCasesTable(self, table: Any) -> None:
+        """Show the case table, with each case's verdict so far."""
         widget = self.ui.casesTable
+        widget.setSortingEnabled(False)
         widget.clear()
-        widget.setColumnCount(len(table.columns))
-        widget.setHorizontalHeaderLabels([str(column) for column in table.columns])
+        columns = list(table.columns) + ["verdict"]
+        widget.setColumnCount(len(columns))
+        widget.setHorizontalHeaderLabels([str(column) for column in columns])
         widget.setRowCount(len(table))
         for row, values in enumerate(table.itertuples(index=False)):
-            for column, value in enumerate(values):
+            verdict = self.logic.verdictOf(str(values[list(table.columns).index("case_id")]))
+            for column, value in enumerate(list(values) + [verdict]):
                 item = qt.QTableWidgetItem(str(value))
                 item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
                 widget.setItem(row, column, item)
+        widget.setSortingEnabled(True)
         widget.resizeColumnsToContents()
+        self.onFilterChanged(self.ui.filterLineEdit.text)
+
+    def onFilterChanged(self, text: str) -> None:
+        """Hide rows that do not contain every word of the filter (any column)."""
+        words = [word.lower() for word in str(text).split()]
+        widget = self.ui.casesTable
+        for row in range(widget.rowCount):
+            cells = " ".join(widget.item(row, column).text().lower()
+                             for column in range(widget.columnCount) if widget.item(row, column) is not None)
+            widget.setRowHidden(row, not all(word in cells for word in words))
 
     def onCaseDoubleClicked(self, row: int, column: int) -> None:
         self.ui.casesTable.selectRow(row)
@@ -190,18 +326,20 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
     def onLoadSelectedCase(self) -> None:
         caseId = self._selectedCaseId()
-        if caseId is None:
-            return
-        dialog, callback = self._progressCallback(_translate("Loading case"))
-        try:
-            with slicer.util.tryWithErrorDisplay(_translate("The case could not be loaded."), waitCursor=True):
-                loaded = self.logic.loadCase(caseId, callback)
-                self.showLoadedCase(loaded)
-        finally:
-            dialog.close()
+        if caseId is not None:
+            self.loadCase(caseId)
+
+    def loadCase(self, caseId: str) -> None:
+        loaded = self._runWithProgress(_translate("Loading case"), _translate("The case could not be loaded."),
+                                       lambda callback: self.logic.loadCase(caseId, callback))
+        if loaded is not None:
+            self.loadedCase = loaded
+            self._selectCase(loaded.case.case_id)
+            self.showLoadedCase(loaded)
+        self.updateButtons()
 
     def showLoadedCase(self, loaded: Any) -> None:
-        """Show the case's first volume with its annotations and list its findings."""
+        """Show the case's volumes with their annotations, its findings and its review so far."""
         if loaded.background_volume is not None:
             slicer.util.setSliceViewerLayers(
                 background=loaded.background_volume,
@@ -211,7 +349,100 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             )
         self.ui.findingsList.clear()
         for finding in loaded.findings:
-            self.ui.findingsList.addItem(f"[{finding.severity}] {finding.message}")
+            item = qt.QListWidgetItem(f"[{finding.severity}] {finding.message}")
+            item.setToolTip(finding.path or finding.check)
+            self.ui.findingsList.addItem(item)
+        self.ui.annotationComboBox.clear()
+        self.ui.annotationComboBox.addItem(_translate("Whole case"), WHOLE_CASE)
+        for key in self.logic.annotationKeys(loaded):
+            self.ui.annotationComboBox.addItem(key, key)
+        self.ui.commentTextEdit.plainText = self.logic.commentOf(loaded.case.case_id)
+        self.ui.caseLabel.text = f"{loaded.case.case_id}  ({loaded.case.diagnosis or loaded.case.collection})"
+        self.updateReviewProgress()
+
+    def onFindingClicked(self, item: Any) -> None:
+        if self.loadedCase is None:
+            return
+        row = self.ui.findingsList.row(item)
+        location = self.logic.findingLocation(self.loadedCase.findings[row], self.loadedCase)
+        if location is not None:
+            slicer.modules.markups.logic().JumpSlicesToLocation(location[0], location[1], location[2], True)
+
+    # ------------------------------------------------------------------ review
+    def onStep(self, step: int) -> None:
+        if self.logic is None or self.logic.collection is None:
+            return
+        current = self.loadedCase.case.case_id if self.loadedCase is not None else self._selectedCaseId()
+        caseId = self.logic.neighbourCaseId(current, step)
+        if caseId is not None:
+            self.loadCase(caseId)
+
+    def onNextUnreviewed(self) -> None:
+        if self.logic is None or self.logic.collection is None:
+            return
+        current = self.loadedCase.case.case_id if self.loadedCase is not None else None
+        caseId = self.logic.nextUnreviewedCaseId(current)
+        if caseId is None:
+            slicer.util.infoDisplay(_translate("Every case of this collection has a verdict."))
+            return
+        self.loadCase(caseId)
+
+    def onReviewerChanged(self) -> None:
+        qt.QSettings().setValue(SETTINGS_REVIEWER, self.ui.reviewerLineEdit.text)
+
+    def onVerdict(self, verdict: str) -> None:
+        if self.loadedCase is None:
+            return
+        reviewer = self.ui.reviewerLineEdit.text.strip()
+        if not reviewer:
+            slicer.util.warningDisplay(_translate("Enter your name as reviewer first; every verdict records it."))
+            return
+        combo = self.ui.annotationComboBox
+        annotation = combo.itemData(combo.currentIndex) or WHOLE_CASE
+        with slicer.util.tryWithErrorDisplay(_translate("The verdict could not be saved."), waitCursor=True):
+            self.logic.setVerdict(self.loadedCase.case.case_id, verdict, self.ui.commentTextEdit.plainText,
+                                  reviewer, annotation)
+            self._markVerdictInTable(self.loadedCase.case.case_id, self.logic.verdictOf(self.loadedCase.case.case_id))
+        self.updateReviewProgress()
+
+    def _markVerdictInTable(self, caseId: str, verdict: str) -> None:
+        widget = self.ui.casesTable
+        column = self._caseIdColumn()
+        for row in range(widget.rowCount):
+            item = widget.item(row, column)
+            if item is not None and item.text() == caseId:
+                widget.item(row, widget.columnCount - 1).setText(verdict)
+
+    # ------------------------------------------------------------------ QA, reports, corrections
+    def _outputFolder(self) -> str:
+        folder = self.ui.outputDirectoryButton.directory
+        qt.QSettings().setValue(SETTINGS_OUTPUT_FOLDER, folder)
+        return folder
+
+    def onRunQA(self) -> None:
+        result = self._runWithProgress(_translate("Checking every case"), _translate("The quality checks failed."),
+                                       lambda callback: self.logic.runCollectionQA(callback))
+        if result is not None:
+            self.lastQA = result
+            slicer.util.infoDisplay(self.logic.describeQA(result))
+
+    def onExportReport(self) -> None:
+        folder = self._outputFolder()
+        paths = self._runWithProgress(_translate("Writing the review report"), _translate("The report could not be written."),
+                                      lambda callback: self.logic.exportReview(folder, self.lastQA, callback))
+        if paths:
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in paths))
+
+    def onSaveCorrections(self) -> None:
+        if self.loadedCase is None:
+            return
+        folder = self._outputFolder()
+        caseId = self.loadedCase.case.case_id
+        paths = self._runWithProgress(_translate("Saving corrected annotations"),
+                                      _translate("The corrected annotations could not be saved."),
+                                      lambda callback: self.logic.saveCorrections(folder, caseId, callback))
+        if paths:
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in paths))
 
 
 #
@@ -224,25 +455,57 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     Example (Slicer's Python console)::
 
-        logic = slicer.util.getModuleLogic("SarcomaLungLiverBrowser")  # or SarcomaLungLiverBrowserLogic()
+        import SarcomaLungLiverBrowser
+        logic = SarcomaLungLiverBrowser.SarcomaLungLiverBrowserLogic()
         logic.openCollection("/data/Colorectal-Liver-Metastases")
         loaded = logic.loadCase("CRLM-CT-1001")
         loaded.segmentations[0].GetSegmentation().GetNumberOfSegments()
+        logic.setVerdict("CRLM-CT-1001", "accepted", "liver contour fine", "Dr Who")
     """
 
     def __init__(self, scene: Any = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+        self._scene = scene
+        self._browser: Any = None
+        self._reviewStore: Any = None
+        self._reviewStorePath: Optional[Path] = None
 
-        self.browser = CollectionBrowser(scene if scene is not None else slicer.mrmlScene)
+    # The library is imported on first use, after the widget has made sure its packages are installed.
+    @property
+    def browser(self) -> Any:
+        if self._browser is None:
+            from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+
+            self._browser = CollectionBrowser(self._scene if self._scene is not None else slicer.mrmlScene)
+            self._enableHeaderCache()
+        return self._browser
+
+    @staticmethod
+    def _enableHeaderCache() -> None:
+        """Keep DICOM headers between sessions (in Slicer's cache folder), so re-opening is quick."""
+        from SarcomaLungLiverBrowserLib.dicom_series import set_default_index_cache
+        from SarcomaLungLiverBrowserLib.index_cache import IndexCache, default_cache_path
+
+        application = getattr(slicer, "app", None)
+        cachePath = getattr(application, "cachePath", None)
+        path = Path(cachePath) / MODULE_NAME / "dicom-index.sqlite" if isinstance(cachePath, str) else default_cache_path()
+        try:
+            set_default_index_cache(IndexCache(path))
+        except Exception as error:  # a read-only or full disk: index without the cache
+            logging.warning(f"DICOM header cache unavailable at {path}: {error}")
 
     @property
     def collection(self) -> Any:
         """The open collection, or None."""
-        return self.browser.collection
+        return self._browser.collection if self._browser is not None else None
 
+    # ------------------------------------------------------------------ browsing
     def openCollection(self, folder: str, collectionKey: Optional[str] = None) -> Any:
         """Open a collection folder (detected unless ``collectionKey`` names it)."""
+        if self._reviewStore is not None:
+            self._reviewStore.close()
+        self._reviewStore = None
+        self._reviewStorePath = None
         return self.browser.open(Path(folder), collectionKey)
 
     def cases(self, progressCallback: Any = None) -> List[Any]:
@@ -255,18 +518,190 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
         return cases_table(self.browser.cases(progressCallback))
 
-    def loadCase(self, caseId: str, progressCallback: Any = None) -> Any:
+    def loadCase(self, caseId: str, progressCallback: Any = None, closeOthers: bool = True) -> Any:
         """Load one case into the scene; returns a LoadedCase with the created nodes and findings.
 
         The case loads whole or not at all; a data problem raises an error naming the file.
+        With ``closeOthers`` the previously loaded case is removed once this one has loaded.
         """
-        return self.browser.load_case(caseId, progressCallback)
+        previous = list(self.browser.loaded) if closeOthers else []
+        loaded = self.browser.load_case(caseId, progressCallback)
+        for otherId in previous:
+            if otherId != loaded.case.case_id:
+                self.browser.unload_case(otherId)
+        return loaded
+
+    def closeCase(self, caseId: str) -> None:
+        """Remove a loaded case's nodes from the scene."""
+        self.browser.unload_case(caseId)
+
+    def forgetLoadedCases(self) -> None:
+        """Drop the record of loaded cases (their nodes are gone, e.g. the scene was closed)."""
+        if self._browser is not None:
+            self._browser.loaded.clear()
 
     def saveSceneBundle(self, mrbPath: str) -> Path:
         """Save the scene as a Slicer scene bundle (.mrb)."""
         from SarcomaLungLiverBrowserLib.browser import save_scene_bundle
 
         return save_scene_bundle(self.browser.scene, Path(mrbPath))
+
+    def annotationKeys(self, loaded: Any) -> List[str]:
+        """Names a reviewer can give a verdict on: segments and ROIs of the case."""
+        keys = []
+        for segmentation in loaded.segmentations:
+            segments = segmentation.GetSegmentation()
+            keys.extend(segments.GetNthSegment(index).GetName() for index in range(segments.GetNumberOfSegments()))
+        keys.extend(roi.GetName() for roi in loaded.rois)
+        return keys
+
+    def findingLocation(self, finding: Any, loaded: Any) -> Optional[Any]:
+        """The RAS point a finding should be shown at, or None."""
+        from SarcomaLungLiverBrowserLib.browser import finding_location
+
+        return finding_location(finding, loaded)
+
+    def placeVocFiles(self, paths: List[str]) -> Any:
+        """Place PASCAL VOC boxes on the loaded DICOM volumes holding their slices; returns (ROIs, findings)."""
+        from SarcomaLungLiverBrowserLib.voc_rois import place_voc_files
+
+        return place_voc_files([Path(path) for path in paths], self.browser.builder)
+
+    # ------------------------------------------------------------------ review
+    def setReviewStorePath(self, path: str) -> None:
+        """Keep verdicts in ``path`` instead of beside the collection (e.g. a read-only collection)."""
+        if self._reviewStore is not None:
+            self._reviewStore.close()
+        self._reviewStore = None
+        self._reviewStorePath = Path(path)
+
+    def reviewStore(self) -> Any:
+        """The open review store (created beside the collection unless another path was set)."""
+        if self._reviewStore is None:
+            from SarcomaLungLiverBrowserLib.review_store import ReviewStore, default_store_path
+
+            if self.collection is None:
+                raise RuntimeError("open a collection folder first")
+            path = self._reviewStorePath or default_store_path(self.collection.root)
+            self._reviewStore = ReviewStore(path)
+        return self._reviewStore
+
+    def setVerdict(self, caseId: str, verdict: str, comment: str, reviewer: str, annotation: str = "") -> Any:
+        """Record a verdict (accepted / needs correction / rejected); it is on disk when this returns."""
+        return self.reviewStore().set_verdict(caseId, annotation, verdict, comment, reviewer)
+
+    def verdictOf(self, caseId: str, annotation: str = "") -> str:
+        """The current verdict of a case (or one of its annotations), or "" if none."""
+        record = self.reviewStore().verdict(caseId, annotation)
+        return record.verdict if record is not None else ""
+
+    def commentOf(self, caseId: str, annotation: str = "") -> str:
+        record = self.reviewStore().verdict(caseId, annotation)
+        return record.comment if record is not None else ""
+
+    def caseIds(self) -> List[str]:
+        return [case.case_id for case in self.browser.cases()]
+
+    def reviewProgress(self) -> Any:
+        """(cases with a verdict, number of cases)."""
+        return self.reviewStore().progress(self.caseIds())
+
+    def neighbourCaseId(self, caseId: Optional[str], step: int) -> Optional[str]:
+        """The case ``step`` places after ``caseId`` in the case list (wrapping), or None."""
+        caseIds = self.caseIds()
+        if not caseIds:
+            return None
+        if caseId not in caseIds:
+            return caseIds[0]
+        return caseIds[(caseIds.index(caseId) + step) % len(caseIds)]
+
+    def nextUnreviewedCaseId(self, caseId: Optional[str] = None) -> Optional[str]:
+        """The first case after ``caseId`` (wrapping) without a verdict, or None when all have one."""
+        return self.reviewStore().next_unreviewed(self.caseIds(), after=caseId)
+
+    def runCollectionQA(self, progressCallback: Any = None) -> Any:
+        """Run every quality check over every case of the collection (cancellable through the callback)."""
+        from SarcomaLungLiverBrowserLib.qa import run_collection_qa
+
+        return run_collection_qa(self.collection, progressCallback)
+
+    def describeQA(self, result: Any) -> str:
+        from SarcomaLungLiverBrowserLib.qa import describe_collection_qa
+
+        return describe_collection_qa(result)
+
+    def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None) -> List[Path]:
+        """Write the review as CSV and a self-contained HTML report into ``outputFolder``."""
+        from SarcomaLungLiverBrowserLib.review_report import export_review
+
+        return export_review(Path(outputFolder), self.collection, self.reviewStore(), qaResult,
+                             progress=progressCallback)
+
+    def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
+        """Write the loaded case's (edited) annotations in the collection's own format; never over the sources."""
+        if caseId is None:
+            if not self.browser.loaded:
+                raise RuntimeError("load a case first")
+            caseId = list(self.browser.loaded)[-1]
+        return self.browser.save_corrections(caseId, Path(outputFolder), progressCallback)
+
+
+#
+# SarcomaLungLiverBrowserFileReader
+#
+
+
+class SarcomaLungLiverBrowserFileReader:
+    """Drag and drop: a collection folder opens in the module; VOC XML files become ROIs on loaded slices."""
+
+    def __init__(self, parent: Any) -> None:
+        self.parent = parent
+
+    def description(self) -> str:
+        return _translate("TCIA collection folder or PASCAL VOC annotation")
+
+    def fileType(self) -> str:
+        return "SarcomaLungLiverBrowserFile"
+
+    def extensions(self) -> List[str]:
+        return [_translate("PASCAL VOC annotation (*.xml)"), _translate("Collection folder (*)")]
+
+    def canLoadFile(self, filePath: str) -> bool:
+        path = Path(filePath)
+        if path.is_dir():
+            try:
+                from SarcomaLungLiverBrowserLib.registry import collection_classes
+
+                return any(collectionClass.detect(path) for collectionClass in collection_classes())
+            except ImportError:
+                return False
+        if path.suffix.lower() == ".xml":
+            try:
+                with open(path, "rb") as stream:
+                    head = stream.read(4096)
+            except OSError:
+                return False
+            # Other readers claim .xml too: take only PASCAL VOC annotations.
+            return b"<annotation" in head
+        return False
+
+    def load(self, properties: Any) -> bool:
+        path = Path(properties["fileName"])
+        widget = slicer.modules.sarcomalungliverbrowser.widgetRepresentation().self()
+        try:
+            if path.is_dir():
+                slicer.util.selectModule("SarcomaLungLiverBrowser")
+                widget.ui.collectionDirectoryButton.directory = str(path)
+                self.parent.loadedNodes = []
+                return True
+            rois, findings = widget.logic.placeVocFiles([str(path)])
+        except Exception as error:
+            slicer.util.errorDisplay(f"{path}: {error}")
+            return False
+        for finding in findings:
+            logging.warning(finding.message)
+        self.parent.loadedNodes = [roi.GetID() for roi in rois]
+        return bool(rois)
 
 
 #
@@ -283,23 +718,51 @@ class SarcomaLungLiverBrowserTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_LoadSampleCaseOfEachCollection()
+        self.setUp()
+        self.test_ReviewRound()
 
-    def test_LoadSampleCaseOfEachCollection(self) -> None:
+    def _sampleCollections(self) -> Any:
         import tempfile
 
         from SarcomaLungLiverBrowserLib.samples import generate_all
 
-        self.delayDisplay("Generating sample collections")
         folder = tempfile.mkdtemp(prefix="SarcomaLungLiverBrowserTest-")
-        roots = generate_all(Path(folder))
+        return Path(folder), generate_all(Path(folder) / "data")
+
+    def test_LoadSampleCaseOfEachCollection(self) -> None:
+        self.delayDisplay("Generating sample collections")
+        _, roots = self._sampleCollections()
         logic = SarcomaLungLiverBrowserLogic()
         for name, root in roots.items():
             self.delayDisplay(f"Loading a case of {name}")
             logic.openCollection(str(root))
             cases = logic.cases()
             self.assertTrue(cases, f"no cases found in {root}")
+            nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
             loaded = logic.loadCase(cases[0].case_id)
             self.assertTrue(loaded.volumes, f"{name}: no volume loaded")
-            for volume in loaded.volumes:
-                self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(volume.GetID()))
+            self.assertGreater(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
+            for node in loaded.nodes:
+                self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(node.GetID()))
+            logic.closeCase(loaded.case.case_id)
+        self.delayDisplay("Test passed")
+
+    def test_ReviewRound(self) -> None:
+        self.delayDisplay("Reviewing the CRLM sample collection")
+        folder, roots = self._sampleCollections()
+        logic = SarcomaLungLiverBrowserLogic()
+        logic.openCollection(str(roots["crlm"]))
+        logic.setReviewStorePath(str(folder / "review.sqlite"))
+        caseIds = logic.caseIds()
+        reviewed = 0
+        caseId = logic.nextUnreviewedCaseId()
+        while caseId is not None:
+            loaded = logic.loadCase(caseId)
+            self.assertTrue(loaded.segmentations)
+            logic.setVerdict(caseId, "accepted" if reviewed % 2 == 0 else "needs correction", "checked", "Self Test")
+            reviewed += 1
+            caseId = logic.nextUnreviewedCaseId(caseId)
+        self.assertEqual(logic.reviewProgress(), (len(caseIds), len(caseIds)))
+        paths = logic.exportReview(str(folder / "report"))
+        self.assertTrue(any(str(path).endswith(".html") for path in paths))
         self.delayDisplay("Test passed")

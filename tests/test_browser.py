@@ -64,3 +64,24 @@ def test_command_line_names_the_folder_that_is_not_a_collection(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_finding_location_uses_point_then_segment_then_node(headless, sarcoma_root):
+    from SarcomaLungLiverBrowserLib.browser import finding_location
+    from SarcomaLungLiverBrowserLib.findings import Finding
+
+    browser = CollectionBrowser(headless.scene)
+    browser.open(sarcoma_root)
+    loaded = browser.load_case(browser.cases()[0].case_id)
+    assert finding_location(Finding("info", "x", "m", ras=(1.0, 2.0, 3.0)), loaded) == (1.0, 2.0, 3.0)
+    segmentation = loaded.segmentations[0]
+    segment_id = segmentation.GetSegmentation().GetNthSegmentID(0)
+    expected = segmentation.GetSegmentCenterRAS(segment_id)
+    located = finding_location(Finding("info", "x", "m", node_name=segmentation.GetName(), segment_id=segment_id), loaded)
+    assert located == pytest.approx(tuple(expected))
+    volume = loaded.volumes[0]
+    bounds = [0.0] * 6
+    volume.GetRASBounds(bounds)
+    located = finding_location(Finding("info", "x", "m", node_name=volume.GetName()), loaded)
+    assert located == pytest.approx(((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2))
+    assert finding_location(Finding("info", "x", "m"), loaded) is None

@@ -37,3 +37,40 @@ def test_logic_opens_a_collection_and_refuses_other_folders(headless, tmp_path):
     with pytest.raises(Exception) as raised:
         logic.openCollection(str(tmp_path / "does not exist"))
     assert "does not exist" in str(raised.value)
+
+
+def test_requirements_file_lists_what_the_library_imports(tmp_path):
+    from SarcomaLungLiverBrowserLib.dependencies import missing_requirements, requirements
+
+    names = [line.split(">")[0].split("=")[0] for line in requirements()]
+    assert set(names) == {"pydicom", "highdicom", "nibabel", "pandas", "lxml", "openpyxl"}
+    assert missing_requirements() == []
+    fake = tmp_path / "requirements.txt"
+    fake.write_text("# comment\npydicom>=3.0\nno-such-package-sllb>=1.0  # trailing comment\n")
+    assert missing_requirements(fake) == ["no-such-package-sllb>=1.0"]
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file():
+    """The widget cannot be run without Slicer here; at least its names must match the .ui file."""
+    import re
+    import xml.etree.ElementTree as ElementTree
+
+    ui_file = MODULE_FILE.parent / "Resources" / "UI" / "SarcomaLungLiverBrowser.ui"
+    declared = {widget.get("name") for widget in ElementTree.parse(ui_file).iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    assert used, "the widget should use the .ui file"
+    assert used <= declared, f"used in the module but missing from {ui_file.name}: {sorted(used - declared)}"
+    for name in declared - used:
+        assert name.endswith(("Label", "CollapsibleButton")) or name == "SarcomaLungLiverBrowser", \
+            f"{name} is in the .ui file but the module never wires it"
+
+
+def test_logic_library_imports_are_deferred_until_first_use():
+    """Slicer may lack pandas etc. until the module has asked to install them."""
+    import ast
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] + [getattr(node, "module", "") or ""]
+            assert not any(name.startswith("SarcomaLungLiverBrowserLib") for name in names)

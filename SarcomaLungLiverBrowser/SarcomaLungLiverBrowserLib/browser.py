@@ -6,7 +6,7 @@ or not at all), save the scene as a Slicer bundle and take a snapshot.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
@@ -15,7 +15,7 @@ from .progress import ProgressCallback, report
 from .registry import CaseInfo, Collection, LoadedCase, open_collection
 from .scene_builder import SceneBuilder
 
-__all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle"]
+__all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location"]
 
 #: Columns of the case table shown in the module and written by ``sllb index``.
 CASE_TABLE_COLUMNS = ["collection", "case_id", "diagnosis", "summary", "location"]
@@ -35,6 +35,30 @@ def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
             "location": str(location),
         })
     return pd.DataFrame(rows, columns=CASE_TABLE_COLUMNS)
+
+
+def finding_location(finding: Any, loaded: LoadedCase) -> Optional[Tuple[float, float, float]]:
+    """Where the slice views should jump to show a finding (RAS), or None.
+
+    The finding's own point if it has one; else the centre of the segment it
+    names; else the centre of the node it names.
+    """
+    if finding.ras is not None:
+        return tuple(float(value) for value in finding.ras)  # type: ignore[return-value]
+    nodes = [node for node in loaded.nodes if finding.node_name and node.GetName() == finding.node_name]
+    if finding.segment_id:
+        for segmentation in nodes or loaded.segmentations:
+            if segmentation.GetSegmentation().GetSegment(finding.segment_id) is None:
+                continue
+            center = segmentation.GetSegmentCenterRAS(finding.segment_id)
+            if center is not None:
+                return tuple(float(value) for value in center)  # type: ignore[return-value]
+    for node in nodes:
+        bounds = [0.0] * 6
+        node.GetRASBounds(bounds)
+        if bounds[0] <= bounds[1]:
+            return ((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2)
+    return None
 
 
 def save_scene_bundle(scene: Any, mrb_path: Path) -> Path:
