@@ -133,3 +133,22 @@ def test_unreadable_image_is_reported_not_fatal(tmp_path, builder):
     loaded = collection.load_case(collection.find_case("STS_003"), builder)
     assert len(loaded.volumes) == 4
     assert any(f.check == "hermessi.unreadable_file" and "STS_003_T1_02.png" in f.message for f in loaded.findings)
+
+
+def test_lone_dicom_slice_keeps_its_patient_position():
+    import numpy as np
+    import pydicom
+    import pydicom.data
+
+    from SarcomaLungLiverBrowserLib.collections.hermessi import _dicom_single
+    from SarcomaLungLiverBrowserLib.geometry import apply_matrix, lps_to_ras
+
+    path = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
+    dataset = pydicom.dcmread(str(path))
+    voxels, ijk_to_ras = _dicom_single(path)
+    assert voxels.shape == (1, dataset.Rows, dataset.Columns)
+    assert np.allclose(apply_matrix(ijk_to_ras, [0, 0, 0]), lps_to_ras([float(v) for v in dataset.ImagePositionPatient]))
+    row_spacing, column_spacing = (float(v) for v in dataset.PixelSpacing)
+    expected = lps_to_ras(np.array([float(v) for v in dataset.ImagePositionPatient])
+                          + 3 * column_spacing * np.array([float(v) for v in dataset.ImageOrientationPatient[:3]]))
+    assert np.allclose(apply_matrix(ijk_to_ras, [3, 0, 0]), expected)

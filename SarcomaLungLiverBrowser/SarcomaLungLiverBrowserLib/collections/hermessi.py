@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from ..dicom_series import InstanceHeader, group_by_series, read_header, read_series
+from ..dicom_series import InstanceHeader, group_by_series, header_from_dataset, read_header, read_series
 from ..errors import DataError
 from ..findings import WARNING, Finding
-from ..geometry import LPS_TO_RAS
+from ..geometry import LPS_TO_RAS, ijk_to_ras_from_slices
 from ..progress import ProgressCallback, report
 from ..registry import CaseInfo, Collection, LoadedCase
 from ..scene_builder import SUBJECT_HIERARCHY_UID_NAME, SceneBuilder
@@ -203,8 +203,14 @@ def _dicom_single(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     slope = float(dataset.get("RescaleSlope", 1) or 1)
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
     voxels = pixels.astype(np.float32) * slope + intercept if (slope, intercept) != (1.0, 0.0) else pixels
+    thickness = float(dataset.get("SliceThickness") or 1.0)
+    plane = header_from_dataset(dataset, path).plane if dataset.get("SeriesInstanceUID") else None
+    if plane is not None:
+        # A lone slice that still knows where it is in the patient keeps its position and orientation.
+        ijk_to_ras, _ = ijk_to_ras_from_slices([plane], thickness)
+        return np.asarray(voxels), ijk_to_ras
     spacing = dataset.get("PixelSpacing") or [1.0, 1.0]
-    ijk_to_lps = np.diag([float(spacing[1]), float(spacing[0]), float(dataset.get("SliceThickness") or 1.0), 1.0])
+    ijk_to_lps = np.diag([float(spacing[1]), float(spacing[0]), thickness, 1.0])
     return np.asarray(voxels), LPS_TO_RAS @ ijk_to_lps
 
 
