@@ -85,3 +85,57 @@ def test_finding_location_uses_point_then_segment_then_node(headless, sarcoma_ro
     located = finding_location(Finding("info", "x", "m", node_name=volume.GetName()), loaded)
     assert located == pytest.approx(((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2))
     assert finding_location(Finding("info", "x", "m"), loaded) is None
+
+
+@pytest.mark.parametrize("module_name", ["crlm", "lung_pet_ct_dx"])
+def test_loaded_case_survives_a_scene_bundle_round_trip(headless, tmp_path, module_name):
+    """Volumes, segments (names, colours, voxels), ROIs and tables come back from the .mrb."""
+    import importlib
+
+    import numpy as np
+    import slicer
+
+    from SarcomaLungLiverBrowserLib.browser import save_scene_bundle
+    from SarcomaLungLiverBrowserLib.headless import HeadlessSlicer
+    from SarcomaLungLiverBrowserLib.scene_builder import SceneBuilder, segment_mask
+
+    root = importlib.import_module(f"SarcomaLungLiverBrowserLib.samples.{module_name}").generate(tmp_path / "data")
+    browser = CollectionBrowser(headless.scene)
+    browser.open(root)
+    loaded = browser.load_case(browser.cases()[0].case_id)
+    expected_segments = {}
+    for segmentation in loaded.segmentations:
+        reference = headless.scene.GetNodeByID(
+            segmentation.GetNodeReferenceID(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()))
+        shape, matrix = SceneBuilder.volume_geometry(reference)
+        segments = segmentation.GetSegmentation()
+        for index in range(segments.GetNumberOfSegments()):
+            segment_id = segments.GetNthSegmentID(index)
+            segment = segments.GetSegment(segment_id)
+            expected_segments[(segmentation.GetName(), segment_id)] = (
+                segment.GetName(), segment.GetColor(), segment_mask(segmentation, segment_id, shape, matrix).sum())
+    expected_rois = sorted((roi.GetName(), tuple(np.round(roi.GetCenter(), 3))) for roi in loaded.rois)
+    expected_tables = {table.GetName(): table.GetNumberOfRows() for table in loaded.tables}
+    expected_volumes = {volume.GetName(): slicer.util.arrayFromVolume(volume).copy() for volume in loaded.volumes}
+    bundle = save_scene_bundle(headless.scene, tmp_path / "case.mrb")
+
+    with HeadlessSlicer(install_globals=False) as fresh:
+        assert fresh.read_bundle(bundle)
+        scene = fresh.scene
+        for name, voxels in expected_volumes.items():
+            assert np.array_equal(slicer.util.arrayFromVolume(scene.GetFirstNodeByName(name)), voxels), name
+        for (node_name, segment_id), (name, color, count) in expected_segments.items():
+            segmentation = scene.GetFirstNodeByName(node_name)
+            reference = scene.GetNodeByID(
+                segmentation.GetNodeReferenceID(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()))
+            segment = segmentation.GetSegmentation().GetSegment(segment_id)
+            assert segment.GetName() == name and segment.GetColor() == pytest.approx(color, abs=1e-6)
+            if reference is not None:
+                shape, matrix = SceneBuilder.volume_geometry(reference)
+                assert segment_mask(segmentation, segment_id, shape, matrix).sum() == count, name
+        rois = sorted((scene.GetNthNodeByClass(i, "vtkMRMLMarkupsROINode").GetName(),
+                       tuple(np.round(scene.GetNthNodeByClass(i, "vtkMRMLMarkupsROINode").GetCenter(), 3)))
+                      for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode")))
+        assert rois == expected_rois
+        for name, rows in expected_tables.items():
+            assert scene.GetFirstNodeByName(name).GetNumberOfRows() == rows, name
