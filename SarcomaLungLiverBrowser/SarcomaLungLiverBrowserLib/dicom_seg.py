@@ -35,7 +35,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .dicom_series import DicomVolume
-from .errors import DataError
+from .errors import DataError, LoadCancelled
 from .findings import ERROR, INFO, WARNING, Finding
 from .geometry import LPS_TO_RAS, spacing_from_matrix
 from .progress import ProgressCallback, report
@@ -239,8 +239,14 @@ def read_seg_header(path: Path) -> SegHeader:
     path = Path(path)
     try:
         dataset = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_KEYWORDS)
-    except Exception as error:  # pydicom raises many types for damaged files
-        raise DataError(path, f"not a readable DICOM file ({error})") from error
+        return _seg_header(dataset, path)
+    except DataError:
+        raise
+    except Exception as error:  # pydicom raises many types for damaged files and values
+        raise DataError(path, f"not a readable DICOM SEG header ({type(error).__name__}: {error})") from error
+
+
+def _seg_header(dataset: Any, path: Path) -> SegHeader:
     if str(dataset.get("SOPClassUID", "")) not in SEG_SOP_CLASS_UIDS and dataset.get("Modality") != "SEG":
         raise DataError(path, f"is not a DICOM Segmentation (Modality {dataset.get('Modality', '?')})")
     series_number = dataset.get("SeriesNumber")
@@ -525,6 +531,22 @@ def _resample_frame(values: np.ndarray, frame: _FrameInfo, grid: _Grid, shared_o
 
 def decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolume, case_id: str = "",
                progress: Optional[ProgressCallback] = None) -> DecodedSegmentation:
+    """Decode a DICOM SEG onto a series' grid; see :func:`_decode_seg`.
+
+    Values that pydicom cannot convert (e.g. ``NumberOfFrames`` "many")
+    surface deep inside decoding; they become a :class:`DataError` naming the file.
+    """
+    try:
+        return _decode_seg(source, reference, case_id, progress)
+    except (DataError, LoadCancelled, MemoryError):
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+        path = getattr(source, "filename", None) or source
+        raise DataError(str(path), f"cannot be decoded as a DICOM SEG ({type(error).__name__}: {error})") from error
+
+
+def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolume, case_id: str = "",
+                progress: Optional[ProgressCallback] = None) -> DecodedSegmentation:
     """Decode a DICOM SEG onto the grid of the CT series it was drawn on.
 
     :param source: the SEG file (or an already-read dataset).

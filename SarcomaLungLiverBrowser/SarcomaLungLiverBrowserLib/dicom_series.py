@@ -33,6 +33,8 @@ __all__ = [
     "read_series",
     "looks_like_dicom",
     "set_default_index_cache",
+    "split_stackable",
+    "mixed_series_folders",
 ]
 
 #: Tags read when indexing; pixel data is never read while indexing.
@@ -155,16 +157,24 @@ def header_from_dataset(dataset: pydicom.Dataset, path: Path) -> InstanceHeader:
         number_of_frames=_int_or_none(dataset.get("NumberOfFrames")) or 1,
         study_date=str(dataset.get("StudyDate", "")),
         study_description=str(dataset.get("StudyDescription", "")),
-        slice_thickness=float(slice_thickness) if slice_thickness not in (None, "") else None,
+        slice_thickness=_finite_or_none(slice_thickness),
         samples_per_pixel=_int_or_none(dataset.get("SamplesPerPixel")) or 1,
         bits_allocated=_int_or_none(dataset.get("BitsAllocated")),
         bits_stored=_int_or_none(dataset.get("BitsStored")),
         pixel_representation=_int_or_none(dataset.get("PixelRepresentation")) or 0,
-        rescale_slope=_float_or(dataset.get("RescaleSlope"), 1.0),
-        rescale_intercept=_float_or(dataset.get("RescaleIntercept"), 0.0),
+        rescale_slope=_rescale_value(dataset.get("RescaleSlope"), 1.0),
+        rescale_intercept=_rescale_value(dataset.get("RescaleIntercept"), 0.0),
         window=_window(dataset),
         transfer_syntax_uid=transfer_syntax,
     )
+
+
+def _finite_or_none(value: object) -> Optional[float]:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def _float_or(value: object, default: float) -> float:
@@ -173,6 +183,21 @@ def _float_or(value: object, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return number if np.isfinite(number) else default
+
+
+def _rescale_value(value: object, default: float) -> float:
+    """RescaleSlope/Intercept: the default when absent, NaN when present but not a finite number.
+
+    A damaged rescale value must not silently become 1 or 0 (the voxel values
+    would be wrong without anyone noticing); NaN makes stacking refuse the slice.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(_first(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if np.isfinite(number) else float("nan")
 
 
 def _first(value: object) -> object:
@@ -249,7 +274,8 @@ def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
         return number if np.isfinite(number) else None
 
     center, width = first_number("WindowCenter"), first_number("WindowWidth")
-    slope, intercept = first_number("RescaleSlope"), first_number("RescaleIntercept")
+    slope = _rescale_value(values.get("RescaleSlope"), 1.0)
+    intercept = _rescale_value(values.get("RescaleIntercept"), 0.0)
     return InstanceHeader(
         path=path,
         sop_instance_uid=text("SOPInstanceUID"),
@@ -275,8 +301,8 @@ def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
         bits_allocated=_int_or_none(values.get("BitsAllocated")),
         bits_stored=_int_or_none(values.get("BitsStored")),
         pixel_representation=_int_or_none(values.get("PixelRepresentation")) or 0,
-        rescale_slope=1.0 if slope is None else slope,
-        rescale_intercept=0.0 if intercept is None else intercept,
+        rescale_slope=slope,
+        rescale_intercept=intercept,
         window=(width, center) if width is not None and center is not None else None,
         transfer_syntax_uid=text("TransferSyntaxUID"),
     )
@@ -302,10 +328,14 @@ def read_header(path: Path) -> InstanceHeader:
         return header_from_raw(values, path)
     try:
         dataset = _parse_header(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
-            OverflowError, struct.error) as error:
-        raise DataError(path, f"not a readable DICOM file ({error})") from error
-    return header_from_dataset(dataset, path)
+        # pydicom converts values when they are first read, so damaged values raise here too.
+        return header_from_dataset(dataset, path)
+    except DataError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # pydicom raises many types (even NotImplementedError) for damaged files
+        raise DataError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from error
 
 
 @dataclass
@@ -437,8 +467,13 @@ class DicomVolume:
         return None
 
     def problems(self) -> List[str]:
-        """Irregularities found while stacking, in words."""
-        return self.stack_report.problems()
+        """Irregularities found while stacking, in words (naming the files concerned)."""
+        problems = self.stack_report.problems()
+        for duplicate in self.duplicates:
+            k = self._index_of_position(duplicate)
+            kept = self.instances[k].path.name if k is not None else "another slice"
+            problems.append(f"{duplicate.path.name} lies at the position of {kept} and was left out")
+        return problems
 
 
 def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
@@ -459,6 +494,108 @@ def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
             raise DataError(instance.path, "has a different PixelSpacing from the rest of its series")
         if instance.samples_per_pixel != 1:
             raise DataError(instance.path, "is a colour image; only greyscale series are stacked")
+        problem = _unstackable_alone(instance)
+        if problem:
+            raise DataError(instance.path, problem)
+
+
+def _unstackable_alone(instance: InstanceHeader) -> Optional[str]:
+    """Why this slice cannot be stacked whatever the rest of its series, or None.
+
+    Checked from the header and the file size, before any voxel is allocated:
+    a header claiming 65535x65535 pixels in a 100 kB file must not make the
+    reader ask for gigabytes.
+    """
+    if instance.number_of_frames > 1:
+        return f"is a multi-frame image ({instance.number_of_frames} frames); only single-frame series are stacked"
+    if instance.missing_geometry:
+        return "lacks " + ", ".join(instance.missing_geometry) + "; its slice cannot be placed in space"
+    if instance.samples_per_pixel != 1:
+        return "is a colour image; only greyscale series are stacked"
+    if not instance.rows or not instance.columns or instance.rows <= 0 or instance.columns <= 0:
+        return f"has no pixels (Rows {instance.rows}, Columns {instance.columns})"
+    bits = instance.bits_allocated or 16
+    if bits not in (8, 16, 32) or not 0 < (instance.bits_stored or bits) <= bits:
+        return (f"has BitsAllocated {instance.bits_allocated} and BitsStored {instance.bits_stored}; "
+                "greyscale slices store 8, 16 or 32 bits")
+    if min(instance.pixel_spacing or (0.0,)) <= 0:
+        return f"has a PixelSpacing of {list(instance.pixel_spacing or ())}; spacing must be positive"
+    if not (np.isfinite(instance.rescale_slope) and np.isfinite(instance.rescale_intercept)):
+        return "has a RescaleSlope or RescaleIntercept that is not a number; its values cannot be trusted"
+    if instance.transfer_syntax_uid in UNCOMPRESSED_LITTLE_ENDIAN:
+        needed = int(instance.rows) * int(instance.columns) * bits // 8
+        try:
+            size = os.path.getsize(instance.path)
+        except OSError as error:
+            return f"cannot be read ({error})"
+        if size < needed:
+            return (f"holds {size} bytes, fewer than the {needed} its {instance.rows}x{instance.columns} "
+                    f"pixels need (truncated, or Rows/Columns are wrong)")
+    return None
+
+
+def _signature(instance: InstanceHeader) -> Tuple[object, ...]:
+    return (instance.rows, instance.columns,
+            tuple(np.round(instance.image_orientation, 3)),  # type: ignore[arg-type]
+            tuple(np.round(instance.pixel_spacing, 4)))  # type: ignore[arg-type]
+
+
+def split_stackable(instances: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[DataError]]:
+    """Split a series into slices that stack safely and the files left out, each with its reason.
+
+    A slice is left out when it cannot be placed (missing or non-finite
+    geometry), cannot be read whole (file shorter than its pixels), repeats
+    another file's SOPInstanceUID, or has another size, orientation or pixel
+    spacing than most of its series. About a third of Lung-PET-CT-Dx images
+    lack PixelSpacing or ImagePositionPatient (datasets notes), so one bad
+    file must cost its slice, not the series.
+    """
+    left_out: List[DataError] = []
+    candidates: List[InstanceHeader] = []
+    seen: Dict[str, InstanceHeader] = {}
+    for instance in instances:
+        problem = _unstackable_alone(instance)
+        if problem is None and instance.sop_instance_uid in seen:
+            problem = f"repeats the SOPInstanceUID of {seen[instance.sop_instance_uid].path.name}"
+        if problem:
+            left_out.append(DataError(instance.path, problem))
+            continue
+        seen[instance.sop_instance_uid] = instance
+        candidates.append(instance)
+    if not candidates:
+        return [], left_out
+    counts: Dict[Tuple[object, ...], int] = {}
+    for instance in candidates:
+        counts[_signature(instance)] = counts.get(_signature(instance), 0) + 1
+    majority = max(counts, key=lambda key: counts[key])  # ties: the first seen
+    kept = []
+    for instance in candidates:
+        if _signature(instance) == majority:
+            kept.append(instance)
+        else:
+            left_out.append(DataError(instance.path, (
+                f"has another size, orientation or pixel spacing ({instance.rows}x{instance.columns}, "
+                f"{list(instance.image_orientation or ())}, {list(instance.pixel_spacing or ())}) than the "
+                f"other {len(candidates) - 1} slice(s) of series {instance.series_instance_uid}")))
+    return kept, left_out
+
+
+def mixed_series_folders(instances: Sequence[InstanceHeader]) -> List[DataError]:
+    """One problem per folder whose files belong to more than one series (naming a file of each)."""
+    by_folder: Dict[Path, Dict[str, List[InstanceHeader]]] = {}
+    for instance in instances:
+        by_folder.setdefault(instance.path.parent, {}).setdefault(instance.series_instance_uid, []).append(instance)
+    problems = []
+    for folder, series in by_folder.items():
+        if len(series) < 2:
+            continue
+        groups = sorted(series.values(), key=len, reverse=True)
+        others = ", ".join(f"{len(group)} file(s) of series {group[0].series_instance_uid} "
+                           f"(e.g. {group[0].path.name})" for group in groups[1:])
+        problems.append(DataError(folder, f"holds more than one series: {len(groups[0])} file(s) of series "
+                                          f"{groups[0][0].series_instance_uid} and {others}; each series is "
+                                          "read on its own"))
+    return problems
 
 
 def _stored_dtype(instance: InstanceHeader) -> Optional[np.dtype]:
@@ -583,7 +720,11 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
     )
     stack_report.duplicate_positions = [ordered.index(instance) for instance in duplicates]
     dtype = _output_dtype(kept)
-    voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
+    try:
+        voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
+    except MemoryError as error:
+        raise DataError(kept[0].path.parent, f"a volume of {len(kept)}x{kept[0].rows}x{kept[0].columns} voxels "
+                                             "does not fit in memory") from error
     for index, instance in enumerate(kept):
         if index % 16 == 0:
             report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))

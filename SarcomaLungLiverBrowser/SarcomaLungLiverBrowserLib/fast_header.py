@@ -52,10 +52,21 @@ WANTED_TAGS: Dict[int, str] = {
 _LAST_WANTED = max(WANTED_TAGS)
 _BINARY_US = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation"}
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+#: VRs with a 2-byte length; anything else where a VR belongs means the file is damaged (left to pydicom).
+_SHORT_LENGTH_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+                     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _PLAIN_CHARACTER_SETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"}
 _TAG, _LONG, _SHORT = struct.Struct("<HH"), struct.Struct("<I"), struct.Struct("<H")
+#: Attributes stored as decimal or integer strings (DS/IS), and the bytes such strings may hold.
+_NUMBER_STRINGS = {"SliceThickness", "SeriesNumber", "InstanceNumber", "ImagePositionPatient",
+                   "ImageOrientationPatient", "NumberOfFrames", "PixelSpacing", "WindowCenter", "WindowWidth",
+                   "RescaleIntercept", "RescaleSlope"}
+_NUMBER_BYTES = frozenset(b"0123456789+-.eE \\\0")
+_UID_KEYWORDS = {"TransferSyntaxUID", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+                 "FrameOfReferenceUID"}
+_UID_BYTES = frozenset(b"0123456789. \0")
 _UNDEFINED = 0xFFFFFFFF
 _DONE = -1  # returned by _walk once every wanted tag's group has been passed
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -78,7 +89,7 @@ def _element_header(data: bytes, offset: int, explicit: bool) -> Tuple[int, byte
         if offset + 12 > len(data):
             raise _Unsupported("truncated element")
         return tag, vr, struct.unpack_from("<I", data, offset + 8)[0], offset + 12
-    if not vr.isalpha():
+    if vr not in _SHORT_LENGTH_VRS:
         raise _Unsupported("not explicit VR where expected")
     return tag, vr, struct.unpack_from("<H", data, offset + 6)[0], offset + 8
 
@@ -128,7 +139,7 @@ def _walk(data: bytes, offset: int, explicit: bool, values: Dict[str, bytes], st
                 if offset + 12 > size:
                     raise _Unsupported("truncated element")
                 length, value = unpack_long(data, offset + 8)[0], offset + 12
-            elif vr.isalpha():
+            elif vr in _SHORT_LENGTH_VRS:
                 length, value = unpack_short(data, offset + 6)[0], offset + 8
             else:
                 raise _Unsupported("not explicit VR where expected")
@@ -170,6 +181,11 @@ def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]
     encoding = "utf-8" if character_set == "ISO_IR 192" else "latin-1"
     values: Dict[str, object] = {}
     for keyword, value in raw.items():
+        # A damaged length swallows the next elements into a value; such values are left to pydicom.
+        if keyword in _NUMBER_STRINGS and not _NUMBER_BYTES.issuperset(value):
+            return None
+        if keyword in _UID_KEYWORDS and not _UID_BYTES.issuperset(value):
+            return None
         if keyword in _BINARY_US:
             if len(value) != 2:
                 return None

@@ -190,7 +190,9 @@ def _load_image(path: Path) -> Any:
         image = nib.load(str(path), mmap=False)
     except ImageFileError as error:
         raise DataError(path, f"is not a NIfTI file ({error})") from error
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as error:
+    except MemoryError:
+        raise
+    except Exception as error:  # nibabel raises HeaderDataError, OSError, zlib.error... for damaged files
         raise DataError(path, f"cannot be read as NIfTI: the header is damaged or truncated "
                               f"({type(error).__name__}: {error})") from error
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
@@ -351,6 +353,23 @@ def _check_uncompressed_size(path: Path, image: Any) -> None:
         raise DataError(path, f"is truncated: {size} bytes on disk, the header needs {needed}")
 
 
+def _check_gzip_integrity(path: Path) -> None:
+    """Read a ``.gz`` file to its end so that its CRC and length are checked.
+
+    nibabel stops reading once it has the voxels it needs, so a damaged
+    stream (flipped bytes, wrong checksum) would otherwise load silently with
+    wrong values.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(path, f"is a damaged gzip file ({type(error).__name__}: {error})") from error
+
+
 def read_nifti_geometry(path: Union[str, Path], volume_index: Optional[int] = None) -> NiftiGeometry:
     """Header facts of a NIfTI file (shape, placement, scaling) without reading voxels.
 
@@ -373,17 +392,24 @@ def read_nifti(path: Union[str, Path], volume_index: Optional[int] = None, allow
     """
     path = Path(path)
     image = _load_image(path)
-    geometry, selector = _geometry(path, image, volume_index)
+    try:
+        geometry, selector = _geometry(path, image, volume_index)
+    except (DataError, MemoryError):
+        raise
+    except Exception as error:  # header values nibabel cannot interpret (unknown codes, bad offsets)
+        raise DataError(path, f"has a damaged header ({type(error).__name__}: {error})") from error
     _check_uncompressed_size(path, image)
     try:
         raw = np.asarray(image.dataobj.get_unscaled()[selector])
-    except MemoryError:
-        raise
+    except MemoryError as error:
+        raise DataError(path, f"its {geometry.shape[2]}x{geometry.shape[1]}x{geometry.shape[0]} voxels do not fit "
+                              "in memory (damaged dimensions?)") from error
     except FileNotFoundError as error:
         raise DataError(path, f"its image data file is missing ({error.filename})") from error
     except Exception as error:  # gzip/zlib/numpy raise many types for cut-off data
         raise DataError(path, f"voxel data cannot be read: the file is truncated or damaged "
                               f"({type(error).__name__}: {error})") from error
+    _check_gzip_integrity(path)
     if raw.ndim == 2:
         raw = raw[:, :, np.newaxis]
     data = raw.astype(raw.dtype.newbyteorder("="), copy=False)

@@ -254,6 +254,9 @@ def read_rtstruct(path: Path) -> StructureSet:
                 referenced_sop_instance_uids=referenced,
                 index=index,
             ))
+    for roi in rois.values():
+        if not roi.contours:
+            problems.append(f"ROI {roi.name!r} has no contours")
     for item in dataset.get("RTROIObservationsSequence", []):
         try:
             number = int(item.get("ReferencedROINumber"))

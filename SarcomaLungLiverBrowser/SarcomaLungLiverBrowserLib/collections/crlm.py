@@ -39,7 +39,15 @@ from ..dicom_seg import (
     segment_tags,
     terminology_entry,
 )
-from ..dicom_series import DicomVolume, InstanceHeader, read_header, read_series, scan_folder
+from ..dicom_series import (
+    DicomVolume,
+    InstanceHeader,
+    mixed_series_folders,
+    read_header,
+    read_series,
+    scan_folder,
+    split_stackable,
+)
 from ..errors import DataError
 from ..findings import INFO, WARNING, Finding
 from ..geometry import apply_matrix
@@ -439,7 +447,7 @@ class CrlmCollection(Collection):
         volumes: Dict[str, DicomVolume] = {}
         for index, uid in enumerate(ct_uids):
             volumes[uid] = self._read_ct(case, uid, sub_progress(progress, 0.5 * index / len(ct_uids),
-                                                                 0.5 * (index + 1) / len(ct_uids)))
+                                                                 0.5 * (index + 1) / len(ct_uids)), loaded)
         decoded: List[Tuple[DecodedSegmentation, str]] = []
         for index, (seg_path, uid) in enumerate(pairs):
             decoded.append((decode_seg(seg_path, volumes[uid], case.case_id,
@@ -486,17 +494,30 @@ class CrlmCollection(Collection):
         report(progress, f"Loaded {case.case_id}", 1.0)
         return loaded
 
-    def _read_ct(self, case: CaseInfo, uid: str, progress: Optional[ProgressCallback]) -> DicomVolume:
+    def _read_ct(self, case: CaseInfo, uid: str, progress: Optional[ProgressCallback],
+                 loaded: Optional[LoadedCase] = None) -> DicomVolume:
+        """Stack a CT series; unreadable or unplaceable files are left out and reported in ``loaded``."""
         instances: List[InstanceHeader] = []
-        errors = []
+        errors: List[DataError] = []
         for folder in case.files["ct_series"][uid]:
             scan = scan_folder(Path(folder))
             instances.extend(instance for instance in scan.instances if instance.series_instance_uid == uid)
             errors.extend(scan.errors)
-        if not instances:
+            errors.extend(mixed_series_folders(scan.instances))
+        stackable, left_out = split_stackable(instances)
+        errors.extend(left_out)
+        if not stackable:
             detail = f" ({errors[0]})" if errors else ""
             raise DataError(case.files["ct_series"][uid][0], f"holds no readable slice of CT series {uid}{detail}")
-        return read_series(instances, progress)
+        volume = read_series(stackable, progress)
+        if loaded is not None:
+            for error in errors:
+                loaded.findings.append(Finding(WARNING, "crlm.ct_file_left_out", f"{error}; not in the CT volume",
+                                               case_id=case.case_id, path=error.path))
+            for problem in volume.problems():
+                loaded.findings.append(Finding(WARNING, "crlm.ct_stack", f"{case.case_id} CT: {problem}",
+                                               case_id=case.case_id, path=str(stackable[0].path.parent)))
+        return volume
 
     def _add_segmentation(self, case: CaseInfo, result: DecodedSegmentation, volume: DicomVolume, volume_node: Any,
                           builder: SceneBuilder, study: int, several: bool) -> Tuple[Any, Dict[int, str]]:

@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from ..dicom_series import InstanceHeader, group_by_series, header_from_dataset, read_header, read_series
+from ..dicom_series import (
+    InstanceHeader, group_by_series, header_from_dataset, read_header, read_series, split_stackable,
+)
 from ..errors import DataError
 from ..findings import WARNING, Finding
 from ..geometry import LPS_TO_RAS, ijk_to_ras_from_slices
@@ -82,6 +84,10 @@ def file_kind(path: Path) -> Optional[str]:
     return None
 
 
+#: Suffixes of files that are meant to be images even when their content says otherwise.
+_IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
 def patient_token(text: str) -> Optional[str]:
     """A patient ID in a folder or file name (``STS_012`` -> ``STS_012``, ``patient3`` -> ``P003``)."""
     match = _PATIENT.search(text)
@@ -132,6 +138,9 @@ def scan_images(root: Path, progress: Optional[ProgressCallback] = None) -> Tupl
                 report(progress, f"Looking at image files ({walked})", 0.5)
             path = Path(directory) / name
             kind = file_kind(path)
+            if kind is None and path.suffix.lower() in _IMAGE_SUFFIXES:
+                # Named like an image but not one: loading reports it instead of skipping it silently.
+                kind = "unreadable"
             if kind is None:
                 continue
             if label is None or sequence is None:
@@ -190,7 +199,22 @@ def _read_raster(path: Path) -> np.ndarray:
 
 
 def _dicom_single(path: Path) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixels [1, j, i] and IJK-to-RAS of a DICOM image that is not part of a stack."""
+    """Pixels [1, j, i] and IJK-to-RAS of a DICOM image that is not part of a stack.
+
+    :raises DataError: naming the file, for undecodable pixels or non-numeric scaling/geometry.
+    """
+    try:
+        voxels, ijk_to_ras = _dicom_single_unchecked(path)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise DataError(path, f"has a header value that is not a number ({error})") from error
+    if not np.all(np.isfinite(ijk_to_ras)):
+        raise DataError(path, "has a non-finite PixelSpacing, SliceThickness or position")
+    if voxels.dtype.kind == "f" and not np.all(np.isfinite(voxels)):
+        raise DataError(path, "has a RescaleSlope or RescaleIntercept that is not a finite number")
+    return voxels, ijk_to_ras
+
+
+def _dicom_single_unchecked(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     try:
         dataset = pydicom.dcmread(str(path))
         pixels = dataset.pixel_array
@@ -316,7 +340,13 @@ class HermessiSarcomaMriCollection(Collection):
                 loaded.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
                                                case_id=case.case_id, path=str(entry.path)))
         by_path = {e.path: e for e in dicom}
-        for uid, instances in group_by_series(headers).items():
+        for uid, members in group_by_series(headers).items():
+            instances, left_out = split_stackable(members) if len(members) > 1 else (members, [])
+            for problem in left_out:
+                loaded.findings.append(Finding(WARNING, "hermessi.slice_left_out",
+                                               f"{problem}; not stacked with series {uid}, shown on its own",
+                                               case_id=case.case_id, path=problem.path))
+                singles.extend(e for e in dicom if str(e.path) == problem.path)
             stackable = len(instances) > 1 and all(i.plane is not None for i in instances)
             if stackable:
                 try:

@@ -31,6 +31,7 @@ the first to the last slice ± half the spacing.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,7 +40,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..dicom_series import DicomVolume, InstanceHeader, group_by_series, read_series, scan_folder
+from ..dicom_series import (
+    DicomVolume,
+    InstanceHeader,
+    group_by_series,
+    mixed_series_folders,
+    read_series,
+    scan_folder,
+    split_stackable,
+)
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..geometry import apply_matrix, directions_from_matrix, spacing_from_matrix
@@ -531,6 +540,8 @@ class _CaseLoader:
             instances.extend(scan.instances)
             for error in scan.errors:
                 self.finding(WARNING, "lung.unreadable_dicom", str(error), path=error.path)
+            for problem in mixed_series_folders(scan.instances):
+                self.finding(WARNING, "lung.mixed_series_folder", str(problem), path=problem.path)
         for instance in instances:
             self.headers[instance.sop_instance_uid] = instance
         return instances
@@ -574,6 +585,10 @@ class _CaseLoader:
                          "cannot be placed", path=lacking[0].path, value=float(len(lacking)))
             for instance in lacking:
                 self.without_geometry[instance.sop_instance_uid] = instance
+        placeable, left_out = split_stackable(placeable)
+        for error in left_out:
+            self.finding(WARNING, "lung.slice_left_out", f"series {label}: {error}; left out of the volume",
+                         path=error.path)
         if not placeable:
             return
         try:
@@ -913,10 +928,14 @@ def export_voc(boxes: Sequence[CorrectedBox], annotation_root: Path, case_id: st
     Files are in the collection's own style (see :mod:`..voc_xml`); ``<size>``
     is the image's Columns x Rows. Existing files of the same name are replaced.
     """
-    folder = Path(annotation_root) / annotation_folder_name(case_id)
+    folder_name = _safe_name(annotation_folder_name(case_id), Path(annotation_root), "case folder")
+    folder = Path(annotation_root) / folder_name
     by_image: Dict[str, List[CorrectedBox]] = defaultdict(list)
     for box in boxes:
         by_image[box.sop_instance_uid].append(box)
+    # Every name comes from the data (SOPInstanceUIDs): check them all before writing any file.
+    for sop_uid in by_image:
+        _safe_name(f"{sop_uid}.xml", folder, "annotation file")
     written = []
     for sop_uid in sorted(by_image):
         image_boxes = by_image[sop_uid]
@@ -925,6 +944,18 @@ def export_voc(boxes: Sequence[CorrectedBox], annotation_root: Path, case_id: st
         annotation = annotation_for_objects(objects, image_boxes[0].columns, image_boxes[0].rows, 1)
         written.append(write_voc(folder, f"{sop_uid}.xml", annotation))
     return written
+
+
+def _safe_name(name: str, folder: Path, what: str) -> str:
+    """``name`` if it is a plain file name that stays inside ``folder``.
+
+    :raises DataError: naming the folder, for separators, ``..``, absolute paths or NUL bytes.
+    """
+    if (not name or name.strip(".") == "" or "/" in name or "\\" in name or "\x00" in name
+            or os.path.isabs(name) or (os.altsep is not None and os.altsep in name)):
+        raise DataError(folder, f"refusing to write {what} {name!r}: a name taken from the data must not "
+                                "leave the output folder")
+    return name
 
 
 def _finding_type(case_id: str) -> Any:
@@ -954,6 +985,7 @@ def export_sr(boxes: Sequence[CorrectedBox], source_headers: Mapping[str, Instan
     from pydicom.sr.codedict import codes
 
     output_folder = Path(output_folder)
+    _safe_name(f"{case_id}_series", output_folder, "SR file for case")
     output_folder.mkdir(parents=True, exist_ok=True)
     by_series: Dict[str, List[CorrectedBox]] = defaultdict(list)
     for box in boxes:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from ..dicom_series import (
-    DicomVolume, InstanceHeader, group_by_series, read_series, scan_folder,
+    DicomVolume, InstanceHeader, group_by_series, mixed_series_folders, read_series, scan_folder, split_stackable,
 )
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
@@ -216,6 +216,11 @@ class SoftTissueSarcomaCollection(Collection):
         if case.files.get("clinical_error"):
             loaded.findings.append(Finding(WARNING, "sts.clinical_unreadable", case.files["clinical_error"],
                                            case_id=case.case_id, path=str(case.files.get("clinical", ""))))
+        elif case.files.get("clinical") and not case.diagnosis:
+            clinical_path = Path(case.files["clinical"])
+            loaded.findings.append(Finding(WARNING, "sts.no_clinical_row",
+                                           f"{clinical_path.name} has no row for {case.case_id}",
+                                           case_id=case.case_id, path=str(clinical_path)))
         image_series, structure_paths = self._index_case(case, loaded, sub_progress(progress, 0.0, 0.2))
         if not image_series and not structure_paths:
             raise DataError(case.root, f"case {case.case_id} has no DICOM images or RTSTRUCTs under "
@@ -239,6 +244,9 @@ class SoftTissueSarcomaCollection(Collection):
             for error in scan.errors:
                 loaded.findings.append(Finding(WARNING, "sts.unreadable_file", str(error), case_id=case.case_id,
                                                path=error.path))
+            for problem in mixed_series_folders(scan.instances):
+                loaded.findings.append(Finding(WARNING, "sts.mixed_series_folder", str(problem),
+                                               case_id=case.case_id, path=problem.path))
         # A flat export holds several patients in one folder: keep this case's.
         instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == case.case_id.upper()]
         structures = sorted({i.path for i in instances
@@ -256,8 +264,15 @@ class SoftTissueSarcomaCollection(Collection):
         for index, series in enumerate(series_list):
             first = series.first
             report(progress, f"Reading {first.modality} {first.series_description}", index / max(1, len(series_list)))
+            stackable, left_out = split_stackable(series.instances)
+            for problem in left_out:
+                loaded.findings.append(Finding(WARNING, "sts.slice_left_out",
+                                               f"{first.modality} series {first.series_description!r}: {problem}; "
+                                               "left out of the volume", case_id=case.case_id, path=problem.path))
             try:
-                volume = read_series(series.instances)
+                if not stackable:
+                    raise DataError(first.path.parent, "no slice of the series can be stacked")
+                volume = read_series(stackable)
             except DataError as error:
                 loaded.findings.append(Finding(ERROR, "sts.series_not_loaded",
                                                f"{first.modality} series {first.series_description!r} was not "
