@@ -163,3 +163,23 @@ class CollectionBrowser:
         """Remove every loaded case from the scene."""
         for case_id in list(self.loaded):
             self.unload_case(case_id)
+
+    def save_corrections(self, case_id: str, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Write a loaded case's (edited) annotations in the collection's own format below ``output_folder``.
+
+        Never over the source files: the collection refuses output folders
+        inside the collection and targets that are source files.
+
+        :returns: the files written.
+        :raises DataError: if the case is not loaded, the folder is refused, or
+            the collection has no annotations to correct.
+        """
+        collection = self._require_collection()
+        loaded = next((value for key, value in self.loaded.items() if key.lower() == case_id.lower()), None)
+        if loaded is None:
+            raise DataError(collection.root, f"case {case_id!r} is not loaded; load it before saving corrections")
+        report(progress, f"Saving corrections of {loaded.case.case_id}", 0.0)
+        written = collection.save_corrections(loaded, self.scene, Path(output_folder), progress)
+        report(progress, f"Saved {len(written)} file(s) for {loaded.case.case_id}", 1.0)
+        return written

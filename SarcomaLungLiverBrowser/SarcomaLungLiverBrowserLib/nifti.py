@@ -527,3 +527,94 @@ def count_outside_grid(
     limits = np.array([target_shape[2], target_shape[1], target_shape[0]], dtype=float)
     outside = np.any((target_ijk < -0.5) | (target_ijk >= limits - 0.5), axis=1)
     return int(outside.sum())
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _raw_header(path: Path) -> Any:
+    """The header (and extensions) of a single-file NIfTI exactly as stored, scaling fields included.
+
+    ``nibabel.load`` moves ``scl_slope``/``scl_inter`` into the array proxy and
+    blanks them in the image's header; reading the header block again keeps them.
+    """
+    import nibabel as nib
+
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        raise DataError(path, "only single-file NIfTI (.nii, .nii.gz) masks can be written back")
+    header_class = type(_load_image(path).header)
+    try:
+        with nib.openers.ImageOpener(str(path)) as stream:
+            return header_class.from_fileobj(stream, check=False)
+    except Exception as error:  # nibabel raises many types for damaged headers
+        raise DataError(path, f"its header cannot be read again ({type(error).__name__}: {error})") from error
+
+
+def _stored_values(path: Path, header: Any) -> Tuple[Any, Any]:
+    """The stored (unscaled) values that mean "outside" and "inside" in a mask file.
+
+    The source's own inside value when it has exactly one non-zero value
+    (FTV: 255 with ``scl_slope`` 1/255; STV: 1.0); otherwise the stored value
+    that the header's scaling turns into 1.
+    """
+    dtype = np.dtype(header.get_data_dtype())
+    slope, intercept = float(header["scl_slope"]), float(header["scl_inter"])
+    scaled = np.isfinite(slope) and slope != 0.0
+    intercept = intercept if scaled and np.isfinite(intercept) else 0.0
+    slope = slope if scaled else 1.0
+    outside, inside = (0.0 - intercept) / slope, (1.0 - intercept) / slope
+    stored = np.asarray(_load_image(path).dataobj.get_unscaled())
+    values = np.unique(stored[stored != outside])
+    if len(values) == 1 and np.isfinite(values[0]):
+        inside = values[0]
+    if dtype.kind in "iu":
+        outside, inside = np.round(outside), np.round(inside)
+    return dtype.type(outside), dtype.type(inside)
+
+
+def write_mask_like(source: Union[str, Path], mask: np.ndarray, target: Union[str, Path]) -> Path:
+    """Write a ``[k, j, i]`` mask as a NIfTI file that follows ``source``'s conventions exactly.
+
+    The header block of ``source`` is copied as stored (dimensions, pixdim,
+    units, qform and sform with their codes, data type, ``scl_slope`` /
+    ``scl_inter``, description, extensions), so only the voxels differ; inside
+    and outside are stored as ``source`` stores them (see :func:`_stored_values`).
+    ``.gz`` targets are gzip-compressed. The file is written beside the target
+    and then renamed, so a failed write never leaves a half file.
+
+    :raises DataError: naming the file, if ``source`` cannot be read or the
+        mask is not on its grid.
+    """
+    from nibabel.volumeutils import array_to_file
+
+    source, target = Path(source), Path(target)
+    header = _raw_header(source)
+    shape = tuple(int(n) for n in header.get_data_shape())
+    spatial = shape[:3] + (1,) * (3 - min(len(shape), 3))
+    mask = np.asarray(mask) != 0
+    if mask.shape != (spatial[2], spatial[1], spatial[0]):
+        raise DataError(target, f"mask shape {mask.shape} is not the grid of {source.name} "
+                                f"({(spatial[2], spatial[1], spatial[0])})")
+    outside, inside = _stored_values(source, header)
+    data = np.where(mask.transpose(2, 1, 0), inside, outside).astype(header.get_data_dtype()).reshape(shape, order="F")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            stream: Any = gzip.GzipFile(filename="", mode="wb", fileobj=handle) \
+                if target.name.lower().endswith(".gz") else handle
+            try:
+                header.write_to(stream)
+                array_to_file(data, stream, header.get_data_dtype(), offset=int(header.get_data_offset()),
+                              order="F", nan2zero=False)
+            finally:
+                if stream is not handle:
+                    stream.close()
+        partial.replace(target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return target
+
+
+__all__ += ["write_mask_like"]

@@ -134,6 +134,85 @@ class Collection(abc.ABC):
         known = ", ".join(case.case_id for case in cases[:5])
         raise DataError(self.root, f"has no case {case_id!r} (cases found: {known or 'none'})")
 
+    # ------------------------------------------------------------------ corrections
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Write the case's annotations as they are now in ``scene`` (after review edits).
+
+        Files go below ``output_folder`` in the collection's own format and
+        layout, never over the source files (see :meth:`corrections_folder`).
+        Collections with annotations override this.
+
+        :returns: the files written.
+        :raises DataError: here, always: this collection has no annotations to correct.
+        """
+        raise DataError(self.root, f"{self.title} has no annotations to correct")
+
+    def corrections_folder(self, output_folder: Path, case: Optional[CaseInfo] = None) -> Path:
+        """``output_folder`` resolved and created, if corrected files may be written there.
+
+        Refused: the collection folder itself or any folder inside it (corrected
+        files there would be discovered again as source data, and could replace
+        the originals), and, given ``case``, any folder of the case's sources
+        (e.g. an ``Annotation`` tree beside the collection folder).
+
+        :raises DataError: naming the folder and why it is refused.
+        """
+        folder = Path(output_folder).expanduser().resolve()
+        root = self.root.resolve()
+        if folder == root or root in folder.parents:
+            raise DataError(folder, f"is inside the {self.title} folder {root}; corrected files there would be "
+                                    "read again as source data and could replace the originals; choose an output "
+                                    "folder outside the collection")
+        if case is not None:
+            for source in self.source_paths(case):
+                if source.is_dir() and (folder == source or source in folder.parents):
+                    raise DataError(folder, f"is inside {source}, which holds source files of {case.case_id}; "
+                                            "choose an output folder outside the collection")
+        if folder.exists() and not folder.is_dir():
+            raise DataError(folder, "is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DataError(folder, f"cannot be created ({error.strerror or error})") from error
+        return folder
+
+    def source_paths(self, case: CaseInfo) -> List[Path]:
+        """The existing files and folders named in ``case.files`` (resolved), and the collection folder."""
+        found: List[Path] = [self.root.resolve()]
+
+        def visit(value: Any) -> None:
+            if isinstance(value, dict):
+                for item in value.values():
+                    visit(item)
+            elif isinstance(value, (list, tuple, set)):
+                for item in value:
+                    visit(item)
+            elif isinstance(value, (str, Path)) and str(value) and Path(value).is_absolute():
+                # Only real paths: case.files also holds UIDs and problem messages.
+                path = Path(value)
+                if path.exists():
+                    found.append(path.resolve())
+
+        visit(case.files)
+        return found
+
+    def check_corrections_target(self, case: CaseInfo, target: Path,
+                                 sources: Optional[Sequence[Path]] = None) -> Path:
+        """``target`` if writing it cannot touch a source of ``case``.
+
+        :param sources: :meth:`source_paths` of the case, if already known.
+        :raises DataError: naming the file, if it resolves to a source file of
+            the case or lies in a source folder (or the collection folder).
+        """
+        target = Path(target)
+        resolved = target.resolve()
+        for source in self.source_paths(case) if sources is None else sources:
+            if resolved == source or (source.is_dir() and source in resolved.parents):
+                raise DataError(target, f"would be written over or among the source files of {case.case_id} "
+                                        f"({source}); corrections are never written there")
+        return target
+
 
 def collection_classes() -> List[Type[Collection]]:
     """Every registered collection class, in registry order."""

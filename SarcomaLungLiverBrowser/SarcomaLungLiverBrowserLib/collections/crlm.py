@@ -685,6 +685,48 @@ class CrlmCollection(Collection):
                                                            "crlm.clinical_source": str(path)}))
 
 
+    # ------------------------------------------------------------------ corrections
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Each segmentation node of the case, as edited, as a DICOM SEG: ``<out>/<case_id>/<node name>.dcm``.
+
+        The SEG references the CT the node was loaded on (read again from the
+        folder recorded on the node) and keeps the segments' names, codes and
+        colours (see :func:`export_segmentation`); decoding it on that CT gives
+        the edited masks. Node names are made safe file names; every name is
+        checked before the first file is written.
+
+        :raises DataError: if the folder is refused (inside the collection, or a
+            target is a source file), the case has no segmentation left in the
+            scene, or a node's CT is gone.
+        """
+        from ..output_paths import safe_output_path, sanitise_file_name, unique_name
+
+        case = loaded.case
+        nodes = [node for node in loaded.segmentations if scene.GetNodeByID(node.GetID()) is not None]
+        if not nodes:
+            raise DataError(self.root, f"{case.case_id} has no segmentation in the scene to save")
+        folder = self.corrections_folder(output_folder, case)
+        case_folder = safe_output_path(folder, case.case_id)
+        sources = self.source_paths(case)
+        plan: List[Tuple[Any, Path]] = []
+        taken: List[str] = []
+        for node in nodes:
+            name = unique_name(sanitise_file_name(node.GetName(), fallback="segmentation"), taken, ".dcm")
+            taken.append(name)
+            target = safe_output_path(case_folder, name, ".dcm")
+            plan.append((node, self.check_corrections_target(case, target, sources)))
+        written = []
+        for index, (node, target) in enumerate(plan):
+            report(progress, f"Writing {target.name}", index / len(plan))
+            try:
+                written.append(export_segmentation(node, target, series_description=_corrected_description(node)))
+            except ValueError as error:  # a segment no longer on the CT grid
+                raise DataError(target, f"{node.GetName()}: {error}") from error
+        report(progress, f"Saved {len(written)} SEG file(s) of {case.case_id}", 1.0)
+        return written
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _subfolders(folder: Path) -> List[Path]:
     try:
@@ -751,6 +793,18 @@ def export_segmentation(segmentation_node: Any, path: Path, **options: Any) -> P
     if not instances:
         raise DataError(folder, f"no longer holds CT series {uid}")
     return export_segmentation_node(segmentation_node, read_series(instances), Path(path), **options)
+
+
+def _corrected_description(segmentation_node: Any) -> str:
+    """The source SEG's SeriesDescription with "(corrected)" added, within DICOM's 64 characters."""
+    source = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.seg_path")
+    description = "Segmentation"
+    if source:
+        try:
+            description = read_seg_header(Path(source)).series_description or description
+        except DataError:
+            pass  # the source SEG is not needed to write the correction
+    return f"{description[:52]} (corrected)"
 
 
 COLLECTIONS = [CrlmCollection]

@@ -389,6 +389,49 @@ class Ispy1Collection(Collection):
             self._tables[path] = read_table(path)
         return self._tables[path]
 
+    # -------------------------------------------------------------------------------------- corrections
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Each tumour mask segment, as edited, back to NIfTI in the published layout.
+
+        ``<out>/masks_stv_manual/<case>.nii.gz``, ``masks_stv_resunet/`` and
+        ``masks_ftv/``, on the grid of the mask file the segment was loaded
+        from and with that file's header as stored (qform/sform and codes,
+        data type, scaling): FTV stays uint8 0/255 with ``scl_slope`` 1/255,
+        STV float32 0/1 (see :func:`~..nifti.write_mask_like`). A mask that
+        was resampled onto an image at load is resampled back (nearest
+        neighbour). Segments are recognised by their IDs (``STV_manual``,
+        ``STV_ResUNet``, ``FTV``), so renaming one does not lose it.
+
+        :raises DataError: if the folder is refused, no mask segment is left
+            in the scene, or a source mask file is gone.
+        """
+        from ..nifti import read_nifti_geometry, write_mask_like
+        from ..output_paths import safe_output_path
+
+        case = loaded.case
+        segments = _mask_segments(scene, loaded)
+        if not segments:
+            raise DataError(self.nifti_root, f"{case.case_id} has no tumour mask segment in the scene to save")
+        folder = self.corrections_folder(output_folder, case)
+        sources = self.source_paths(case)
+        plan = []
+        for kind, (node, segment_id, source) in segments.items():
+            kind_folder = safe_output_path(folder, kind.folder)
+            target = safe_output_path(kind_folder, f"{case.case_id}.nii.gz", ".nii.gz")
+            plan.append((kind, node, segment_id, source, self.check_corrections_target(case, target, sources)))
+        written = []
+        for index, (kind, node, segment_id, source, target) in enumerate(plan):
+            report(progress, f"Writing {kind.folder}/{target.name}", index / len(plan))
+            if not source.is_file():
+                raise DataError(source, f"the {kind.segment_name} mask file is gone; its header is needed to "
+                                        "write the correction")
+            geometry = read_nifti_geometry(source)
+            mask = _segment_on_grid(node, segment_id, geometry.shape, geometry.ijk_to_ras)
+            written.append(write_mask_like(source, mask, target))
+        report(progress, f"Saved {len(written)} mask(s) of {case.case_id}", 1.0)
+        return written
+
 
 @dataclass
 class _LoadedImage:
@@ -692,6 +735,60 @@ class _CaseLoader:
                          segment_id="STV_manual")
         else:
             self.finding(INFO, "features_volume", message, path=path, value=difference, segment_id="STV_manual")
+
+
+# ---------------------------------------------------------------------------------------------- corrections
+
+
+def _mask_segments(scene: Any, loaded: LoadedCase) -> Dict[MaskKind, Tuple[Any, str, Path]]:
+    """Mask kind -> (segmentation node, segment ID, source file) of the case's segments still in the scene."""
+    from ..scene_builder import segment_tag
+
+    found: Dict[MaskKind, Tuple[Any, str, Path]] = {}
+    for node in loaded.segmentations:
+        if scene.GetNodeByID(node.GetID()) is None:
+            continue
+        segmentation = node.GetSegmentation()
+        for kind in MASK_KINDS:
+            segment_id = kind.segment_name.replace(" ", "_")
+            segment = segmentation.GetSegment(segment_id)
+            if segment is None or kind in found:
+                continue
+            source = segment_tag(segment, ATTRIBUTE_PREFIX + "SourceFile") or loaded.case.files.get(kind.key)
+            if source:
+                found[kind] = (node, segment_id, Path(source))
+    return found
+
+
+def _segment_on_grid(node: Any, segment_id: str, shape: Sequence[int], ijk_to_ras: np.ndarray) -> np.ndarray:
+    """A segment's voxels as a [k, j, i] bool array on any grid.
+
+    The segment's labelmap is taken on its own geometry and moved onto the
+    grid by nearest neighbour, which is exact when the grids coincide (the
+    usual case) and the best available when the mask was resampled at load.
+    """
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    from ..scene_builder import array_from_vtk_matrix
+
+    segment = node.GetSegmentation().GetSegment(segment_id)
+    representation = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    result = np.zeros(tuple(int(n) for n in shape), dtype=bool)
+    if representation is None:
+        return result
+    extent = representation.GetExtent()
+    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        return result
+    own_shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    labels = numpy_support.vtk_to_numpy(representation.GetPointData().GetScalars()).reshape(own_shape)
+    matrix = vtk.vtkMatrix4x4()
+    representation.GetImageToWorldMatrix(matrix)
+    box_to_ras = array_from_vtk_matrix(matrix)
+    # Index (0, 0, 0) of the labelmap array is voxel (i0, j0, k0) of its image.
+    box_to_ras[:3, 3] = box_to_ras[:3, 3] + box_to_ras[:3, :3] @ np.array([extent[0], extent[2], extent[4]], float)
+    return resample_mask_to_grid(labels == segment.GetLabelValue(), box_to_ras, result.shape, ijk_to_ras)
 
 
 COLLECTIONS = [Ispy1Collection]

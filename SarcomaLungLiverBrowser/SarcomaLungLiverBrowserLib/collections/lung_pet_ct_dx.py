@@ -482,6 +482,80 @@ class LungPetCtDxCollection(Collection):
             written["sr"] = export_sr(boxes, self.source_headers(loaded.case), sr_folder, loaded.case.case_id)
         return written
 
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """The case's per-slice boxes as they are now in the scene, in the collection's own formats.
+
+        VOC XML in the published layout, ``<out>/Annotation/<A0001>/<SOPInstanceUID>.xml``
+        (one file per annotated image), and one DICOM SR per annotated series
+        under ``<out>/SR/`` (see :func:`export_sr`). Every target is checked
+        before the first file is written. Corrections saved earlier for this
+        case's images that no longer hold a box are removed from the output
+        folder, so it always shows the case as corrected (a deleted box must
+        not come back from an older save).
+
+        :raises DataError: if the folder is refused (inside the collection or
+            among the sources), a name from the data would leave it, or no box
+            of the case is left in the scene.
+        """
+        from ..output_paths import safe_output_path
+
+        case = loaded.case
+        boxes = corrected_boxes(scene, case.case_id)
+        if not boxes:
+            raise DataError(self.root, f"{case.case_id} has no box ROI in the scene to save")
+        folder = self.corrections_folder(output_folder, case)
+        sources = self.source_paths(case)
+        voc_root = self.check_corrections_target(case, folder / "Annotation", sources)
+        case_folder = self.check_corrections_target(
+            case, safe_output_path(voc_root, annotation_folder_name(case.case_id)), sources)
+        for sop_uid in sorted({box.sop_instance_uid for box in boxes}):
+            self.check_corrections_target(case, safe_output_path(case_folder, f"{sop_uid}.xml", ".xml"), sources)
+        sr_folder = self.check_corrections_target(case, folder / "SR", sources)
+        self._refuse_sr_name_clash(case, boxes, sr_folder)
+        report(progress, f"Writing corrected boxes of {case.case_id}", 0.1)
+        written = self.export_case(loaded, scene, voc_root=voc_root, sr_folder=sr_folder)
+        voc, sr = written.get("voc", []), written.get("sr", [])
+        self._remove_stale_corrections(case, case_folder, sr_folder, voc + sr)
+        report(progress, f"Saved {len(voc)} VOC and {len(sr)} SR file(s) of {case.case_id}", 1.0)
+        return voc + sr
+
+    def _refuse_sr_name_clash(self, case: CaseInfo, boxes: Sequence[CorrectedBox], sr_folder: Path) -> None:
+        """Refuse before writing if two annotated series would get the same SR file name.
+
+        :func:`export_sr` names each SR after its source SeriesNumber, so a
+        second series with the same number would silently replace the first's SR.
+        """
+        headers = self.source_headers(case)
+        numbers: Dict[str, List[str]] = defaultdict(list)
+        for series_uid in sorted({box.series_instance_uid for box in boxes}):
+            sop = next(box.sop_instance_uid for box in boxes if box.series_instance_uid == series_uid)
+            header = headers.get(sop)
+            numbers[str((header.series_number if header is not None else None) or 0)].append(series_uid)
+        clashes = {number: uids for number, uids in numbers.items() if len(uids) > 1}
+        if clashes:
+            number, uids = sorted(clashes.items())[0]
+            raise DataError(sr_folder, f"annotated series {', '.join(uids)} of {case.case_id} share SeriesNumber "
+                                       f"{number}; their SR files would have one name; nothing was written")
+
+    def _remove_stale_corrections(self, case: CaseInfo, case_folder: Path, sr_folder: Path,
+                                  written: Sequence[Path]) -> None:
+        """Remove earlier corrections of this case that this save did not rewrite.
+
+        Only files this collection writes are touched: ``<SOPInstanceUID>.xml``
+        of the case's own images, and ``<case_id>_series*_boxes_SR.dcm``.
+        """
+        keep = {path.resolve() for path in written}
+        images = set(self.source_headers(case))
+        stale = [path for path in iter_xml_files(case_folder) if annotation_sop(path) in images]
+        if sr_folder.is_dir():
+            prefix = f"{case.case_id}_series"
+            stale.extend(path for path in sr_folder.iterdir()
+                         if path.is_file() and path.name.startswith(prefix) and path.name.endswith("_boxes_SR.dcm"))
+        for path in stale:
+            if path.resolve() not in keep:
+                path.unlink()
+
 
 class _CaseLoader:
     """Loads one case; split from the collection so each step is a small method."""

@@ -369,7 +369,9 @@ class SoftTissueSarcomaCollection(Collection):
                 node_name, volume_node, specs, parent_item=study,
                 attributes={"collection": self.key, "case_id": case.case_id, "rtstruct": str(path),
                             "series_description": label, "reference_method": choice.method,
-                            "reference_series_instance_uid": volume.series_instance_uid},
+                            "reference_series_instance_uid": volume.series_instance_uid,
+                            # Where the reference image's files are, to write corrections as DICOM SEG.
+                            "reference_folder": str(volume.instances[0].path.parent)},
             )
             loaded.segmentations.append(node)
             node_name = node.GetName()
@@ -409,6 +411,115 @@ class SoftTissueSarcomaCollection(Collection):
                                            f"{case.case_id} has {count} RTSTRUCT(s); the TCIA collection has "
                                            f"{EXPECTED_RTSTRUCTS_PER_PATIENT} per patient", case_id=case.case_id,
                                            value=float(count)))
+
+    # ------------------------------------------------------------------ corrections
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Each RTSTRUCT-derived segmentation, as edited, as a DICOM SEG: ``<out>/<case_id>/<description>.dcm``.
+
+        ``<description>`` is the RTSTRUCT's SeriesDescription (``RTstruct_CT``...)
+        made a safe file name. The SEG references the image series the
+        contours were rasterised on (read again from its folder) and holds the
+        edited voxels exactly; segments keep their names, with GTV_Mass coded
+        as Neoplasm and GTV_Edema as Edema unless the reviewer gave codes.
+
+        Writing RTSTRUCT is out of scope: it would need contours traced from
+        the edited voxels, a lossy step, while a SEG stores the voxels as edited.
+
+        :raises DataError: if the folder is refused (inside the collection, or a
+            target is a source file), no segmentation of the case is left in the
+            scene, or a reference image series is gone.
+        """
+        from ..dicom_seg import write_seg
+        from ..output_paths import safe_output_path, sanitise_file_name, unique_name
+        from ..scene_builder import ATTRIBUTE_PREFIX
+
+        case = loaded.case
+        nodes = [node for node in loaded.segmentations if scene.GetNodeByID(node.GetID()) is not None]
+        if not nodes:
+            raise DataError(self.root, f"{case.case_id} has no segmentation in the scene to save")
+        folder = self.corrections_folder(output_folder, case)
+        case_folder = safe_output_path(folder, case.case_id)
+        sources = self.source_paths(case)
+        plan: List[Tuple[Any, str, Path]] = []
+        taken: List[str] = []
+        for node in nodes:
+            description = node.GetAttribute(ATTRIBUTE_PREFIX + "series_description") or node.GetName()
+            name = unique_name(sanitise_file_name(description, fallback="segmentation"), taken, ".dcm")
+            taken.append(name)
+            target = self.check_corrections_target(case, safe_output_path(case_folder, name, ".dcm"), sources)
+            plan.append((node, description, target))
+        references: Dict[str, DicomVolume] = {}
+        written = []
+        for index, (node, description, target) in enumerate(plan):
+            report(progress, f"Writing {target.name}", index / len(plan))
+            reference = self._reference_volume(case, node, references)
+            try:
+                segments = _coded_segments(node, reference)
+            except ValueError as error:  # a segment no longer on the reference grid
+                raise DataError(target, f"{node.GetName()}: {error}") from error
+            written.append(write_seg(target, segments, reference,
+                                     series_description=f"{description[:52]} (corrected)"))
+        report(progress, f"Saved {len(written)} SEG file(s) of {case.case_id}", 1.0)
+        return written
+
+    def _reference_volume(self, case: CaseInfo, node: Any, cache: Dict[str, DicomVolume]) -> DicomVolume:
+        """The image series a segmentation was rasterised on, read again as at load (bad slices left out)."""
+        import numpy as np
+
+        from ..scene_builder import ATTRIBUTE_PREFIX
+
+        uid = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_series_instance_uid") or ""
+        if uid in cache:
+            return cache[uid]
+        recorded = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_folder")
+        # The series must come back on the grid it was loaded on (a folder may hold only part of it).
+        reference_node = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
+        expected = SceneBuilder.volume_geometry(reference_node) if reference_node is not None else None
+        candidates = [[Path(recorded)]] if recorded else []
+        candidates.append([Path(folder) for folder in case.files.get("folders", [case.root])])
+        for folders in candidates:
+            instances = [instance for folder in folders if Path(folder).is_dir()
+                         for instance in scan_folder(Path(folder)).instances
+                         if instance.series_instance_uid == uid and instance.modality in IMAGE_MODALITIES]
+            stackable, _ = split_stackable(instances)
+            if stackable:
+                volume = read_series(stackable)
+                if expected is None or (tuple(volume.voxels.shape) == tuple(expected[0])
+                                        and np.allclose(volume.ijk_to_ras, expected[1], atol=1e-4)):
+                    cache[uid] = volume
+                    return volume
+        raise DataError(recorded or case.root, f"no longer holds the image series {uid or '(unknown)'} that "
+                                               f"{node.GetName()} was drawn on, as it was loaded")
+
+
+def _coded_segments(node: Any, reference: DicomVolume) -> List[Any]:
+    """The node's segments for :func:`~..dicom_seg.write_seg`, with GTV codes where none were given.
+
+    The original ROI name (``GTV_Res+edema``...) becomes the segment description.
+    """
+    from pydicom.sr.codedict import codes
+
+    from ..dicom_seg import TISSUE, SegCode, segments_from_node
+    from ..scene_builder import segment_tag
+
+    def code(concept: Any) -> SegCode:
+        return SegCode(concept.value, concept.scheme_designator, concept.meaning)
+
+    category = code(codes.SCT.MorphologicallyAbnormalStructure)
+    types = {"GTV_Mass": code(codes.SCT.Neoplasm), "GTV_Edema": code(codes.SCT.Edema)}
+    segmentation = node.GetSegmentation()
+    exported = []
+    for index, segment in enumerate(segments_from_node(node, reference)):
+        source = segmentation.GetSegment(segmentation.GetNthSegmentID(index))
+        kind = normalise_roi_name(segmentation.GetNthSegmentID(index))
+        if segment.category == TISSUE and segment.type == TISSUE and kind in types:
+            segment = replace(segment, category=category, type=types[kind])
+        original = segment_tag(source, "SarcomaLungLiverBrowser.OriginalName")
+        if original and not segment.description:
+            segment = replace(segment, description=original)
+        exported.append(segment)
+    return exported
 
 
 COLLECTIONS = [SoftTissueSarcomaCollection]
