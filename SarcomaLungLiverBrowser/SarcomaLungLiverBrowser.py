@@ -623,7 +623,8 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         """Run every quality check over every case of the collection (cancellable through the callback)."""
         from SarcomaLungLiverBrowserLib.qa import run_collection_qa
 
-        return run_collection_qa(self.collection, progressCallback)
+        # Cases load into this logic's scene one at a time and are removed again.
+        return run_collection_qa(self.collection, progressCallback, scene=self.browser.scene)
 
     def describeQA(self, result: Any) -> str:
         from SarcomaLungLiverBrowserLib.qa import describe_collection_qa

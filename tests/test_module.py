@@ -74,3 +74,35 @@ def test_logic_library_imports_are_deferred_until_first_use():
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names] + [getattr(node, "module", "") or ""]
             assert not any(name.startswith("SarcomaLungLiverBrowserLib") for name in names)
+
+
+def test_logic_review_round_without_the_widget(headless, tmp_path):
+    """What the module's self-test does inside Slicer, run on slicer-core."""
+    from SarcomaLungLiverBrowserLib.samples import crlm
+
+    module = import_module_file()
+    root = crlm.generate(tmp_path / "data")
+    logic = module.SarcomaLungLiverBrowserLogic(headless.scene)
+    logic.openCollection(str(root))
+    logic.setReviewStorePath(str(tmp_path / "review.sqlite"))
+    case_ids = logic.caseIds()
+    assert logic.neighbourCaseId(case_ids[-1], 1) == case_ids[0]
+    case_id = logic.nextUnreviewedCaseId()
+    seen = []
+    while case_id is not None:
+        loaded = logic.loadCase(case_id)
+        assert loaded.segmentations and logic.annotationKeys(loaded)
+        assert set(logic.browser.loaded) == {case_id}, "the previous case is closed when the next loads"
+        logic.setVerdict(case_id, "accepted", "ok", "Self Test")
+        seen.append(case_id)
+        case_id = logic.nextUnreviewedCaseId(case_id)
+    assert seen == case_ids and logic.reviewProgress() == (len(case_ids), len(case_ids))
+    assert logic.verdictOf(case_ids[0]) == "accepted"
+    nodes_before = headless.scene.GetNumberOfNodes()
+    qa_result = logic.runCollectionQA()
+    assert headless.scene.GetNumberOfNodes() == nodes_before
+    assert "case(s) checked" in logic.describeQA(qa_result)
+    paths = logic.exportReview(str(tmp_path / "report"), qa_result)
+    assert {path.name for path in paths} == {"review.csv", "findings.csv", "report.html"}
+    written = logic.saveCorrections(str(tmp_path / "corrected"))
+    assert written and all(path.suffix == ".dcm" for path in written)

@@ -156,7 +156,7 @@ def _largest_annotation_center(loaded_case: Any) -> Optional[Sequence[float]]:
 
 
 def render_case_snapshot(scene: Any, loaded_case: Any, png_path: Path, orientation: str = "Axial",
-                         size: Tuple[int, int] = (512, 512)) -> Path:
+                         size: Tuple[int, int] = (512, 512), application_logic: Optional[Any] = None) -> Path:
     """Snapshot of a loaded case: its first volume with overlays, through its first annotation."""
     background = loaded_case.background_volume
     if background is None:
@@ -170,4 +170,5 @@ def render_case_snapshot(scene: Any, loaded_case: Any, png_path: Path, orientati
         orientation=orientation,
         center_ras=_largest_annotation_center(loaded_case),
         size=size,
+        application_logic=application_logic,
     )
