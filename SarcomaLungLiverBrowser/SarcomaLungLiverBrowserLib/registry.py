@@ -11,7 +11,7 @@ import abc
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
 from .errors import DataError, NotACollectionError
 from .findings import Finding
@@ -212,6 +212,31 @@ class Collection(abc.ABC):
                 raise DataError(target, f"would be written over or among the source files of {case.case_id} "
                                         f"({source}); corrections are never written there")
         return target
+
+    def plan_segmentation_files(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                                name_of: Callable[[Any], str]) -> List[Tuple[Any, Path]]:
+        """(segmentation node, ``<out>/<case_id>/<name>.dcm``) for every segmentation of the case still in the scene.
+
+        Names come from ``name_of(node)``, sanitised and made unique; every
+        target is checked before anything is written.
+
+        :raises DataError: if no segmentation is left, or a target is unsafe.
+        """
+        from .output_paths import safe_output_path, sanitise_file_name, unique_name
+
+        case = loaded.case
+        nodes = [node for node in loaded.segmentations if scene.GetNodeByID(node.GetID()) is not None]
+        if not nodes:
+            raise DataError(self.root, f"{case.case_id} has no segmentation in the scene to save")
+        case_folder = safe_output_path(self.corrections_folder(output_folder, case), case.case_id)
+        sources = self.source_paths(case)
+        plan: List[Tuple[Any, Path]] = []
+        taken: List[str] = []
+        for node in nodes:
+            name = unique_name(sanitise_file_name(name_of(node), fallback="segmentation"), taken, ".dcm")
+            taken.append(name)
+            plan.append((node, self.check_corrections_target(case, safe_output_path(case_folder, name, ".dcm"), sources)))
+        return plan
 
 
 def collection_classes() -> List[Type[Collection]]:

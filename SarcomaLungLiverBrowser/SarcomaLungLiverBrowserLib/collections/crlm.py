@@ -700,22 +700,8 @@ class CrlmCollection(Collection):
             target is a source file), the case has no segmentation left in the
             scene, or a node's CT is gone.
         """
-        from ..output_paths import safe_output_path, sanitise_file_name, unique_name
-
         case = loaded.case
-        nodes = [node for node in loaded.segmentations if scene.GetNodeByID(node.GetID()) is not None]
-        if not nodes:
-            raise DataError(self.root, f"{case.case_id} has no segmentation in the scene to save")
-        folder = self.corrections_folder(output_folder, case)
-        case_folder = safe_output_path(folder, case.case_id)
-        sources = self.source_paths(case)
-        plan: List[Tuple[Any, Path]] = []
-        taken: List[str] = []
-        for node in nodes:
-            name = unique_name(sanitise_file_name(node.GetName(), fallback="segmentation"), taken, ".dcm")
-            taken.append(name)
-            target = safe_output_path(case_folder, name, ".dcm")
-            plan.append((node, self.check_corrections_target(case, target, sources)))
+        plan = self.plan_segmentation_files(loaded, scene, output_folder, lambda node: node.GetName())
         written = []
         for index, (node, target) in enumerate(plan):
             report(progress, f"Writing {target.name}", index / len(plan))

@@ -431,24 +431,14 @@ class SoftTissueSarcomaCollection(Collection):
             scene, or a reference image series is gone.
         """
         from ..dicom_seg import write_seg
-        from ..output_paths import safe_output_path, sanitise_file_name, unique_name
         from ..scene_builder import ATTRIBUTE_PREFIX
 
+        def description_of(node: Any) -> str:
+            return node.GetAttribute(ATTRIBUTE_PREFIX + "series_description") or node.GetName()
+
         case = loaded.case
-        nodes = [node for node in loaded.segmentations if scene.GetNodeByID(node.GetID()) is not None]
-        if not nodes:
-            raise DataError(self.root, f"{case.case_id} has no segmentation in the scene to save")
-        folder = self.corrections_folder(output_folder, case)
-        case_folder = safe_output_path(folder, case.case_id)
-        sources = self.source_paths(case)
-        plan: List[Tuple[Any, str, Path]] = []
-        taken: List[str] = []
-        for node in nodes:
-            description = node.GetAttribute(ATTRIBUTE_PREFIX + "series_description") or node.GetName()
-            name = unique_name(sanitise_file_name(description, fallback="segmentation"), taken, ".dcm")
-            taken.append(name)
-            target = self.check_corrections_target(case, safe_output_path(case_folder, name, ".dcm"), sources)
-            plan.append((node, description, target))
+        plan = [(node, description_of(node), target)
+                for node, target in self.plan_segmentation_files(loaded, scene, output_folder, description_of)]
         references: Dict[str, DicomVolume] = {}
         written = []
         for index, (node, description, target) in enumerate(plan):
