@@ -28,6 +28,7 @@ __all__ = [
     "segment_tag",
     "WindowPreset",
     "SUBJECT_HIERARCHY_UID_NAME",
+    "image_sharing_memory",
 ]
 
 #: UID name under which non-DICOM cases register patients and studies in the
@@ -108,6 +109,28 @@ def _oriented_image_from_mask(mask: np.ndarray, ijk_to_ras: np.ndarray,
     image.SetExtent(i0 + di, i1 + di, j0 + dj, j1 + dj, k0 + dk, k1 + dk)
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = cropped.ravel()
+    return image
+
+
+#: Voxel types a vtkImageData can use in place (numpy_to_vtk copies any other).
+_SHAREABLE_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                                np.float32, np.float64))
+
+
+def image_sharing_memory(voxels: np.ndarray) -> Optional[Any]:
+    """A ``vtkImageData`` whose scalars are ``voxels``' own memory, or None if it cannot be shared.
+
+    ``slicer.util.updateVolumeFromArray`` copies, so a freshly read volume is
+    briefly held twice. Sharing needs a C-contiguous, writeable array of a
+    type VTK stores natively; ``numpy_to_vtk`` keeps a reference to the array
+    on the VTK array, so the memory lives as long as the image does.
+    """
+    if voxels.ndim != 3 or not voxels.flags.c_contiguous or not voxels.flags.writeable \
+            or voxels.dtype not in _SHAREABLE_DTYPES or not voxels.dtype.isnative:
+        return None
+    image = vtk.vtkImageData()
+    image.SetDimensions(int(voxels.shape[2]), int(voxels.shape[1]), int(voxels.shape[0]))
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(voxels.reshape(-1), deep=False))
     return image
 
 
@@ -256,17 +279,28 @@ class SceneBuilder:
         color_node_id: Optional[str] = None,
         parent_item: Optional[int] = None,
         attributes: Optional[Dict[str, str]] = None,
+        share_memory: bool = False,
     ) -> Any:
         """A scalar volume from a [k, j, i] array and its IJK-to-RAS matrix.
 
         The first window preset is applied; all are offered as presets. With
         no preset Slicer's automatic window/level is used.
+
+        :param share_memory: let the node's image use ``voxels``' memory
+            instead of a copy (see :func:`image_sharing_memory`), so loading
+            does not hold the volume twice; the caller must not change
+            ``voxels`` afterwards.
         """
         if voxels.ndim != 3:
             raise ValueError(f"volume {name!r} must be 3-D, got shape {voxels.shape}")
         node = self._new_node("vtkMRMLScalarVolumeNode", name, attributes)
         node.SetIJKToRASMatrix(vtk_matrix_from_array(ijk_to_ras))
-        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(voxels))
+        image = image_sharing_memory(voxels) if share_memory else None
+        if image is not None:
+            node.SetAndObserveImageData(image)
+            node.StorableModified()
+        else:
+            slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(voxels))
         node.CreateDefaultDisplayNodes()
         display = node.GetDisplayNode()
         display.SetAndObserveColorNodeID(color_node_id or "vtkMRMLColorTableNodeGrey")

@@ -157,7 +157,9 @@ def _local_name(element: etree._Element) -> str:
     tag = element.tag
     if not isinstance(tag, str):
         return ""
-    return etree.QName(tag).localname.lower()
+    # lxml spells namespaced tags "{uri}local"; splitting the string is the same
+    # as etree.QName(tag).localname and about ten times faster (31k files per collection).
+    return tag.rpartition("}")[2].lower()
 
 
 def _children(element: etree._Element, name: str) -> List[etree._Element]:

@@ -696,10 +696,11 @@ class _CaseLoader:
                 self.finding(INFO, "lung.no_pet_colormap", f"the scene has no {PET_COLOR_NODE_ID}; "
                              f"{name} uses {color}", node_name=name)
             node = self.builder.add_volume(name, volume.voxels, volume.ijk_to_ras, (), color,
-                                           self._study_item(first), attributes)
+                                           self._study_item(first), attributes, share_memory=True)
         else:
+            # The node uses the freshly read voxels in place (never changed afterwards): one copy, not two.
             node = self.builder.add_volume(name, volume.voxels, volume.ijk_to_ras, CT_WINDOW_PRESETS, None,
-                                           self._study_item(first), attributes)
+                                           self._study_item(first), attributes, share_memory=True)
         # Slicer's DICOM plugin stores the same list under this name; exports map slices back with it.
         node.SetAttribute("DICOM.instanceUIDs", " ".join(i.sop_instance_uid for i in volume.instances))
         self.result.volumes.append(node)
