@@ -74,6 +74,19 @@ def write_ct_series(folder: Path, slices: int, size: int = 512, seed: int = 0) -
     return written.paths
 
 
+def process_memory_mb(field: str) -> float:
+    """A memory figure of this process from /proc: VmRSS (now) or VmHWM (peak since exec or the last reset).
+
+    Unlike ``ru_maxrss``, VmHWM is not inherited across exec, so a parent's
+    peak (e.g. while generating data) does not leak into a measurement.
+    """
+    with open("/proc/self/status") as stream:
+        for line in stream:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def run_isolated(script: Path, *arguments: str) -> Dict[str, float]:
     """Run one measurement in a fresh interpreter; it prints one JSON line."""
     output = subprocess.run([sys.executable, str(script), *arguments], check=True, capture_output=True, text=True)

@@ -20,14 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _status_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmRSS now, VmHWM peak; reset at exec, unlike ru_maxrss)."""
-    with open("/proc/self/status") as stream:
-        for line in stream:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+from _common import process_memory_mb  # noqa: E402
 
 
 def measure(kind: str, folder: str) -> None:
@@ -37,7 +30,7 @@ def measure(kind: str, folder: str) -> None:
         import SimpleITK as sitk
     else:
         from SarcomaLungLiverBrowserLib.dicom_series import read_series, scan_folder
-    baseline = _status_mb("VmRSS")
+    baseline = process_memory_mb("VmRSS")
     start = time.perf_counter()
     if kind == "simpleitk":
         reader = sitk.ImageSeriesReader()
@@ -47,7 +40,7 @@ def measure(kind: str, folder: str) -> None:
         scan = scan_folder(Path(folder), cache=None)
         voxels = read_series(scan.instances).voxels
     seconds = time.perf_counter() - start
-    peak = _status_mb("VmHWM")
+    peak = process_memory_mb("VmHWM")
     print(json.dumps({"seconds": seconds, "peak_above_baseline_mb": peak - baseline,
                       "voxel_mb": voxels.nbytes / 2 ** 20, "shape": list(voxels.shape)}))
 

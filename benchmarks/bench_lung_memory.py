@@ -26,17 +26,10 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import process_memory_mb  # noqa: E402
+
 TARGET = 1.3
 PATIENT = "Lung_Dx-A0001"
-
-
-def _status_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmRSS now, VmHWM peak since the last reset)."""
-    with open("/proc/self/status") as stream:
-        for line in stream:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _reset_peak() -> None:
@@ -122,12 +115,12 @@ def measure(root: str) -> None:
         collection = open_collection(Path(root))
         case = collection.find_case(PATIENT)
         _reset_peak()
-        baseline = _status_mb("VmRSS")
+        baseline = process_memory_mb("VmRSS")
         start = time.perf_counter()
         loaded = collection.load_case(case, builder)
         seconds = time.perf_counter() - start
-        peak = _status_mb("VmHWM")
-        kept = _status_mb("VmRSS")
+        peak = process_memory_mb("VmHWM")
+        kept = process_memory_mb("VmRSS")
         voxel_mb = sum(slicer.util.arrayFromVolume(node).nbytes for node in loaded.volumes) / 2 ** 20
         shapes = [list(np.shape(slicer.util.arrayFromVolume(node))) for node in loaded.volumes]
         dtypes = [str(slicer.util.arrayFromVolume(node).dtype) for node in loaded.volumes]
