@@ -483,8 +483,8 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _enableHeaderCache() -> None:
         """Keep DICOM headers between sessions (in Slicer's cache folder), so re-opening is quick."""
-        from SarcomaLungLiverBrowserLib.dicom_series import set_default_index_cache
-        from SarcomaLungLiverBrowserLib.index_cache import IndexCache, default_cache_path
+        from SarcomaLungLiverBrowserLib.formats.dicom_series import set_default_index_cache
+        from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache, default_cache_path
 
         application = getattr(slicer, "app", None)
         cachePath = getattr(application, "cachePath", None)
@@ -563,7 +563,7 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def placeVocFiles(self, paths: List[str]) -> Any:
         """Place PASCAL VOC boxes on the loaded DICOM volumes holding their slices; returns (ROIs, findings)."""
-        from SarcomaLungLiverBrowserLib.voc_rois import place_voc_files
+        from SarcomaLungLiverBrowserLib.scene.voc_rois import place_voc_files
 
         return place_voc_files([Path(path) for path in paths], self.browser.builder)
 
@@ -578,7 +578,7 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     def reviewStore(self) -> Any:
         """The open review store (created beside the collection unless another path was set)."""
         if self._reviewStore is None:
-            from SarcomaLungLiverBrowserLib.review_store import ReviewStore, default_store_path
+            from SarcomaLungLiverBrowserLib.review.store import ReviewStore, default_store_path
 
             if self.collection is None:
                 raise RuntimeError("open a collection folder first")
@@ -621,19 +621,19 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def runCollectionQA(self, progressCallback: Any = None) -> Any:
         """Run every quality check over every case of the collection (cancellable through the callback)."""
-        from SarcomaLungLiverBrowserLib.qa import run_collection_qa
+        from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa
 
         # Cases load into this logic's scene one at a time and are removed again.
         return run_collection_qa(self.collection, progressCallback, scene=self.browser.scene)
 
     def describeQA(self, result: Any) -> str:
-        from SarcomaLungLiverBrowserLib.qa import describe_collection_qa
+        from SarcomaLungLiverBrowserLib.review.qa import describe_collection_qa
 
         return describe_collection_qa(result)
 
     def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None) -> List[Path]:
         """Write the review as CSV and a self-contained HTML report into ``outputFolder``."""
-        from SarcomaLungLiverBrowserLib.review_report import export_review
+        from SarcomaLungLiverBrowserLib.review.report import export_review
 
         return export_review(Path(outputFolder), self.collection, self.reviewStore(), qaResult,
                              progress=progressCallback)

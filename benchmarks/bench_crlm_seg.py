@@ -104,8 +104,8 @@ def make_case(root: Path, slices: int, segments: int) -> Tuple[Path, Path]:
     import pydicom
 
     from _common import write_ct_series
-    from SarcomaLungLiverBrowserLib.dicom_seg import ExportSegment, SegCode, write_seg
-    from SarcomaLungLiverBrowserLib.dicom_series import read_series, scan_folder
+    from SarcomaLungLiverBrowserLib.formats.dicom_seg import ExportSegment, SegCode, write_seg
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
     from SarcomaLungLiverBrowserLib.geometry import spacing_from_matrix
     from SarcomaLungLiverBrowserLib.samples.crlm import _dcmqi_quirks
 
@@ -213,8 +213,8 @@ def measure(kind: str, ct_folder: str, seg_path: str, grid_json: str) -> None:
         print(json.dumps({"ct_seconds": ct_seconds, "seg_seconds": seg_seconds, "convert_seconds": convert_seconds,
                           "layers": len(layers), "counts": counts, "ct_shape": list(ct.shape)}))
         return
-    from SarcomaLungLiverBrowserLib.dicom_seg import decode_seg
-    from SarcomaLungLiverBrowserLib.dicom_series import read_series, scan_folder
+    from SarcomaLungLiverBrowserLib.formats.dicom_seg import decode_seg
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
 
     start = time.perf_counter()
     volume = read_series(scan_folder(Path(ct_folder), cache=None).instances)

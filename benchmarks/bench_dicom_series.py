@@ -29,7 +29,7 @@ def measure(kind: str, folder: str) -> None:
     if kind == "simpleitk":
         import SimpleITK as sitk
     else:
-        from SarcomaLungLiverBrowserLib.dicom_series import read_series, scan_folder
+        from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
     baseline = process_memory_mb("VmRSS")
     start = time.perf_counter()
     if kind == "simpleitk":

@@ -50,8 +50,8 @@ def make_folder(root: Path, count: int) -> None:
 def measure(kind: str, folder: str, cache: str) -> None:
     import pydicom
 
-    from SarcomaLungLiverBrowserLib.dicom_series import scan_folder
-    from SarcomaLungLiverBrowserLib.index_cache import IndexCache
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import scan_folder
+    from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache
 
     start = time.perf_counter()
     if kind == "pydicom":

@@ -51,7 +51,7 @@ def make_case(root: Path, ct_slices: int = 150, pet_slices: int = 150) -> int:
         write_nbia_metadata_csv,
         write_series,
     )
-    from SarcomaLungLiverBrowserLib.voc_xml import VocAnnotation, VocObject, format_voc
+    from SarcomaLungLiverBrowserLib.formats.voc_xml import VocAnnotation, VocObject, format_voc
 
     rng = np.random.default_rng(5)
     manifest = root / "manifest-1608669183333"
@@ -106,9 +106,9 @@ def measure(root: str) -> None:
     import numpy as np
     import slicer.util
 
-    from SarcomaLungLiverBrowserLib.headless import HeadlessSlicer
+    from SarcomaLungLiverBrowserLib.scene.headless import HeadlessSlicer
     from SarcomaLungLiverBrowserLib.registry import open_collection
-    from SarcomaLungLiverBrowserLib.scene_builder import SceneBuilder
+    from SarcomaLungLiverBrowserLib.scene.builder import SceneBuilder
 
     with HeadlessSlicer() as headless:
         builder = SceneBuilder(headless.scene)

@@ -93,7 +93,7 @@ def make_tree(root: Path, files: int = FILES, patients: int = PATIENT_FOLDERS, s
     """Write the annotation tree and the headers; returns the number of ``<object>`` elements."""
     import numpy as np
 
-    from SarcomaLungLiverBrowserLib.voc_xml import VocAnnotation, VocObject, format_voc
+    from SarcomaLungLiverBrowserLib.formats.voc_xml import VocAnnotation, VocObject, format_voc
 
     rng = np.random.default_rng(seed)
     shares = rng.gamma(4.0, 1.0, patients)
@@ -135,7 +135,7 @@ def map_patient(job: Tuple[str, str]) -> Tuple[int, int, int, "object", "object"
     )
     from SarcomaLungLiverBrowserLib.errors import DataError
     from SarcomaLungLiverBrowserLib.geometry import SlicePlane, ijk_to_ras_from_slices, sort_slices
-    from SarcomaLungLiverBrowserLib.voc_xml import iter_xml_files, parse_voc
+    from SarcomaLungLiverBrowserLib.formats.voc_xml import iter_xml_files, parse_voc
 
     folder, headers_path = job
     with open(headers_path) as stream:

@@ -13,7 +13,7 @@ import pandas as pd
 from .errors import DataError
 from .progress import ProgressCallback, report
 from .registry import CaseInfo, Collection, LoadedCase, open_collection
-from .scene_builder import SceneBuilder
+from .scene.builder import SceneBuilder
 
 __all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location"]
 

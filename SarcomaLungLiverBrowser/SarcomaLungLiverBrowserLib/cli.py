@@ -67,8 +67,8 @@ def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png
                   collection_key: Optional[str] = None, verbose: bool = False) -> int:
     """Load one case into a fresh headless scene, then write the bundle and snapshot."""
     from .browser import CollectionBrowser, save_scene_bundle
-    from .headless import HeadlessSlicer
-    from .render import render_case_snapshot
+    from .scene.headless import HeadlessSlicer
+    from .scene.render import render_case_snapshot
 
     with HeadlessSlicer() as slicer_environment:
         browser = CollectionBrowser(slicer_environment.scene)
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=command_demo)
 
     try:
-        from .review_cli import add_subcommands
+        from .review.cli import add_subcommands
     except ImportError:  # the review tools are optional for loading
         add_subcommands = None
     if add_subcommands is not None:
@@ -155,8 +155,8 @@ def _enable_index_cache(arguments: argparse.Namespace) -> None:
     """Keep DICOM headers between runs, so re-indexing an unchanged folder is quick."""
     if arguments.no_cache:
         return
-    from .dicom_series import set_default_index_cache
-    from .index_cache import IndexCache, default_cache_path
+    from .formats.dicom_series import set_default_index_cache
+    from .formats.index_cache import IndexCache, default_cache_path
 
     try:
         set_default_index_cache(IndexCache(default_cache_path()))

@@ -18,6 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
+    "PixelBox",
+    "box_roi_geometry",
+    "box_from_roi_corners",
     "LPS_TO_RAS",
     "SlicePlane",
     "SliceStackReport",
@@ -228,3 +231,34 @@ def directions_from_matrix(ijk_to_ras: np.ndarray) -> np.ndarray:
     """Unit direction of each voxel axis, as the columns of a 3x3 matrix."""
     matrix = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
     return matrix / spacing_from_matrix(ijk_to_ras)
+
+
+#: A pixel box on one slice, inclusive: (xmin, ymin, xmax, ymax).
+PixelBox = Tuple[float, float, float, float]
+
+
+def box_roi_geometry(ijk_to_ras: np.ndarray, box: PixelBox, first_slice: int, last_slice: int
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre RAS, size mm, axes as columns) of a ROI covering a pixel box on slices.
+
+    The ROI covers pixels ``xmin..xmax`` x ``ymin..ymax`` whole (edges half a
+    pixel outside the indices) and slices ``first..last`` ± half the spacing.
+    Axes are the volume's own voxel axes, so oblique series stay exact.
+    """
+    xmin, ymin, xmax, ymax = box
+    low = np.array([xmin - 0.5, ymin - 0.5, first_slice - 0.5])
+    high = np.array([xmax + 0.5, ymax + 0.5, last_slice + 0.5])
+    center = apply_matrix(ijk_to_ras, (low + high) / 2.0)
+    size = (high - low) * spacing_from_matrix(ijk_to_ras)
+    return center, size, directions_from_matrix(ijk_to_ras)
+
+
+def box_from_roi_corners(ijk_to_ras: np.ndarray, corners_ras: np.ndarray) -> Tuple[float, float, float, float, float]:
+    """Inverse of :func:`box_roi_geometry` for one slice: (xmin, ymin, xmax, ymax, k).
+
+    Corners are mapped into voxel space; the result is not rounded.
+    """
+    ijk = apply_matrix(np.linalg.inv(ijk_to_ras), np.asarray(corners_ras, dtype=float))
+    low, high = ijk.min(axis=0), ijk.max(axis=0)
+    return (float(low[0] + 0.5), float(low[1] + 0.5), float(high[0] - 0.5), float(high[1] - 0.5),
+            float((low[2] + high[2]) / 2.0))

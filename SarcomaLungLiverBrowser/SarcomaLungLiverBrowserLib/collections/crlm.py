@@ -29,17 +29,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from ..dicom_seg import (
+from ..formats.dicom_seg import (
     DecodedSegment,
     DecodedSegmentation,
     SegHeader,
     decode_seg,
-    export_segmentation_node,
     read_seg_header,
     segment_tags,
     terminology_entry,
 )
-from ..dicom_series import (
+from ..scene.segment_export import export_segmentation_node
+from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
     mixed_series_folders,
@@ -53,8 +53,8 @@ from ..findings import INFO, WARNING, Finding
 from ..geometry import apply_matrix
 from ..progress import ProgressCallback, report, sub_progress
 from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene_builder import ATTRIBUTE_PREFIX, SceneBuilder, SegmentSpec, WindowPreset
-from ..tables import read_table, replace_sentinels
+from ..scene.builder import ATTRIBUTE_PREFIX, SceneBuilder, SegmentSpec, WindowPreset
+from ..formats.tables import read_table, replace_sentinels
 
 __all__ = [
     "CrlmCollection",

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from ..dicom_series import (
+from ..formats.dicom_series import (
     InstanceHeader, group_by_series, header_from_dataset, read_header, read_series, split_stackable,
 )
 from ..errors import DataError
@@ -35,7 +35,7 @@ from ..findings import WARNING, Finding
 from ..geometry import LPS_TO_RAS, ijk_to_ras_from_slices
 from ..progress import ProgressCallback, report
 from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene_builder import SUBJECT_HIERARCHY_UID_NAME, SceneBuilder
+from ..scene.builder import SUBJECT_HIERARCHY_UID_NAME, SceneBuilder
 
 __all__ = ["HermessiSarcomaMriCollection", "COLLECTIONS", "PUBLISHED_COUNTS", "CLASSES", "SEQUENCES",
            "ImageEntry", "scan_images", "count_table", "count_findings", "file_kind", "case_table"]

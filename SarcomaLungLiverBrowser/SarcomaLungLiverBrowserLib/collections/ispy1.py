@@ -41,7 +41,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
-from ..nifti import (
+from ..formats.nifti import (
     NiftiVolume,
     count_outside_grid,
     is_nifti_name,
@@ -52,8 +52,8 @@ from ..nifti import (
 )
 from ..progress import ProgressCallback, report, sub_progress
 from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene_builder import ATTRIBUTE_PREFIX, SUBJECT_HIERARCHY_UID_NAME, SegmentSpec
-from ..tables import read_table, require_columns
+from ..scene.builder import ATTRIBUTE_PREFIX, SUBJECT_HIERARCHY_UID_NAME, SegmentSpec
+from ..formats.tables import read_table, require_columns
 
 __all__ = [
     "Ispy1Collection",
@@ -406,8 +406,8 @@ class Ispy1Collection(Collection):
         :raises DataError: if the folder is refused, no mask segment is left
             in the scene, or a source mask file is gone.
         """
-        from ..nifti import read_nifti_geometry, write_mask_like
-        from ..output_paths import safe_output_path
+        from ..formats.nifti import read_nifti_geometry, write_mask_like
+        from ..formats.output_paths import safe_output_path
 
         case = loaded.case
         segments = _mask_segments(scene, loaded)
@@ -742,7 +742,7 @@ class _CaseLoader:
 
 def _mask_segments(scene: Any, loaded: LoadedCase) -> Dict[MaskKind, Tuple[Any, str, Path]]:
     """Mask kind -> (segmentation node, segment ID, source file) of the case's segments still in the scene."""
-    from ..scene_builder import segment_tag
+    from ..scene.builder import segment_tag
 
     found: Dict[MaskKind, Tuple[Any, str, Path]] = {}
     for node in loaded.segmentations:
@@ -771,7 +771,7 @@ def _segment_on_grid(node: Any, segment_id: str, shape: Sequence[int], ijk_to_ra
     import vtk
     from vtk.util import numpy_support
 
-    from ..scene_builder import array_from_vtk_matrix
+    from ..scene.builder import array_from_vtk_matrix
 
     segment = node.GetSegmentation().GetSegment(segment_id)
     representation = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())

@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..dicom_series import (
+from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
     group_by_series,
@@ -51,11 +51,11 @@ from ..dicom_series import (
 )
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
-from ..geometry import apply_matrix, directions_from_matrix, spacing_from_matrix
+from ..geometry import apply_matrix, box_from_roi_corners, box_roi_geometry, directions_from_matrix, spacing_from_matrix
 from ..progress import ProgressCallback, report, sub_progress
 from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene_builder import ATTRIBUTE_PREFIX, WindowPreset, array_from_vtk_matrix
-from ..voc_xml import VocObject, annotation_for_objects, iter_xml_files, parse_voc, write_voc
+from ..scene.builder import ATTRIBUTE_PREFIX, WindowPreset, array_from_vtk_matrix
+from ..formats.voc_xml import VocObject, annotation_for_objects, iter_xml_files, parse_voc, write_voc
 
 __all__ = [
     "LungPetCtDxCollection",
@@ -200,33 +200,6 @@ def patient_letter(case_id: str) -> str:
 def annotation_folder_name(case_id: str) -> str:
     """``Lung_Dx-A0001`` -> ``A0001``, the annotation tree's folder name."""
     return case_id.split("-", 1)[1] if "-" in case_id else case_id
-
-
-def box_roi_geometry(ijk_to_ras: np.ndarray, box: Box, first_slice: int, last_slice: int
-                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centre RAS, size mm, axes as columns) of a ROI covering a pixel box on slices.
-
-    The ROI covers pixels ``xmin..xmax`` x ``ymin..ymax`` whole (edges half a
-    pixel outside the indices) and slices ``first..last`` ± half the spacing.
-    Axes are the volume's own voxel axes, so oblique series stay exact.
-    """
-    xmin, ymin, xmax, ymax = box
-    low = np.array([xmin - 0.5, ymin - 0.5, first_slice - 0.5])
-    high = np.array([xmax + 0.5, ymax + 0.5, last_slice + 0.5])
-    center = apply_matrix(ijk_to_ras, (low + high) / 2.0)
-    size = (high - low) * spacing_from_matrix(ijk_to_ras)
-    return center, size, directions_from_matrix(ijk_to_ras)
-
-
-def box_from_roi_corners(ijk_to_ras: np.ndarray, corners_ras: np.ndarray) -> Tuple[float, float, float, float, float]:
-    """Inverse of :func:`box_roi_geometry` for one slice: (xmin, ymin, xmax, ymax, k).
-
-    Corners are mapped into voxel space; the result is not rounded.
-    """
-    ijk = apply_matrix(np.linalg.inv(ijk_to_ras), np.asarray(corners_ras, dtype=float))
-    low, high = ijk.min(axis=0), ijk.max(axis=0)
-    return (float(low[0] + 0.5), float(low[1] + 0.5), float(high[0] - 0.5), float(high[1] - 0.5),
-            float((low[2] + high[2]) / 2.0))
 
 
 def _overlap(a: Box, b: Box) -> float:
@@ -498,7 +471,7 @@ class LungPetCtDxCollection(Collection):
             among the sources), a name from the data would leave it, or no box
             of the case is left in the scene.
         """
-        from ..output_paths import safe_output_path
+        from ..formats.output_paths import safe_output_path
 
         case = loaded.case
         boxes = corrected_boxes(scene, case.case_id)

@@ -24,19 +24,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from ..dicom_series import (
+from ..formats.dicom_series import (
     DicomVolume, InstanceHeader, group_by_series, mixed_series_folders, read_series, scan_folder, split_stackable,
 )
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..progress import ProgressCallback, report, sub_progress
 from ..registry import CaseInfo, Collection, LoadedCase
-from ..rtstruct import (
+from ..formats.rtstruct import (
     RTSTRUCT_SOP_CLASS_UID, ReferenceChoice, StructureSet, choose_reference_image, raster_findings,
     rasterize_roi_on_volume, read_rtstruct, volume_kind,
 )
-from ..scene_builder import SceneBuilder, SegmentSpec, WindowPreset
-from ..tables import read_table
+from ..scene.builder import SceneBuilder, SegmentSpec, WindowPreset
+from ..formats.tables import read_table
 
 __all__ = ["SoftTissueSarcomaCollection", "COLLECTIONS", "normalise_roi_name", "read_clinical_table",
            "EXPECTED_RTSTRUCTS_PER_PATIENT"]
@@ -430,8 +430,8 @@ class SoftTissueSarcomaCollection(Collection):
             target is a source file), no segmentation of the case is left in the
             scene, or a reference image series is gone.
         """
-        from ..dicom_seg import write_seg
-        from ..scene_builder import ATTRIBUTE_PREFIX
+        from ..formats.dicom_seg import write_seg
+        from ..scene.builder import ATTRIBUTE_PREFIX
 
         def description_of(node: Any) -> str:
             return node.GetAttribute(ATTRIBUTE_PREFIX + "series_description") or node.GetName()
@@ -457,7 +457,7 @@ class SoftTissueSarcomaCollection(Collection):
         """The image series a segmentation was rasterised on, read again as at load (bad slices left out)."""
         import numpy as np
 
-        from ..scene_builder import ATTRIBUTE_PREFIX
+        from ..scene.builder import ATTRIBUTE_PREFIX
 
         uid = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_series_instance_uid") or ""
         if uid in cache:
@@ -490,8 +490,9 @@ def _coded_segments(node: Any, reference: DicomVolume) -> List[Any]:
     """
     from pydicom.sr.codedict import codes
 
-    from ..dicom_seg import TISSUE, SegCode, segments_from_node
-    from ..scene_builder import segment_tag
+    from ..formats.dicom_seg import TISSUE, SegCode
+    from ..scene.segment_export import segments_from_node
+    from ..scene.builder import segment_tag
 
     def code(concept: Any) -> SegCode:
         return SegCode(concept.value, concept.scheme_designator, concept.meaning)

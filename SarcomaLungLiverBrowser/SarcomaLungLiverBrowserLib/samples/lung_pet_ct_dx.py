@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pydicom
 
-from ..voc_xml import VocAnnotation, VocObject, format_voc
+from ..formats.voc_xml import VocAnnotation, VocObject, format_voc
 from .dicom_writer import (
     SeriesSpec,
     WrittenSeries,

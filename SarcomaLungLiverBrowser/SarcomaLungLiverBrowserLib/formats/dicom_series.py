@@ -1,0 +1,751 @@
+"""Find DICOM instances under a folder, group them into series, read a series as a volume.
+
+Folder and file names are never trusted: NBIA names files ``1-001.dcm``, IDC
+names them by UUID, and either may be renamed. Instances are grouped by
+``SeriesInstanceUID`` and slices are ordered by their position along the
+slice normal, not by file name or ``InstanceNumber``.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from ..errors import DataError
+from .fast_header import read_raw_header
+from ..geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
+from ..progress import ProgressCallback, report
+
+__all__ = [
+    "InstanceHeader",
+    "FolderScan",
+    "DicomVolume",
+    "read_header",
+    "scan_folder",
+    "group_by_series",
+    "read_series",
+    "looks_like_dicom",
+    "set_default_index_cache",
+    "split_stackable",
+    "mixed_series_folders",
+]
+
+#: Tags read when indexing; pixel data is never read while indexing.
+HEADER_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+    "PatientName", "Modality", "SeriesDescription", "SeriesNumber", "InstanceNumber",
+    "FrameOfReferenceUID", "Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient",
+    "PixelSpacing", "NumberOfFrames", "StudyDate", "StudyDescription", "SliceThickness",
+    "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
+    "WindowCenter", "WindowWidth", "PhotometricInterpretation",
+]
+
+#: Bytes read to parse a header; a file whose header is longer is read again whole.
+HEADER_PREFIX_BYTES = 16384
+
+#: (7FE0,0010) Pixel Data as it appears in a little-endian file.
+PIXEL_DATA_TAG_BYTES = b"\xe0\x7f\x10\x00"
+
+#: Transfer syntaxes whose pixel data is stored raw at the end of the file.
+UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """The header facts of one DICOM file that indexing and stacking need."""
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    modality: str
+    series_description: str = ""
+    series_number: Optional[int] = None
+    instance_number: Optional[int] = None
+    frame_of_reference_uid: str = ""
+    rows: Optional[int] = None
+    columns: Optional[int] = None
+    image_position: Optional[Tuple[float, float, float]] = None
+    image_orientation: Optional[Tuple[float, ...]] = None
+    pixel_spacing: Optional[Tuple[float, float]] = None
+    number_of_frames: int = 1
+    study_date: str = ""
+    study_description: str = ""
+    slice_thickness: Optional[float] = None
+    samples_per_pixel: int = 1
+    bits_allocated: Optional[int] = None
+    bits_stored: Optional[int] = None
+    pixel_representation: int = 0
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    window: Optional[Tuple[float, float]] = None
+    transfer_syntax_uid: str = ""
+
+    @property
+    def plane(self) -> Optional[SlicePlane]:
+        """The image plane, or None when a geometry tag is missing."""
+        if self.image_position is None or self.image_orientation is None or self.pixel_spacing is None:
+            return None
+        return SlicePlane(self.image_position, self.image_orientation, self.pixel_spacing)  # type: ignore[arg-type]
+
+    @property
+    def missing_geometry(self) -> List[str]:
+        """Names of the geometry attributes this image lacks."""
+        names = []
+        if self.image_position is None:
+            names.append("ImagePositionPatient")
+        if self.image_orientation is None:
+            names.append("ImageOrientationPatient")
+        if self.pixel_spacing is None:
+            names.append("PixelSpacing")
+        return names
+
+
+def _floats(value: object, count: int) -> Optional[Tuple[float, ...]]:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(np.isfinite(numbers)):
+        return None
+    return numbers
+
+
+def _int_or_none(value: object) -> Optional[int]:
+    try:
+        return None if value in (None, "") else int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def header_from_dataset(dataset: pydicom.Dataset, path: Path) -> InstanceHeader:
+    """Build an :class:`InstanceHeader` from an already-read dataset."""
+    missing = [name for name in ("SOPInstanceUID", "SeriesInstanceUID") if not dataset.get(name)]
+    if missing:
+        raise DataError(path, f"DICOM file lacks {', '.join(missing)}")
+    slice_thickness = dataset.get("SliceThickness")
+    file_meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = str(file_meta.get("TransferSyntaxUID", "")) if file_meta is not None else ""
+    return InstanceHeader(
+        path=path,
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+        sop_class_uid=str(dataset.get("SOPClassUID", "")),
+        series_instance_uid=str(dataset.SeriesInstanceUID),
+        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+        patient_id=str(dataset.get("PatientID", "")),
+        modality=str(dataset.get("Modality", "")),
+        series_description=str(dataset.get("SeriesDescription", "")),
+        series_number=_int_or_none(dataset.get("SeriesNumber")),
+        instance_number=_int_or_none(dataset.get("InstanceNumber")),
+        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")),
+        rows=_int_or_none(dataset.get("Rows")),
+        columns=_int_or_none(dataset.get("Columns")),
+        image_position=_floats(dataset.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        image_orientation=_floats(dataset.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_floats(dataset.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        number_of_frames=_int_or_none(dataset.get("NumberOfFrames")) or 1,
+        study_date=str(dataset.get("StudyDate", "")),
+        study_description=str(dataset.get("StudyDescription", "")),
+        slice_thickness=_finite_or_none(slice_thickness),
+        samples_per_pixel=_int_or_none(dataset.get("SamplesPerPixel")) or 1,
+        bits_allocated=_int_or_none(dataset.get("BitsAllocated")),
+        bits_stored=_int_or_none(dataset.get("BitsStored")),
+        pixel_representation=_int_or_none(dataset.get("PixelRepresentation")) or 0,
+        rescale_slope=_rescale_value(dataset.get("RescaleSlope"), 1.0),
+        rescale_intercept=_rescale_value(dataset.get("RescaleIntercept"), 0.0),
+        window=_window(dataset),
+        transfer_syntax_uid=transfer_syntax,
+    )
+
+
+def _finite_or_none(value: object) -> Optional[float]:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _float_or(value: object, default: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if np.isfinite(number) else default
+
+
+def _rescale_value(value: object, default: float) -> float:
+    """RescaleSlope/Intercept: the default when absent, NaN when present but not a finite number.
+
+    A damaged rescale value must not silently become 1 or 0 (the voxel values
+    would be wrong without anyone noticing); NaN makes stacking refuse the slice.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(_first(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if np.isfinite(number) else float("nan")
+
+
+def _first(value: object) -> object:
+    return value[0] if isinstance(value, pydicom.multival.MultiValue) and len(value) else value
+
+
+def _window(dataset: pydicom.Dataset) -> Optional[Tuple[float, float]]:
+    """(width, center) of the first VOI window the file suggests, if any."""
+    center, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        return float(_first(width)), float(_first(center))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """True if the file has the DICOM preamble magic ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(128)
+            return stream.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _parse_header(path: Path) -> pydicom.Dataset:
+    """Parse a header from the first bytes of the file, or the whole file when it is longer.
+
+    Reading a prefix avoids pulling half a megabyte of pixel data through
+    Python per slice while indexing. The prefix is trusted only if it holds
+    the Pixel Data tag (so every element before it was read) or parsing got
+    past group 0028, the last group whose tags the index needs.
+    """
+    with open(path, "rb") as stream:
+        prefix = stream.read(HEADER_PREFIX_BYTES)
+        whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
+    if not whole_file:
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
+        except Exception:  # the prefix ended inside an element: read the whole file instead
+            dataset = None
+        if dataset is not None and PIXEL_DATA_TAG_BYTES in prefix[132:]:
+            return dataset
+        if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
+            return dataset
+    return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
+def _split_floats(text: object, count: int) -> Optional[Tuple[float, ...]]:
+    if not isinstance(text, str) or not text:
+        return None
+    return _floats(text.split("\\"), count)
+
+
+def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
+    """Build an :class:`InstanceHeader` from :func:`~.fast_header.read_raw_header` values."""
+    missing = [name for name in ("SOPInstanceUID", "SeriesInstanceUID") if not values.get(name)]
+    if missing:
+        raise DataError(path, f"DICOM file lacks {', '.join(missing)}")
+
+    def text(name: str) -> str:
+        return str(values.get(name, ""))
+
+    def first_number(name: str) -> Optional[float]:
+        value = values.get(name)
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            number = float(value.split("\\")[0])
+        except ValueError:
+            return None
+        return number if np.isfinite(number) else None
+
+    center, width = first_number("WindowCenter"), first_number("WindowWidth")
+    slope = _rescale_value(values.get("RescaleSlope"), 1.0)
+    intercept = _rescale_value(values.get("RescaleIntercept"), 0.0)
+    return InstanceHeader(
+        path=path,
+        sop_instance_uid=text("SOPInstanceUID"),
+        sop_class_uid=text("SOPClassUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        study_instance_uid=text("StudyInstanceUID"),
+        patient_id=text("PatientID"),
+        modality=text("Modality"),
+        series_description=text("SeriesDescription"),
+        series_number=_int_or_none(values.get("SeriesNumber")),
+        instance_number=_int_or_none(values.get("InstanceNumber")),
+        frame_of_reference_uid=text("FrameOfReferenceUID"),
+        rows=_int_or_none(values.get("Rows")),
+        columns=_int_or_none(values.get("Columns")),
+        image_position=_split_floats(values.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        image_orientation=_split_floats(values.get("ImageOrientationPatient"), 6),
+        pixel_spacing=_split_floats(values.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        number_of_frames=_int_or_none(values.get("NumberOfFrames")) or 1,
+        study_date=text("StudyDate"),
+        study_description=text("StudyDescription"),
+        slice_thickness=first_number("SliceThickness"),
+        samples_per_pixel=_int_or_none(values.get("SamplesPerPixel")) or 1,
+        bits_allocated=_int_or_none(values.get("BitsAllocated")),
+        bits_stored=_int_or_none(values.get("BitsStored")),
+        pixel_representation=_int_or_none(values.get("PixelRepresentation")) or 0,
+        rescale_slope=slope,
+        rescale_intercept=intercept,
+        window=(width, center) if width is not None and center is not None else None,
+        transfer_syntax_uid=text("TransferSyntaxUID"),
+    )
+
+
+def read_header(path: Path) -> InstanceHeader:
+    """Read one file's header without its pixel data.
+
+    The common uncompressed little-endian files are read by a minimal raw
+    reader (:mod:`.fast_header`); everything else by pydicom.
+
+    :raises DataError: naming the file, if it is not readable DICOM.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as stream:
+            prefix = stream.read(HEADER_PREFIX_BYTES)
+            whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
+    except OSError as error:
+        raise DataError(path, f"cannot be read ({error})") from error
+    values = read_raw_header(prefix, whole_file)
+    if values is not None:
+        return header_from_raw(values, path)
+    try:
+        dataset = _parse_header(path)
+        # pydicom converts values when they are first read, so damaged values raise here too.
+        return header_from_dataset(dataset, path)
+    except DataError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # pydicom raises many types (even NotImplementedError) for damaged files
+        raise DataError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from error
+
+
+@dataclass
+class FolderScan:
+    """What :func:`scan_folder` found: readable instances and unreadable files."""
+
+    instances: List[InstanceHeader] = field(default_factory=list)
+    errors: List[DataError] = field(default_factory=list)
+
+
+def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
+    found: List[Tuple[str, int, int]] = []
+    pending = [str(root)]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in sorted(entries, key=lambda item: item.name):
+            if entry.name.startswith("."):
+                continue  # caches, review stores, OS litter
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif entry.is_file():
+                stat = entry.stat()
+                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    return sorted(found)
+
+
+#: The cache :func:`scan_folder` uses when none is passed (see :func:`set_default_index_cache`).
+_default_index_cache: Optional[object] = None
+
+
+def set_default_index_cache(cache: Optional[object]) -> None:
+    """Use ``cache`` (an :class:`~.index_cache.IndexCache`, or None) for every scan from now on."""
+    global _default_index_cache
+    _default_index_cache = cache
+
+
+def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: Optional[object] = None) -> FolderScan:
+    """Read the headers of every DICOM file below ``root``.
+
+    Files ending in ``.dcm`` or carrying the DICOM magic are read; a file that
+    fails is recorded in :attr:`FolderScan.errors` and the scan goes on. With a
+    cache (``cache``, else the default set by :func:`set_default_index_cache`),
+    unchanged files are not read again.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "is not a folder")
+    cache = cache if cache is not None else _default_index_cache
+    files = _walk_files(root)
+    known = cache.lookup_many(path for path, _, _ in files) if cache is not None else {}  # type: ignore[attr-defined]
+    scan = FolderScan()
+    fresh: List[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]] = []
+    for index, (path, size, mtime_ns) in enumerate(files):
+        if index % 200 == 0:
+            report(progress, f"Reading DICOM headers ({index}/{len(files)})", index / max(1, len(files)))
+        cached = known.get(path)
+        if cached is not None and cached[0] == size and cached[1] == mtime_ns:
+            header_json, error = cached[2], cached[3]
+            if header_json:
+                scan.instances.append(cache.decode(header_json))  # type: ignore[union-attr]
+            elif error:
+                scan.errors.append(DataError(path, error))
+            continue
+        if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
+            fresh.append((path, size, mtime_ns, None, None))
+            continue
+        try:
+            header = read_header(Path(path))
+        except DataError as error:
+            scan.errors.append(error)
+            fresh.append((path, size, mtime_ns, None, error.problem))
+            continue
+        scan.instances.append(header)
+        fresh.append((path, size, mtime_ns, header, None))
+    if cache is not None and fresh:
+        cache.store_many(fresh)  # type: ignore[attr-defined]
+    return scan
+
+
+def group_by_series(instances: Sequence[InstanceHeader]) -> Dict[str, List[InstanceHeader]]:
+    """Instances grouped by SeriesInstanceUID, in the order series were first seen."""
+    groups: Dict[str, List[InstanceHeader]] = {}
+    for instance in instances:
+        groups.setdefault(instance.series_instance_uid, []).append(instance)
+    return groups
+
+
+@dataclass
+class DicomVolume:
+    """A DICOM series stacked into a volume on Slicer's conventions.
+
+    ``voxels`` is indexed [k, j, i]; ``instances[k]`` is the file of slice k.
+    """
+
+    voxels: np.ndarray
+    ijk_to_ras: np.ndarray
+    instances: List[InstanceHeader]
+    stack_report: SliceStackReport
+    duplicates: List[InstanceHeader] = field(default_factory=list)
+    window: Optional[Tuple[float, float]] = None
+
+    @property
+    def series_instance_uid(self) -> str:
+        return self.instances[0].series_instance_uid
+
+    @property
+    def modality(self) -> str:
+        return self.instances[0].modality
+
+    def slice_index(self, sop_instance_uid: str) -> Optional[int]:
+        """k index of the slice with this SOPInstanceUID, or None."""
+        for index, instance in enumerate(self.instances):
+            if instance.sop_instance_uid == sop_instance_uid:
+                return index
+        for instance in self.duplicates:
+            if instance.sop_instance_uid == sop_instance_uid:
+                return self._index_of_position(instance)
+        return None
+
+    def _index_of_position(self, instance: InstanceHeader) -> Optional[int]:
+        for index, kept in enumerate(self.instances):
+            if kept.image_position == instance.image_position:
+                return index
+        return None
+
+    def problems(self) -> List[str]:
+        """Irregularities found while stacking, in words (naming the files concerned)."""
+        problems = self.stack_report.problems()
+        for duplicate in self.duplicates:
+            k = self._index_of_position(duplicate)
+            kept = self.instances[k].path.name if k is not None else "another slice"
+            problems.append(f"{duplicate.path.name} lies at the position of {kept} and was left out")
+        return problems
+
+
+def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
+    first = instances[0]
+    for instance in instances:
+        if instance.number_of_frames > 1:
+            raise DataError(instance.path, f"is a multi-frame image ({instance.number_of_frames} frames); "
+                                           "only single-frame series are stacked")
+        if instance.missing_geometry:
+            raise DataError(instance.path, "lacks " + ", ".join(instance.missing_geometry)
+                            + "; its slice cannot be placed in space")
+        if (instance.rows, instance.columns) != (first.rows, first.columns):
+            raise DataError(instance.path, f"is {instance.rows}x{instance.columns} pixels but "
+                                           f"{first.path.name} is {first.rows}x{first.columns}")
+        if not np.allclose(instance.image_orientation, first.image_orientation, atol=1e-4):  # type: ignore[arg-type]
+            raise DataError(instance.path, "has a different ImageOrientationPatient from the rest of its series")
+        if not np.allclose(instance.pixel_spacing, first.pixel_spacing, rtol=1e-4):  # type: ignore[arg-type]
+            raise DataError(instance.path, "has a different PixelSpacing from the rest of its series")
+        if instance.samples_per_pixel != 1:
+            raise DataError(instance.path, "is a colour image; only greyscale series are stacked")
+        problem = _unstackable_alone(instance)
+        if problem:
+            raise DataError(instance.path, problem)
+
+
+def _unstackable_alone(instance: InstanceHeader) -> Optional[str]:
+    """Why this slice cannot be stacked whatever the rest of its series, or None.
+
+    Checked from the header and the file size, before any voxel is allocated:
+    a header claiming 65535x65535 pixels in a 100 kB file must not make the
+    reader ask for gigabytes.
+    """
+    if instance.number_of_frames > 1:
+        return f"is a multi-frame image ({instance.number_of_frames} frames); only single-frame series are stacked"
+    if instance.missing_geometry:
+        return "lacks " + ", ".join(instance.missing_geometry) + "; its slice cannot be placed in space"
+    if instance.samples_per_pixel != 1:
+        return "is a colour image; only greyscale series are stacked"
+    if not instance.rows or not instance.columns or instance.rows <= 0 or instance.columns <= 0:
+        return f"has no pixels (Rows {instance.rows}, Columns {instance.columns})"
+    bits = instance.bits_allocated or 16
+    if bits not in (8, 16, 32) or not 0 < (instance.bits_stored or bits) <= bits:
+        return (f"has BitsAllocated {instance.bits_allocated} and BitsStored {instance.bits_stored}; "
+                "greyscale slices store 8, 16 or 32 bits")
+    if min(instance.pixel_spacing or (0.0,)) <= 0:
+        return f"has a PixelSpacing of {list(instance.pixel_spacing or ())}; spacing must be positive"
+    if not (np.isfinite(instance.rescale_slope) and np.isfinite(instance.rescale_intercept)):
+        return "has a RescaleSlope or RescaleIntercept that is not a number; its values cannot be trusted"
+    if instance.transfer_syntax_uid in UNCOMPRESSED_LITTLE_ENDIAN:
+        needed = int(instance.rows) * int(instance.columns) * bits // 8
+        try:
+            size = os.path.getsize(instance.path)
+        except OSError as error:
+            return f"cannot be read ({error})"
+        if size < needed:
+            return (f"holds {size} bytes, fewer than the {needed} its {instance.rows}x{instance.columns} "
+                    f"pixels need (truncated, or Rows/Columns are wrong)")
+    return None
+
+
+def _signature(instance: InstanceHeader) -> Tuple[object, ...]:
+    return (instance.rows, instance.columns,
+            tuple(np.round(instance.image_orientation, 3)),  # type: ignore[arg-type]
+            tuple(np.round(instance.pixel_spacing, 4)))  # type: ignore[arg-type]
+
+
+def split_stackable(instances: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[DataError]]:
+    """Split a series into slices that stack safely and the files left out, each with its reason.
+
+    A slice is left out when it cannot be placed (missing or non-finite
+    geometry), cannot be read whole (file shorter than its pixels), repeats
+    another file's SOPInstanceUID, or has another size, orientation or pixel
+    spacing than most of its series. About a third of Lung-PET-CT-Dx images
+    lack PixelSpacing or ImagePositionPatient (datasets notes), so one bad
+    file must cost its slice, not the series.
+    """
+    left_out: List[DataError] = []
+    candidates: List[InstanceHeader] = []
+    seen: Dict[str, InstanceHeader] = {}
+    for instance in instances:
+        problem = _unstackable_alone(instance)
+        if problem is None and instance.sop_instance_uid in seen:
+            problem = f"repeats the SOPInstanceUID of {seen[instance.sop_instance_uid].path.name}"
+        if problem:
+            left_out.append(DataError(instance.path, problem))
+            continue
+        seen[instance.sop_instance_uid] = instance
+        candidates.append(instance)
+    if not candidates:
+        return [], left_out
+    counts: Dict[Tuple[object, ...], int] = {}
+    for instance in candidates:
+        counts[_signature(instance)] = counts.get(_signature(instance), 0) + 1
+    majority = max(counts, key=lambda key: counts[key])  # ties: the first seen
+    kept = []
+    for instance in candidates:
+        if _signature(instance) == majority:
+            kept.append(instance)
+        else:
+            left_out.append(DataError(instance.path, (
+                f"has another size, orientation or pixel spacing ({instance.rows}x{instance.columns}, "
+                f"{list(instance.image_orientation or ())}, {list(instance.pixel_spacing or ())}) than the "
+                f"other {len(candidates) - 1} slice(s) of series {instance.series_instance_uid}")))
+    return kept, left_out
+
+
+def mixed_series_folders(instances: Sequence[InstanceHeader]) -> List[DataError]:
+    """One problem per folder whose files belong to more than one series (naming a file of each)."""
+    by_folder: Dict[Path, Dict[str, List[InstanceHeader]]] = {}
+    for instance in instances:
+        by_folder.setdefault(instance.path.parent, {}).setdefault(instance.series_instance_uid, []).append(instance)
+    problems = []
+    for folder, series in by_folder.items():
+        if len(series) < 2:
+            continue
+        groups = sorted(series.values(), key=len, reverse=True)
+        others = ", ".join(f"{len(group)} file(s) of series {group[0].series_instance_uid} "
+                           f"(e.g. {group[0].path.name})" for group in groups[1:])
+        problems.append(DataError(folder, f"holds more than one series: {len(groups[0])} file(s) of series "
+                                          f"{groups[0][0].series_instance_uid} and {others}; each series is "
+                                          "read on its own"))
+    return problems
+
+
+def _stored_dtype(instance: InstanceHeader) -> Optional[np.dtype]:
+    if instance.bits_allocated == 16:
+        return np.dtype("<i2" if instance.pixel_representation else "<u2")
+    if instance.bits_allocated == 8:
+        return np.dtype("i1" if instance.pixel_representation else "u1")
+    return None
+
+
+def _raw_pixels(instance: InstanceHeader) -> Optional[np.ndarray]:
+    """Stored values read straight from the end of an uncompressed file, or None.
+
+    Uncompressed little-endian files end with the Pixel Data element; checking
+    its tag and length before the values makes this exact, and anything else
+    (compression, padding, trailing elements) falls back to pydicom.
+    """
+    dtype = _stored_dtype(instance)
+    if instance.transfer_syntax_uid not in UNCOMPRESSED_LITTLE_ENDIAN or dtype is None or not instance.rows:
+        return None
+    count = int(instance.rows) * int(instance.columns or 0)
+    size = count * dtype.itemsize
+    explicit = instance.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+    header_size = 12 if explicit else 8
+    with open(instance.path, "rb") as stream:
+        stream.seek(0, os.SEEK_END)
+        if stream.tell() < size + header_size:
+            return None
+        stream.seek(-(size + header_size), os.SEEK_END)
+        data = stream.read(size + header_size)
+    if data[:4] != PIXEL_DATA_TAG_BYTES:
+        return None
+    length = struct.unpack("<I", data[8:12] if explicit else data[4:8])[0]
+    if length != size or (explicit and data[4:6] not in (b"OW", b"OB")):
+        return None
+    return np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+
+
+def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
+    """Stored values decoded by pydicom (compressed or unusual files)."""
+    try:
+        pixels = pydicom.dcmread(str(instance.path)).pixel_array
+    except Exception as error:  # pydicom raises many types for damaged pixel data
+        raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
+    if pixels.shape != (instance.rows, instance.columns):
+        raise DataError(instance.path, f"pixel data is {pixels.shape}, header says {instance.rows}x{instance.columns}")
+    return pixels
+
+
+def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
+    try:
+        pixels = _raw_pixels(instance)
+    except OSError as error:
+        raise DataError(instance.path, f"cannot be read ({error})") from error
+    return pixels if pixels is not None else _decoded_pixels(instance)
+
+
+def _output_dtype(instances: Sequence[InstanceHeader]) -> np.dtype:
+    """int16 when every rescaled value is an integer that fits, float32 otherwise.
+
+    Decided from the headers (bits stored, signedness, slope, intercept), so
+    the volume can be allocated once and filled slice by slice.
+    """
+    for instance in instances:
+        if instance.rescale_slope != int(instance.rescale_slope) or \
+                instance.rescale_intercept != int(instance.rescale_intercept):
+            return np.dtype(np.float32)
+        bits = instance.bits_stored or instance.bits_allocated or 16
+        if instance.pixel_representation:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2 ** bits - 1
+        ends = sorted((low * instance.rescale_slope + instance.rescale_intercept,
+                       high * instance.rescale_slope + instance.rescale_intercept))
+        if ends[0] < np.iinfo(np.int16).min or ends[1] > np.iinfo(np.int16).max:
+            return np.dtype(np.float32)
+    return np.dtype(np.int16)
+
+
+def _fits_int16(instance: InstanceHeader) -> bool:
+    """True when every stored value of the instance fits int16 before rescaling."""
+    bits = instance.bits_stored or instance.bits_allocated or 16
+    return (bool(instance.pixel_representation) and bits <= 16) or bits <= 15
+
+
+def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
+    """Split slices sorted along the normal into kept ones and later duplicates of a position."""
+    kept: List[InstanceHeader] = []
+    duplicates: List[InstanceHeader] = []
+    normal = ordered[0].plane.normal  # type: ignore[union-attr]
+    last_distance: Optional[float] = None
+    for instance in ordered:
+        distance = float(np.dot(instance.image_position, normal))  # type: ignore[arg-type]
+        if last_distance is not None and abs(distance - last_distance) < 1e-3:
+            duplicates.append(instance)
+            continue
+        kept.append(instance)
+        last_distance = distance
+    return kept, duplicates
+
+
+def read_series(instances: Sequence[InstanceHeader], progress: Optional[ProgressCallback] = None) -> DicomVolume:
+    """Stack a single-frame series into a volume with real-world values.
+
+    Slices are ordered along the normal; instances at the same position are
+    reported as duplicates (the first is kept); gaps and non-uniform spacing
+    are reported in :attr:`DicomVolume.stack_report`. RescaleSlope and
+    RescaleIntercept are applied per slice; the result is int16 when every
+    value fits, float32 otherwise. The volume is allocated once, so peak
+    memory stays close to the voxel bytes.
+
+    :raises DataError: naming the file, for anything that prevents stacking.
+    """
+    if not instances:
+        raise ValueError("no instances to read")
+    _check_stackable(instances)
+    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
+    ordered = [instances[index] for index in order]
+    kept, duplicates = _unique_by_position(ordered)
+    ijk_to_ras, stack_report = ijk_to_ras_from_slices(
+        [instance.plane for instance in kept], kept[0].slice_thickness  # type: ignore[misc]
+    )
+    stack_report.duplicate_positions = [ordered.index(instance) for instance in duplicates]
+    dtype = _output_dtype(kept)
+    try:
+        voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
+    except MemoryError as error:
+        raise DataError(kept[0].path.parent, f"a volume of {len(kept)}x{kept[0].rows}x{kept[0].columns} voxels "
+                                             "does not fit in memory") from error
+    for index, instance in enumerate(kept):
+        if index % 16 == 0:
+            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
+        stored = _stored_pixels(instance)
+        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
+            voxels[index] = stored
+        elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
+            # In place: the stored values and the result both fit int16 (checked from the header).
+            voxels[index] = stored
+            voxels[index] += int(instance.rescale_intercept)
+        elif dtype == np.int16:
+            # Integer arithmetic in int32: the range check above guarantees the result fits int16.
+            voxels[index] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
+        else:
+            voxels[index] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
+                + np.float32(instance.rescale_intercept)
+    return DicomVolume(
+        voxels=voxels,
+        ijk_to_ras=ijk_to_ras,
+        instances=kept,
+        stack_report=stack_report,
+        duplicates=duplicates,
+        window=next((instance.window for instance in kept if instance.window), None),
+    )

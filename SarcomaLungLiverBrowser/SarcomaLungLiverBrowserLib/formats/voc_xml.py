@@ -1,0 +1,407 @@
+"""Read and write PASCAL VOC bounding-box XML as Lung-PET-CT-Dx ships it.
+
+Facts about the real files (``shared/notes/lung_voc.md`` §1.1, checked on 38
+files of the collection):
+
+* no ``<?xml?>`` declaration, 2-space indentation, LF line ends, no newline
+  after ``</annotation>``, ASCII;
+* the root is ``<annotation verified="no">``; ``folder``, ``filename`` and
+  ``path`` hold the placeholder "Unknow" (sic); ``<source>`` has mixed
+  content ("Unknow" followed by ``<database>Unknown</database>``);
+* the difficulty tag is spelled ``<Difficult>`` (stock labelImg writes
+  ``<difficult>``), so tag names are matched case-insensitively;
+* coordinates are integers, but other VOC tools write floats, so they are
+  read as floats; a file may hold several ``<object>`` elements.
+
+Nothing inside the file names the image: the file name is the image's
+SOPInstanceUID (§2), so :attr:`VocAnnotation.path` is kept.
+
+Parsing is defensive because the files come from a download: entities are
+never expanded, nothing is fetched from the network, no DTD is loaded, and a
+file that declares entities or an external DTD is refused with a
+:class:`~.errors.DataError` naming the file before the parser sees it (so an
+entity-expansion "billion laughs" file costs one scan of its bytes).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Union
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from ..errors import DataError
+
+__all__ = [
+    "VocObject",
+    "VocAnnotation",
+    "PLACEHOLDER",
+    "MAX_FILE_BYTES",
+    "parse_voc",
+    "parse_voc_bytes",
+    "format_voc",
+    "write_voc",
+    "safe_output_path",
+]
+
+#: The placeholder the real files carry in folder, filename, path and source (sic).
+PLACEHOLDER = "Unknow"
+
+#: Real files are about 540 bytes; anything this large is not an annotation.
+MAX_FILE_BYTES = 1_000_000
+
+_ENTITY_DECLARATION = re.compile(r"<!ENTITY", re.IGNORECASE)
+_DOCTYPE = re.compile(r"<!DOCTYPE([^>\[]*)", re.IGNORECASE)
+_EXTERNAL_ID = re.compile(r"\b(SYSTEM|PUBLIC)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One ``<object>``: a class name and a box in pixel (column, row) units.
+
+    The values are as written in the file: 0-based column (x) and row (y)
+    indices of the stored pixel array (notes §1.3); no clamping is applied.
+    """
+
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: bool = False
+    truncated: bool = False
+    pose: str = "Unspecified"
+
+    @property
+    def box(self) -> tuple:
+        """(xmin, ymin, xmax, ymax)."""
+        return (self.xmin, self.ymin, self.xmax, self.ymax)
+
+
+@dataclass
+class VocAnnotation:
+    """One VOC XML file: the image size it claims and its objects.
+
+    :param path: the file read (None for an annotation built in memory).
+    :param width: ``<size><width>``, or None when absent.
+    :param height: ``<size><height>``, or None when absent.
+    :param depth: ``<size><depth>``, or None when absent.
+    :param objects: every ``<object>``, in file order.
+    """
+
+    path: Optional[Path]
+    width: Optional[int]
+    height: Optional[int]
+    depth: Optional[int]
+    objects: List[VocObject] = field(default_factory=list)
+    verified: Optional[str] = "no"
+    folder: str = PLACEHOLDER
+    filename: str = PLACEHOLDER
+    image_path: str = PLACEHOLDER
+    source: str = PLACEHOLDER
+    database: Optional[str] = "Unknown"
+    segmented: int = 0
+
+    @property
+    def stem(self) -> str:
+        """The file name without ``.xml``: the annotated image's SOPInstanceUID."""
+        if self.path is None:
+            return ""
+        name = Path(self.path).name
+        return name[:-4] if name.lower().endswith(".xml") else name
+
+
+# ---------------------------------------------------------------------- reading
+def _safe_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _text_for_scanning(data: bytes, path: Union[str, Path]) -> str:
+    """The file as text for the entity pre-scan, whatever its encoding."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        encoding = "utf-32"
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4]:
+        encoding = "utf-16"
+    else:
+        # latin-1 maps every byte, so ASCII markup is found in any 8-bit encoding.
+        return data.decode("latin-1")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"is not readable text ({error})") from error
+
+
+def _refuse_entities(data: bytes, path: Union[str, Path]) -> None:
+    text = _text_for_scanning(data, path)
+    if _ENTITY_DECLARATION.search(text):
+        raise DataError(path, "declares XML entities (<!ENTITY ...>); refused for safety, "
+                              "real annotation files have none")
+    doctype = _DOCTYPE.search(text)
+    if doctype and _EXTERNAL_ID.search(doctype.group(1)):
+        raise DataError(path, "refers to an external DTD (<!DOCTYPE ... SYSTEM/PUBLIC>); refused for safety")
+
+
+def _local_name(element: etree._Element) -> str:
+    tag = element.tag
+    if not isinstance(tag, str):
+        return ""
+    # lxml spells namespaced tags "{uri}local"; splitting the string is the same
+    # as etree.QName(tag).localname and about ten times faster (31k files per collection).
+    return tag.rpartition("}")[2].lower()
+
+
+def _children(element: etree._Element, name: str) -> List[etree._Element]:
+    return [child for child in element if _local_name(child) == name]
+
+
+def _child(element: etree._Element, name: str) -> Optional[etree._Element]:
+    found = _children(element, name)
+    return found[0] if found else None
+
+
+def _text(element: Optional[etree._Element], default: str = "") -> str:
+    if element is None:
+        return default
+    return (element.text or "").strip()
+
+
+def _number(element: Optional[etree._Element], what: str, path: Union[str, Path]) -> float:
+    if element is None:
+        raise DataError(path, f"{what} is missing")
+    text = _text(element)
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(path, f"{what} is {text!r}, not a number") from None
+    if not math.isfinite(value):
+        raise DataError(path, f"{what} is {text!r}, not a finite number")
+    return value
+
+
+def _optional_int(element: Optional[etree._Element], what: str, path: Union[str, Path]) -> Optional[int]:
+    if element is None or not _text(element):
+        return None
+    return int(round(_number(element, what, path)))
+
+
+def _flag(element: Optional[etree._Element], what: str, path: Union[str, Path]) -> bool:
+    if element is None or not _text(element):
+        return False
+    return _number(element, what, path) != 0
+
+
+def _parse_object(element: etree._Element, index: int, path: Union[str, Path]) -> VocObject:
+    label = f"<object> {index + 1}"
+    box = _child(element, "bndbox")
+    if box is None:
+        raise DataError(path, f"{label} has no <bndbox>")
+    values = [_number(_child(box, key), f"{label} <{key}>", path) for key in ("xmin", "ymin", "xmax", "ymax")]
+    return VocObject(
+        name=_text(_child(element, "name")),
+        xmin=values[0],
+        ymin=values[1],
+        xmax=values[2],
+        ymax=values[3],
+        difficult=_flag(_child(element, "difficult"), f"{label} <Difficult>", path),
+        truncated=_flag(_child(element, "truncated"), f"{label} <truncated>", path),
+        pose=_text(_child(element, "pose"), "Unspecified") or "Unspecified",
+    )
+
+
+def _refuse_unresolved_entities(tree: etree._Element, path: Union[str, Path]) -> None:
+    docinfo = tree.getroottree().docinfo
+    dtd = docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise DataError(path, "declares XML entities; refused for safety")
+    if docinfo.system_url or docinfo.public_id:
+        raise DataError(path, "refers to an external DTD; refused for safety")
+    for node in tree.iter():
+        if isinstance(node, etree._Entity):
+            raise DataError(path, f"uses the undeclared or unexpanded entity {node.text!r}")
+
+
+def parse_voc_bytes(data: bytes, path: Union[str, Path] = "<memory>") -> VocAnnotation:
+    """Parse VOC XML held in memory; ``path`` is used for the result and messages.
+
+    :raises DataError: naming ``path``, for unsafe, malformed or incomplete XML.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(path, f"is {len(data)} bytes; a VOC annotation is well under {MAX_FILE_BYTES}")
+    _refuse_entities(data, path)
+    try:
+        root = etree.fromstring(data, _safe_parser())
+    except etree.XMLSyntaxError as error:
+        raise DataError(path, f"is not well-formed XML ({error})") from None
+    if root is None:
+        raise DataError(path, "is empty")
+    _refuse_unresolved_entities(root, path)
+    if _local_name(root) != "annotation":
+        raise DataError(path, f"has root <{root.tag}>, expected <annotation> (PASCAL VOC)")
+    size = _child(root, "size")
+    source = _child(root, "source")
+    database = _child(source, "database") if source is not None else None
+    objects = [_parse_object(element, index, path) for index, element in enumerate(_children(root, "object"))]
+    return VocAnnotation(
+        path=Path(path),
+        width=_optional_int(_child(size, "width") if size is not None else None, "<width>", path),
+        height=_optional_int(_child(size, "height") if size is not None else None, "<height>", path),
+        depth=_optional_int(_child(size, "depth") if size is not None else None, "<depth>", path),
+        objects=objects,
+        verified=root.get("verified"),
+        folder=_text(_child(root, "folder")),
+        filename=_text(_child(root, "filename")),
+        image_path=_text(_child(root, "path")),
+        source=_text(source),
+        database=_text(database) if database is not None else None,
+        segmented=_optional_int(_child(root, "segmented"), "<segmented>", path) or 0,
+    )
+
+
+def parse_voc(path: Union[str, Path]) -> VocAnnotation:
+    """Read one VOC XML file.
+
+    :raises DataError: naming the file, if it cannot be read, is too large,
+        declares entities or an external DTD, is not well-formed, is not a
+        VOC ``<annotation>``, or has a box coordinate that is not a number.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise DataError(path, f"is {size} bytes; a VOC annotation is well under {MAX_FILE_BYTES}")
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(path, f"cannot be read ({error.strerror or error})") from error
+    return parse_voc_bytes(data, path)
+
+
+# ---------------------------------------------------------------------- writing
+def _format_number(value: float) -> str:
+    """Integers as integers (the real files' style); other values exactly (``repr``)."""
+    value = float(value)
+    if value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _format_object(voc_object: VocObject) -> List[str]:
+    return [
+        "  <object>",
+        f"    <name>{escape(voc_object.name)}</name>",
+        f"    <pose>{escape(voc_object.pose)}</pose>",
+        f"    <truncated>{int(voc_object.truncated)}</truncated>",
+        f"    <Difficult>{int(voc_object.difficult)}</Difficult>",
+        "    <bndbox>",
+        f"      <xmin>{_format_number(voc_object.xmin)}</xmin>",
+        f"      <ymin>{_format_number(voc_object.ymin)}</ymin>",
+        f"      <xmax>{_format_number(voc_object.xmax)}</xmax>",
+        f"      <ymax>{_format_number(voc_object.ymax)}</ymax>",
+        "    </bndbox>",
+        "  </object>",
+    ]
+
+
+def format_voc(annotation: VocAnnotation) -> str:
+    """The annotation as text in the real files' style.
+
+    No XML declaration, 2-space indent, ``verified`` attribute on the root,
+    the "Unknow" placeholders, mixed-content ``<source>``, ``<Difficult>``
+    and no newline after the closing tag: parsing a real file and formatting
+    it again gives back the same bytes.
+    """
+    verified = "" if annotation.verified is None else f' verified="{escape(annotation.verified, {chr(34): "&quot;"})}"'
+    database = "" if annotation.database is None else f"<database>{escape(annotation.database)}</database>"
+
+    def size_line(tag: str, value: Optional[int]) -> str:
+        return f"    <{tag}>{'' if value is None else int(value)}</{tag}>"
+
+    lines = [
+        f"<annotation{verified}>",
+        f"  <folder>{escape(annotation.folder)}</folder>",
+        f"  <filename>{escape(annotation.filename)}</filename>",
+        f"  <path>{escape(annotation.image_path)}</path>",
+        f"  <source>{escape(annotation.source)}{database}",
+        "  </source>",
+        "  <size>",
+        size_line("width", annotation.width),
+        size_line("height", annotation.height),
+        size_line("depth", annotation.depth),
+        "  </size>",
+        f"  <segmented>{int(annotation.segmented)}</segmented>",
+    ]
+    for voc_object in annotation.objects:
+        lines.extend(_format_object(voc_object))
+    lines.append("</annotation>")
+    return "\n".join(lines)
+
+
+def safe_output_path(folder: Union[str, Path], file_name: str) -> Path:
+    """``folder / file_name``, refusing names that would leave ``folder``.
+
+    :raises DataError: if ``file_name`` holds a path separator, is ``.``/``..``,
+        is absolute, does not end in ``.xml``, or resolves outside ``folder``
+        (e.g. through a symbolic link).
+    """
+    folder = Path(folder)
+    name = str(file_name)
+    problems = (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.path.isabs(name)
+        or (os.altsep is not None and os.altsep in name)
+    )
+    if problems:
+        raise DataError(folder, f"refusing to write {name!r}: a file name must not leave the output folder")
+    if not name.lower().endswith(".xml"):
+        raise DataError(folder, f"refusing to write {name!r}: VOC annotation names end in .xml")
+    target = folder / name
+    if target.resolve().parent != folder.resolve():
+        raise DataError(folder, f"refusing to write {name!r}: it resolves outside the output folder")
+    return target
+
+
+def write_voc(folder: Union[str, Path], file_name: str, annotation: VocAnnotation) -> Path:
+    """Write ``annotation`` as ``folder/file_name`` in the real files' style.
+
+    The folder is created if needed. Lung-PET-CT-Dx names the file
+    ``<SOPInstanceUID>.xml`` inside ``Annotation/<A0001>/``.
+
+    :raises DataError: if the name would escape ``folder`` (see :func:`safe_output_path`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = safe_output_path(folder, file_name)
+    target.write_bytes(format_voc(annotation).encode("utf-8"))
+    return target
+
+
+def annotation_for_objects(objects: Sequence[VocObject], width: Optional[int], height: Optional[int],
+                           depth: Optional[int] = 1, path: Optional[Path] = None) -> VocAnnotation:
+    """A new annotation in the collection's style (placeholders, ``verified="no"``)."""
+    return VocAnnotation(path=path, width=width, height=height, depth=depth, objects=list(objects))
+
+
+def iter_xml_files(folder: Union[str, Path]) -> Iterable[Path]:
+    """The ``*.xml`` files directly in ``folder`` (any case of the suffix), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".xml")
+
+
+__all__ += ["annotation_for_objects", "iter_xml_files"]

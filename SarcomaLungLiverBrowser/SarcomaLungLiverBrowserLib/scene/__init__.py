@@ -1,0 +1,1 @@
+"""Everything that touches the MRML scene: node building, headless slicer-core, rendering."""

@@ -1,0 +1,107 @@
+"""The one path from a case's plain data to MRML nodes.
+
+Every collection reads a case into a :class:`~..case_data.CaseData` without
+touching the scene; :func:`put_case` then creates every node (volumes,
+segmentations, ROIs, tables) and the subject hierarchy inside one
+:meth:`SceneBuilder.transaction`, so a failure leaves the scene as it was.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from ..case_data import CaseData, LoadedCase, Placement, TableData
+from ..progress import ProgressCallback, report
+from .builder import ATTRIBUTE_PREFIX, SceneBuilder
+
+__all__ = ["put_case", "placement_item", "SHARED_TABLE_ATTRIBUTE"]
+
+#: Node attribute marking a collection-wide table, so later cases reuse it.
+SHARED_TABLE_ATTRIBUTE = "shared_table"
+
+
+def placement_item(builder: SceneBuilder, placement: Placement) -> Optional[int]:
+    """The subject-hierarchy item for ``placement``, creating patient, study and folders as needed.
+
+    :returns: None for a placement at scene level with no folder.
+    """
+    hierarchy = builder.hierarchy
+    item: Optional[int] = None
+    if placement.patient_id:
+        item = builder.patient_item(placement.patient_id, placement.patient_name or placement.patient_id,
+                                    uid_name=placement.uid_name)
+        if placement.study_uid:
+            item = builder.study_item(item, placement.study_uid, placement.study_name or placement.study_uid,
+                                      uid_name=placement.uid_name)
+    for folder in placement.folders:
+        item = builder.folder_item(item if item is not None else hierarchy.GetSceneItemID(), folder)
+    return item
+
+
+def _shared_table(builder: SceneBuilder, table: TableData) -> Optional[Any]:
+    """The node already holding the collection-wide table ``table.shared_key``, if any."""
+    nodes = builder.scene.GetNodesByClass("vtkMRMLTableNode")
+    for index in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(index)
+        if node.GetAttribute(ATTRIBUTE_PREFIX + SHARED_TABLE_ATTRIBUTE) == table.shared_key:
+            return node
+    return None
+
+
+def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressCallback] = None) -> LoadedCase:
+    """Create the nodes for ``data`` in the builder's scene, all or nothing.
+
+    Volumes come first (segmentations refer to them by key), then
+    segmentations, ROIs and tables. A collection-wide table already in the
+    scene is reused, not added again (and is not the case's to unload).
+
+    :raises KeyError: if a segmentation names a volume the case does not have
+        (a programming error in the collection, caught before any node exists).
+    """
+    for segmentation in data.segmentations:
+        data.volume(segmentation.reference)  # fail before creating anything
+    loaded = LoadedCase(case=data.case, findings=list(data.findings), metrics=dict(data.metrics), data=data)
+    total = max(1, len(data.volumes) + len(data.segmentations) + len(data.rois) + len(data.tables))
+    done = 0
+
+    def step(message: str) -> None:
+        nonlocal done
+        report(progress, message, done / total)
+        done += 1
+
+    with builder.transaction():
+        volume_nodes: Dict[str, Any] = {}
+        for volume in data.volumes:
+            step(f"Creating volume {volume.name}")
+            node = builder.add_volume(volume.name, volume.voxels, volume.ijk_to_ras, volume.windows,
+                                      volume.color_table, placement_item(builder, volume.placement),
+                                      volume.attributes, share_memory=volume.share_memory)
+            volume_nodes[volume.key] = node
+            loaded.volumes.append(node)
+        for segmentation in data.segmentations:
+            step(f"Creating segmentation {segmentation.name}")
+            loaded.segmentations.append(builder.add_segmentation(
+                segmentation.name, volume_nodes[segmentation.reference], segmentation.segments,
+                placement_item(builder, segmentation.placement), segmentation.attributes))
+        for roi in data.rois:
+            step(f"Creating ROI {roi.name}")
+            loaded.rois.append(builder.add_roi(roi.name, roi.center, roi.size, roi.axes, roi.color, roi.locked,
+                                               placement_item(builder, roi.placement), roi.attributes))
+        for table in data.tables:
+            step(f"Creating table {table.name}")
+            if table.shared_key:
+                existing = _shared_table(builder, table)
+                if existing is not None:
+                    continue
+                attributes = {**table.attributes, SHARED_TABLE_ATTRIBUTE: table.shared_key}
+                builder.add_table(table.name, table.dataframe, placement_item(builder, table.placement), attributes)
+                continue
+            loaded.tables.append(builder.add_table(table.name, table.dataframe,
+                                                   placement_item(builder, table.placement), table.attributes))
+        hints = data.display
+        if hints.background in volume_nodes:
+            loaded.metrics["background_volume_id"] = volume_nodes[hints.background].GetID()
+        if hints.foreground in volume_nodes:
+            loaded.metrics["foreground_volume_id"] = volume_nodes[hints.foreground].GetID()
+            loaded.metrics["foreground_opacity"] = hints.foreground_opacity
+    report(progress, "Nodes created", 1.0)
+    return loaded
