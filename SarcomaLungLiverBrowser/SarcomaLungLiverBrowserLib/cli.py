@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_subcommands = None
     if add_subcommands is not None:
         add_subcommands(subparsers)
+    from .review.idc_cli import add_subcommands as add_idc_subcommands
+
+    add_idc_subcommands(subparsers)  # completeness, download (Imaging Data Commons)
     return parser
 
 
