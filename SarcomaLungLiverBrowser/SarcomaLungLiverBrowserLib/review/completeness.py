@@ -129,23 +129,26 @@ def index_version() -> str:
 
 
 def read_index(series_uids: Optional[Iterable[str]] = None, collections: Optional[Iterable[str]] = None,
-               path: Optional[Path] = None) -> Any:
+               path: Optional[Path] = None, extra_columns: Sequence[str] = ()) -> Any:
     """Rows of IDC's series index for some series and/or collections, as a DataFrame.
 
     Filters are pushed into the parquet reader, so only the matching rows
     become Python objects (the whole file is 1 million series).
+
+    :param extra_columns: index columns wanted besides :data:`INDEX_COLUMNS`.
     """
     import pyarrow.parquet as parquet
 
     path = Path(path) if path is not None else index_parquet_path()
+    columns = [*INDEX_COLUMNS, *[c for c in extra_columns if c not in INDEX_COLUMNS]]
     filters: List[Any] = []
     if series_uids is not None:
         filters.append(("SeriesInstanceUID", "in", sorted(set(series_uids))))
     if collections is not None:
         filters.append(("collection_id", "in", sorted(set(collections))))
     if any(len(f[2]) == 0 for f in filters):
-        return parquet.read_schema(path).empty_table().select(INDEX_COLUMNS).to_pandas()
-    table = parquet.read_table(path, columns=INDEX_COLUMNS, filters=[filters] if filters else None)
+        return parquet.read_schema(path).empty_table().select(columns).to_pandas()
+    table = parquet.read_table(path, columns=columns, filters=[filters] if filters else None)
     frame = table.to_pandas()
     frame["analysis_result_id"] = frame["analysis_result_id"].fillna("")
     frame["SeriesDescription"] = frame["SeriesDescription"].fillna("")
