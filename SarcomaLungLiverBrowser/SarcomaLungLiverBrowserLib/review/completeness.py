@@ -27,13 +27,14 @@ patient of the collections the series on disk belong to.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import DataError
 from ..formats.dicom_series import scan_folder
@@ -133,25 +134,34 @@ def read_index(series_uids: Optional[Iterable[str]] = None, collections: Optiona
     """Rows of IDC's series index for some series and/or collections, as a DataFrame.
 
     Filters are pushed into the parquet reader, so only the matching rows
-    become Python objects (the whole file is 1 million series).
+    become Python objects (the whole file is 1 million series). The last few
+    results are kept (a plan, then its verification, read the same rows).
 
     :param extra_columns: index columns wanted besides :data:`INDEX_COLUMNS`.
     """
+    path = Path(path) if path is not None else index_parquet_path()
+    columns = tuple([*INDEX_COLUMNS, *[c for c in extra_columns if c not in INDEX_COLUMNS]])
+    uids = frozenset(series_uids) if series_uids is not None else None
+    chosen = frozenset(collections) if collections is not None else None
+    return _read_index_cached(str(path), path.stat().st_mtime_ns, uids, chosen, columns).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_index_cached(path: str, mtime_ns: int, series_uids: Optional[frozenset], collections: Optional[frozenset],
+                       columns: Tuple[str, ...]) -> Any:
     import pyarrow.parquet as parquet
 
-    path = Path(path) if path is not None else index_parquet_path()
-    columns = [*INDEX_COLUMNS, *[c for c in extra_columns if c not in INDEX_COLUMNS]]
     filters: List[Any] = []
     if series_uids is not None:
-        filters.append(("SeriesInstanceUID", "in", sorted(set(series_uids))))
+        filters.append(("SeriesInstanceUID", "in", sorted(series_uids)))
     if collections is not None:
-        filters.append(("collection_id", "in", sorted(set(collections))))
+        filters.append(("collection_id", "in", sorted(collections)))
     if any(len(f[2]) == 0 for f in filters):
-        return parquet.read_schema(path).empty_table().select(columns).to_pandas()
-    table = parquet.read_table(path, columns=columns, filters=[filters] if filters else None)
-    frame = table.to_pandas()
-    frame["analysis_result_id"] = frame["analysis_result_id"].fillna("")
-    frame["SeriesDescription"] = frame["SeriesDescription"].fillna("")
+        frame = parquet.read_schema(path).empty_table().select(list(columns)).to_pandas()
+    else:
+        frame = parquet.read_table(path, columns=list(columns), filters=[filters] if filters else None).to_pandas()
+    frame["analysis_result_id"] = frame["analysis_result_id"].fillna("").astype(str)
+    frame["SeriesDescription"] = frame["SeriesDescription"].fillna("").astype(str)
     frame["instanceCount"] = frame["instanceCount"].astype("int64")
     return frame
 
