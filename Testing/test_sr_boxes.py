@@ -25,6 +25,7 @@ from SarcomaLungLiverBrowserLib.formats.sr_boxes import (
     BOX_SR_DESCRIPTION,
     SliceBoxRecord,
     check_sr_boxes_against_images,
+    collect_sr_boxes,
     class_letter_of_code,
     class_letter_of_name,
     compare_voc_and_sr,
@@ -316,3 +317,19 @@ def test_non_sr_files_are_refused_naming_the_file(real_case: RealCase, tmp_path:
     with pytest.raises(DataError) as error:
         read_sr_boxes(truncated)
     assert "truncated_SR.dcm" in str(error.value)
+
+
+def test_collect_sr_boxes_turns_every_problem_into_a_finding(real_case: RealCase, tmp_path: Path) -> None:
+    good = write_idc_form_srs(real_case.voc, real_case.headers, tmp_path / "sr")
+    empty = _one_group_sr(real_case, tmp_path / "bad", "empty_SR.dcm", groups=False)
+    garbage = tmp_path / "bad" / "garbage_SR.dcm"
+    garbage.write_bytes(b"\0" * 200)
+    sizes = {uid: (int(h.rows), int(h.columns)) for uid, h in real_case.headers.items()
+             if uid != real_case.voc[0].sop_instance_uid}  # one annotated image is not on disk
+    records, findings = collect_sr_boxes([*good, empty, garbage], sizes, "Lung_Dx-A0002")
+    assert sorted(map(_key, records)) == sorted(map(_key, real_case.voc))
+    assert sorted((f.check, Path(f.path).name) for f in findings) == sorted([
+        ("lung.sr_unreadable", "empty_SR.dcm"), ("lung.sr_unreadable", "garbage_SR.dcm"),
+        ("lung.sr_unmatched", next(r.source.name for r in records
+                                   if r.sop_instance_uid == real_case.voc[0].sop_instance_uid))])
+    assert all(Path(f.path).name in f.message for f in findings)

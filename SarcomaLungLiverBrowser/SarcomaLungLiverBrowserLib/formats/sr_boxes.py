@@ -50,6 +50,7 @@ __all__ = [
     "check_sr_boxes_against_images",
     "compare_voc_and_sr",
     "is_box_sr_header",
+    "collect_sr_boxes",
 ]
 
 PathLike = Union[str, Path]
@@ -421,3 +422,28 @@ def compare_voc_and_sr(voc_records: Iterable[SliceBoxRecord], sr_records: Iterab
                                     f"{sr.where} box {sr.box} has no counterpart in {voc_files} on image {sop_uid}",
                                     case_id=case_id, path=str(sr.source)))
     return findings
+
+
+def collect_sr_boxes(paths: Iterable[PathLike], image_sizes: Mapping[str, Tuple[int, int]], case_id: str = ""
+                     ) -> Tuple[List[SliceBoxRecord], List[Finding]]:
+    """The boxes of several SR files, and findings for everything that went wrong, never raising.
+
+    An unreadable or box-less SR is an error finding naming it; a skipped
+    measurement group a warning; boxes on unknown images or reaching outside
+    their image are reported by :func:`check_sr_boxes_against_images` (the
+    records are all returned; placing them is the caller's choice).
+    """
+    records: List[SliceBoxRecord] = []
+    findings: List[Finding] = []
+    for path in paths:
+        try:
+            result = read_sr_boxes(path)
+        except DataError as error:
+            findings.append(Finding(ERROR, "lung.sr_unreadable", f"{Path(path).name} skipped: {error.problem}",
+                                    case_id=case_id, path=str(path)))
+            continue
+        findings.extend(Finding(WARNING, "lung.sr_group_skipped", problem, case_id=case_id, path=str(path))
+                        for problem in result.problems)
+        records.extend(result.records)
+    findings.extend(check_sr_boxes_against_images(records, image_sizes, case_id))
+    return records, findings
