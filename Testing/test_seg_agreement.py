@@ -15,6 +15,7 @@ from SarcomaLungLiverBrowserLib.formats.dicom_series import group_by_series, rea
 from SarcomaLungLiverBrowserLib.formats.seg_agreement import (
     TUMOUR,
     Structure,
+    collection_agreement,
     compare_structures,
     dice,
     grid_spacing_kji,
@@ -219,3 +220,22 @@ def test_expert_and_bamf_coded_ai_seg_give_per_structure_results(crlm_root: Path
     assert all(r.dice == pytest.approx(1.0) for r in pairs)
     assert [r.reference_labels for r in agreement.rows if r.kind == "tumour missed"] == [tumour_labels[-1]]
     assert len([r for r in agreement.rows if r.kind == "tumour extra"]) == 1
+
+
+def test_collection_summary_over_cases() -> None:
+    anatomy, liver = SegCode("123037004", "SCT", "Anatomical Structure"), SegCode("10200004", "SCT", "Liver")
+    a = np.zeros((4, 4, 4), dtype=bool)
+    a[1:3, 1:3, 1:3] = True
+    b = np.zeros_like(a)
+    b[1:3, 1:3, 1:4] = True
+    per_case = {
+        "case 1": compare_structures([Structure("Liver", a, anatomy, liver)], [Structure("Liver", a, anatomy, liver)],
+                                     (1, 1, 1)),
+        "case 2": compare_structures([Structure("Liver", a, anatomy, liver)], [Structure("Liver", b, anatomy, liver)],
+                                     (1, 1, 1)),
+    }
+    rows, summary = collection_agreement(per_case)
+    assert list(rows.case_id) == ["case 1", "case 2"]
+    liver_row = summary[(summary.kind == "structure") & (summary.structure == "Liver")].iloc[0]
+    assert liver_row.cases == 2
+    assert liver_row.dice_mean == pytest.approx((1.0 + dice(a, b)) / 2, abs=1e-9)

@@ -340,4 +340,23 @@ def grid_spacing_kji(ijk_to_ras: np.ndarray) -> Tuple[float, float, float]:
     return float(k), float(j), float(i)
 
 
-__all__ += ["grid_spacing_kji"]
+def collection_agreement(per_case: Dict[str, Agreement]) -> Tuple[Any, Any]:
+    """(every row with its case, a summary per kind and structure) for a collection's report.
+
+    The summary gives the number of cases and the mean and median Dice and
+    HD95 over the cases where they are defined, and the mean volume difference.
+    """
+    import pandas as pd
+
+    frames = [agreement.to_dataframe().assign(case_id=case_id) for case_id, agreement in per_case.items()]
+    columns = ["case_id", *AgreementRow.__dataclass_fields__]
+    rows = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    summary = (rows.groupby(["kind", "structure"], sort=False)
+               .agg(cases=("case_id", "nunique"), dice_mean=("dice", "mean"), dice_median=("dice", "median"),
+                    hd95_mean_mm=("hd95_mm", "mean"), hd95_median_mm=("hd95_mm", "median"),
+                    volume_difference_mean_ml=("volume_difference_ml", "mean"))
+               .reset_index()) if len(rows) else pd.DataFrame()
+    return rows, summary
+
+
+__all__ += ["grid_spacing_kji", "collection_agreement"]
