@@ -97,8 +97,9 @@ def add_subcommands(subparsers: Any) -> None:
     completeness.add_argument("folder", type=Path)
     completeness.add_argument("--collection", action="append",
                               help="IDC collection ID, e.g. lung_pet_ct_dx (repeatable; default: from the data)")
-    completeness.add_argument("--patients", action="extend", type=_patient_list, help="the patients expected, comma-separated or repeated "
-                              "(default: the download's selection, else every patient of the collection)")
+    completeness.add_argument("--patients", action="extend", type=_patient_list,
+                              help="the patients expected, comma-separated or repeated "
+                                   "(default: the download's selection, else every patient of the collection)")
     completeness.add_argument("--csv", type=Path, help="write the table to this CSV file")
     completeness.add_argument("--html", type=Path, help="write an HTML fragment for the report to this file")
     completeness.add_argument("--index", type=Path, help="idc_index.parquet to use instead of idc-index-data's")
