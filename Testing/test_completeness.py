@@ -29,7 +29,6 @@ from SarcomaLungLiverBrowserLib.review.completeness import (
     write_selection,
 )
 
-pytest.importorskip("pyarrow")
 CRLM = "colorectal_liver_metastases"
 PATIENTS = ["CRLM-CT-1040", "CRLM-CT-1085", "CRLM-CT-1090", "CRLM-CT-1094"]
 SOP_CLASS = {"CT": "1.2.840.10008.5.1.4.1.1.2", "SEG": "1.2.840.10008.5.1.4.1.1.66.4",

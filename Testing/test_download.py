@@ -64,6 +64,15 @@ STAND_IN = textwrap.dedent('''\
 ''')
 
 
+def _idc_index():
+    """idc-index is pinned in requirements-lock.txt: its absence is a broken test environment, not a skip."""
+    try:
+        import idc_index
+    except ImportError as error:
+        pytest.fail(f"idc-index==0.13.4 must be installed for these tests ({error})", pytrace=False)
+    return idc_index
+
+
 # ---------------------------------------------------------------------- selection, offline
 @pytest.fixture(scope="module")
 def index_path() -> Path:
@@ -71,7 +80,7 @@ def index_path() -> Path:
 
 
 def test_idc_index_uses_the_hierarchy_the_plan_assumes() -> None:
-    idc_index = pytest.importorskip("idc_index")
+    idc_index = _idc_index()
     assert idc_index.IDCClient.DOWNLOAD_HIERARCHY_DEFAULT == DOWNLOAD_HIERARCHY
 
 
@@ -130,7 +139,7 @@ def test_cli_dry_run_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory, index_path: Path):
     """idc-index's client using a local s5cmd stand-in, and a local 'bucket' holding one patient's series."""
-    pytest.importorskip("idc_index")
+    _idc_index()
     root = tmp_path_factory.mktemp("stand_in")
     bin_folder = root / "bin"
     bin_folder.mkdir()
