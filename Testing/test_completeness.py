@@ -204,3 +204,25 @@ def test_bad_arguments_name_what_is_wrong(tmp_path: Path, index_path: Path) -> N
         check_completeness(tmp_path / "empty", index_path=index_path)
     result = check_completeness(tmp_path / "empty", collections=[CRLM], patients=["Nobody"], index_path=index_path)
     assert [r["detail"] for r in result.rows] == [f"IDC's {CRLM} has no patient Nobody"]
+
+
+def test_the_index_is_installed_at_first_use_or_named_when_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from SarcomaLungLiverBrowserLib.review import completeness
+
+    import idc_index_data as real_module
+    monkeypatch.setitem(sys.modules, "idc_index_data", None)  # as if not installed
+    (tmp_path / "data").mkdir()
+    assert main(["--no-cache", "completeness", str(tmp_path / "data"), "--no-install"]) == 2
+    assert f"pip install {IDC_INDEX_DATA_REQUIREMENT}" in capsys.readouterr().err
+    installed = []
+
+    def fake_install(requirement: str) -> None:  # stands in for pip; makes the package importable again
+        installed.append(requirement)
+        sys.modules["idc_index_data"] = real_module
+
+    monkeypatch.setattr(completeness, "install_requirement", fake_install)
+    assert completeness.index_parquet_path(install=True).name == "idc_index.parquet"
+    assert installed == [IDC_INDEX_DATA_REQUIREMENT]
