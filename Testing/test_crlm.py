@@ -15,6 +15,7 @@ import slicer
 import vtk
 
 from SarcomaLungLiverBrowserLib.collections.crlm import (
+    CrlmCase,
     CrlmCollection,
     canonical_segment_name,
     export_segmentation,
@@ -25,7 +26,6 @@ from SarcomaLungLiverBrowserLib.collections.crlm import (
 from SarcomaLungLiverBrowserLib.formats.dicom_seg import decode_seg, read_seg_header
 from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
 from SarcomaLungLiverBrowserLib.errors import DataError
-from SarcomaLungLiverBrowserLib.registry import CaseInfo
 from SarcomaLungLiverBrowserLib.samples import crlm as sample
 from SarcomaLungLiverBrowserLib.scene.builder import SceneBuilder, segment_mask
 
@@ -38,7 +38,7 @@ def crlm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cases(crlm_root: Path) -> Dict[str, CaseInfo]:
+def cases(crlm_root: Path) -> Dict[str, CrlmCase]:
     return {case.case_id: case for case in CrlmCollection(crlm_root).discover_cases()}
 
 
@@ -108,15 +108,15 @@ def test_detect(crlm_root: Path, tmp_path: Path) -> None:
     assert not CrlmCollection.detect(tmp_path / "other")
 
 
-def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CaseInfo]) -> None:
+def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CrlmCase]) -> None:
     assert sorted(cases) == ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"]
     assert cases["CRLM-CT-1001"].summary["layout"] == "nbia"
     assert cases["CRLM-CT-1003"].summary["layout"] == "idc"
     assert [case.summary["segments"] for case in cases.values()] == [6, 12, 5]
     idc = cases["CRLM-CT-1003"]
-    assert len(idc.files["seg_files"]) == 1 and len(idc.files["ai_seg_files"]) == 1
-    assert read_seg_header(Path(idc.files["ai_seg_files"][0])).series_description.startswith("AIMI")
-    assert read_seg_header(Path(idc.files["seg_files"][0])).series_description == "Segmentation"
+    assert len(idc.seg_files) == 1 and len(idc.ai_seg_files) == 1
+    assert read_seg_header(idc.ai_seg_files[0]).series_description.startswith("AIMI")
+    assert read_seg_header(idc.seg_files[0]).series_description == "Segmentation"
     for case in cases.values():
         (seg_path, ct_uid), = CrlmCollection.pair_segmentations(case)
         summary, _ = sample.load_ground_truth(case.root, case.case_id)
@@ -126,7 +126,7 @@ def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CaseInfo]) -> None
 
 # ---------------------------------------------------------------------------------------------- loading
 @pytest.mark.parametrize("case_id", ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"])
-def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder,
+def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder,
                                        case_id: str) -> None:
     loaded = CrlmCollection(crlm_root).load_case(cases[case_id], builder)
     summary, masks = sample.load_ground_truth(crlm_root, case_id)
@@ -164,7 +164,7 @@ def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CaseInf
     assert all(f.ras is not None and f.segment_id for f in outside)
 
 
-def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder) -> None:
+def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:
     collection = CrlmCollection(crlm_root)
     with_colours = collection.load_case(cases["CRLM-CT-1001"], builder).segmentations[0].GetSegmentation()
     without = collection.load_case(cases["CRLM-CT-1002"], builder).segmentations[0].GetSegmentation()
@@ -176,7 +176,7 @@ def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CaseInfo
     assert len(tumour_colours) > 1
 
 
-def test_hierarchy_and_clinical_tables(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder) -> None:
+def test_hierarchy_and_clinical_tables(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:
     collection = CrlmCollection(crlm_root)
     first = collection.load_case(cases["CRLM-CT-1001"], builder)
     second = collection.load_case(cases["CRLM-CT-1002"], builder)
@@ -208,7 +208,7 @@ def test_clinical_workbook_with_spaces_in_its_name(crlm_root: Path, tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------------------------- export
-def test_edited_segmentation_exports_and_reloads(crlm_root: Path, cases: Dict[str, CaseInfo],
+def test_edited_segmentation_exports_and_reloads(crlm_root: Path, cases: Dict[str, CrlmCase],
                                                  builder: SceneBuilder, tmp_path: Path) -> None:
     loaded = CrlmCollection(crlm_root).load_case(cases["CRLM-CT-1002"], builder)
     node = loaded.segmentations[0]
@@ -263,7 +263,7 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
     root = _copy_case(crlm_root, tmp_path)
     collection = CrlmCollection(root)
     case = collection.find_case("CRLM-CT-1002")
-    seg_path = Path(case.files["seg_files"][0])
+    seg_path = case.seg_files[0]
     data = seg_path.read_bytes()
     seg_path.write_bytes(data[: len(data) // 2])
     scene = builder.scene
