@@ -264,6 +264,9 @@ class CrlmCase(CaseRecord):
         """IDC's AI SEG files (not loaded), sorted."""
         return sorted(seg.path for seg in self.segs if seg.is_ai)
 
+    def location(self) -> Optional[Path]:
+        return self.patient_folders[0] if self.patient_folders else None
+
     def seg(self, path: Path) -> SegFile:
         """The SEG file record for ``path``."""
         return next(seg for seg in self.segs if seg.path == Path(path))

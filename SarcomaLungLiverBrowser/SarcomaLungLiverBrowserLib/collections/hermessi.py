@@ -253,6 +253,12 @@ class HermessiCase(CaseRecord):
 
     images: List[ImageEntry] = field(default_factory=list)
 
+    def location(self) -> Optional[Path]:
+        """The deepest folder holding every image of the case."""
+        if not self.images:
+            return None
+        return Path(os.path.commonpath([str(entry.path.parent) for entry in self.images]))
+
 
 class HermessiSarcomaMriCollection(Collection):
     """Hermessi et al. 2019 soft-tissue sarcoma MRI slices (LPS vs LMS)."""

@@ -326,6 +326,13 @@ class Ispy1Case(CaseRecord):
     unrecognised: List[Path] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
 
+    def location(self) -> Optional[Path]:
+        """The case's folder of native images (else of z-scored images)."""
+        for images in (self.native, self.zscored):
+            if images:
+                return next(iter(images.values())).parent
+        return None
+
     def images(self, family: str) -> Dict[str, Path]:
         """Phase -> file of one image family (``"native"`` or ``"zscored"``)."""
         return self.native if family == "native" else self.zscored
