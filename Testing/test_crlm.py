@@ -130,7 +130,10 @@ def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CrlmCas
                                        case_id: str) -> None:
     loaded = CrlmCollection(crlm_root).load_case(cases[case_id], builder)
     summary, masks = sample.load_ground_truth(crlm_root, case_id)
-    assert len(loaded.volumes) == 1 and len(loaded.segmentations) == 1
+    assert len(loaded.volumes) == 1
+    # 1003 (IDC layout) also has a bamf AI SEG: it loads as a second segmentation (see test_ai_seg_...).
+    assert len(loaded.segmentations) == (2 if summary["ai_seg_path"] else 1)
+    assert loaded.segmentations[0].GetName() == f"{case_id} segmentation"
     shape, ijk_to_ras = SceneBuilder.volume_geometry(loaded.volumes[0])
     assert list(shape) == summary["shape_kji"]
     node = loaded.segmentations[0]
@@ -162,6 +165,58 @@ def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CrlmCas
     outside = [f for f in loaded.findings if f.check == "crlm.tumour_outside_liver"]
     assert len(outside) == sum(1 for count in summary["tumour_voxels_outside_liver"].values() if count)
     assert all(f.ras is not None and f.segment_id for f in outside)
+
+
+def test_ai_seg_loads_beside_the_expert_seg_named_from_its_series(crlm_root: Path, cases: Dict[str, CrlmCase],
+                                                                  builder: SceneBuilder) -> None:
+    collection = CrlmCollection(crlm_root)
+    case = cases["CRLM-CT-1003"]
+    assert case.summary["AI SEG"] == 1
+    loaded = collection.load_case(case, builder)
+    expert, ai = loaded.segmentations
+    assert ai.GetName() == "CRLM-CT-1003 AIMI liver-tumor AI segmentation"
+    assert ai.GetAttribute("SarcomaLungLiverBrowser.crlm.seg_role") == "ai"
+    assert expert.GetAttribute("SarcomaLungLiverBrowser.crlm.seg_role") == "expert"
+    # Both on the one CT, in the same study.
+    hierarchy = builder.hierarchy
+    study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(loaded.volumes[0]))
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ai)) == study
+    # The AI masks, as the sample wrote them: the liver eroded by one row, every tumour merged into one label.
+    summary, masks = sample.load_ground_truth(crlm_root, case.case_id)
+    liver = masks[0].copy()
+    liver[:, 1:, :] &= masks[0][:, :-1, :]
+    tumour = np.any([mask for truth, mask in zip(summary["segments"], masks) if truth["label"].startswith("Tumor")],
+                    axis=0)
+    shape, ijk_to_ras = SceneBuilder.volume_geometry(loaded.volumes[0])
+    segmentation = ai.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
+        ["Liver", "Liver tumor"]
+    assert np.array_equal(segment_mask(ai, "Liver", shape, ijk_to_ras), liver)
+    assert np.array_equal(segment_mask(ai, "Liver tumor", shape, ijk_to_ras), tumour)
+    # The expert SEG's measurements stay the case's; each SEG is measured on its own too.
+    assert loaded.metrics["seg_path"] == str(case.seg_files[0])
+    assert set(loaded.metrics["per_segmentation"]) == {expert.GetName(), ai.GetName()}
+    voxel_cm3 = abs(np.linalg.det(ijk_to_ras[:3, :3])) / 1000
+    assert loaded.metrics["per_segmentation"][ai.GetName()]["segment_volumes_cm3"]["Liver"] == \
+        pytest.approx(np.count_nonzero(liver) * voxel_cm3, rel=1e-3)
+    info = [f for f in loaded.findings if f.check == "crlm.ai_segmentation"]
+    assert len(info) == 1 and info[0].node_name == ai.GetName() and "AIMI liver-tumor" in info[0].message
+
+
+def test_ai_seg_whose_ct_is_missing_is_named_and_the_expert_seg_still_loads(crlm_root: Path, tmp_path: Path,
+                                                                           builder: SceneBuilder) -> None:
+    root = tmp_path / "Colorectal-Liver-Metastases"
+    shutil.copytree(crlm_root / "colorectal_liver_metastases", root / "colorectal_liver_metastases")
+    collection = CrlmCollection(root)
+    case = collection.find_case("CRLM-CT-1003")
+    ai_path = case.ai_seg_files[0]
+    seg = pydicom.dcmread(str(ai_path))
+    seg.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5"
+    seg.save_as(str(ai_path))
+    loaded = collection.load_case(collection.find_case("CRLM-CT-1003"), builder)
+    assert [node.GetName() for node in loaded.segmentations] == ["CRLM-CT-1003 segmentation"]
+    unpaired = [f for f in loaded.findings if f.check == "crlm.ai_segmentation_unpaired"]
+    assert len(unpaired) == 1 and ai_path.name in unpaired[0].message and "1.2.3.4.5" in unpaired[0].message
 
 
 def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:

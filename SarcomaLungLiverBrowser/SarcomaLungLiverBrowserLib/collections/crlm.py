@@ -8,7 +8,9 @@ Segments overlap by design (the liver contains tumours and remnant; vessels
 leave the liver), and dcmqi omits empty frames, so a SEG covers only part of
 the CT. IDC holds, under the same collection, bamf AIMI AI SEGs ("AIMI
 liver-tumor AI segmentation") beside the original SEG ("Segmentation",
-Manufacturer QIICR); only the original is loaded.
+Manufacturer QIICR); each SEG loads as its own segmentation on its CT, the
+original named ``<case> segmentation`` and the others from their series
+(:func:`segmentation_names`), and each is checked alike.
 
 Layouts: NBIA (``manifest-*/Colorectal-Liver-Metastases/CRLM-CT-1001/<study>/
 <series>/1-01.dcm``, SEG ``100.000000-Segmentation-*/1-1.dcm``, ``metadata.csv``)
@@ -60,6 +62,7 @@ __all__ = [
     "canonical_segment_name",
     "structure_kind",
     "is_ai_segmentation",
+    "segmentation_names",
     "read_clinical_table",
     "find_clinical_row",
     "export_segmentation",
@@ -261,7 +264,7 @@ class CrlmCase(CaseRecord):
 
     @property
     def ai_seg_files(self) -> List[Path]:
-        """IDC's AI SEG files (not loaded), sorted."""
+        """IDC's AI (and radiologist-corrected AI) SEG files, sorted."""
         return sorted(seg.path for seg in self.segs if seg.is_ai)
 
     def location(self) -> Optional[Path]:
@@ -437,7 +440,7 @@ class CrlmCollection(Collection):
             "layout": "+".join(files.layouts) or "?",
             "CT series": len(ct_series),
             "SEG": len(expert),
-            "AI SEG (not loaded)": len(segs) - len(expert),
+            "AI SEG": len(segs) - len(expert),
             "segments": len(first_labels),
             "tumours": kinds.count("tumour"),
         }
@@ -489,9 +492,29 @@ class CrlmCollection(Collection):
                                       f"(CT series found: {found}); nothing was loaded")
         return pairs
 
+    @staticmethod
+    def pair_ai_segmentations(case: CrlmCase) -> Tuple[List[Tuple[Path, str]], List[Finding]]:
+        """(AI SEG file, SeriesInstanceUID of its CT) for each AI SEG whose CT is in the case, and a warning
+        naming each one whose CT is not (the expert annotation still loads without it)."""
+        pairs: List[Tuple[Path, str]] = []
+        unpaired: List[Finding] = []
+        for seg_path in case.ai_seg_files:
+            referenced = case.seg(seg_path).referenced_series_uids
+            present = [uid for uid in referenced if uid in case.ct_series]
+            if not present and not referenced and len(case.ct_series) == 1:
+                present = list(case.ct_series)
+            if present:
+                pairs.append((seg_path, present[0]))
+                continue
+            unpaired.append(Finding(
+                WARNING, "crlm.ai_segmentation_unpaired",
+                f"{seg_path.name}: AI segmentation references CT series {', '.join(referenced) or '(none)'}, "
+                f"which is not in case {case.case_id}; not loaded", case_id=case.case_id, path=str(seg_path)))
+        return pairs, unpaired
+
     # ------------------------------------------------------------------ reading
     def read_case(self, case: CrlmCase, progress: Optional[ProgressCallback] = None) -> CaseData:
-        """The CT, the original SEG as a segmentation on it and the clinical data of a case, as plain data.
+        """The CT, every SEG (original, then AI) as a segmentation on it and the clinical data, as plain data.
 
         Everything is read and decoded here; :meth:`check_case` measures the
         decoded segments. ``provenance["ct_volumes"]`` keeps each CT as read
@@ -511,11 +534,14 @@ class CrlmCollection(Collection):
         for index, uid in enumerate(ct_uids):
             volumes[uid] = self._read_ct(case, uid, sub_progress(progress, 0.5 * index / len(ct_uids),
                                                                  0.5 * (index + 1) / len(ct_uids)), data)
+        ai_pairs, unpaired = self.pair_ai_segmentations(case)
+        data.findings.extend(unpaired)
+        every_pair = [*pairs, *ai_pairs]  # the expert SEG first: its measurements are the case's metrics
         decoded: List[Tuple["DecodedSegmentation", str]] = []
-        for index, (seg_path, uid) in enumerate(pairs):
+        for index, (seg_path, uid) in enumerate(every_pair):
             decoded.append((decode_seg(seg_path, volumes[uid], case.case_id,
-                                       sub_progress(progress, 0.5 + 0.3 * index / len(pairs),
-                                                    0.5 + 0.3 * (index + 1) / len(pairs))), uid))
+                                       sub_progress(progress, 0.5 + 0.3 * index / len(every_pair),
+                                                    0.5 + 0.3 * (index + 1) / len(every_pair))), uid))
         report(progress, f"Arranging {case.case_id}", 0.85)
         for uid, volume in volumes.items():
             first = volume.instances[0]
@@ -524,21 +550,24 @@ class CrlmCollection(Collection):
                 ABDOMEN_WINDOWS,
                 {"case_id": case.case_id, "SeriesInstanceUID": uid, "crlm.ct_folder": str(first.path.parent)}))
         read_segmentations: List[_ReadSegmentation] = []
-        for result, uid in decoded:
-            segmentation, segment_ids = _segmentation_data(case, result, volumes[uid], several=len(decoded) > 1)
+        names = segmentation_names(case, [case.seg(result.path) for result, _ in decoded])
+        for (result, uid), name in zip(decoded, names):
+            segmentation, segment_ids = _segmentation_data(case, result, volumes[uid], name, case.seg(result.path))
             data.segmentations.append(segmentation)
             read_segmentations.append(_ReadSegmentation(result, uid, segment_ids, segmentation.name))
             data.findings.extend(_with_node(finding, segmentation.name) for finding in result.findings)
-        if not decoded:
+            if case.seg(result.path).is_ai:
+                data.findings.append(Finding(
+                    INFO, "crlm.ai_segmentation",
+                    f"{result.path.name}: AI segmentation ({_series_label(case.seg(result.path), result)}) "
+                    f"loaded as {name!r} beside the collection's SEG", case_id=case.case_id, path=str(result.path),
+                    node_name=name))
+        if not pairs:
             data.findings.append(Finding(
                 WARNING, "crlm.no_segmentation",
-                f"{case.case_id}: no original DICOM SEG found; only the CT was loaded",
+                f"{case.case_id}: no original DICOM SEG found; "
+                + ("only AI segmentations were loaded" if ai_pairs else "only the CT was loaded"),
                 case_id=case.case_id, path=str(case.patient_folders[0])))
-        for path in case.ai_seg_files:
-            data.findings.append(Finding(
-                INFO, "crlm.ai_segmentation_skipped",
-                f"{path.name}: AI segmentation (bamf AIMI) is not the collection's SEG; not loaded",
-                case_id=case.case_id, path=str(path)))
         for problem in case.problems:
             data.findings.append(Finding(WARNING, "crlm.unreadable_file", problem, case_id=case.case_id))
         self._read_clinical(case, _study_placement(case, volumes[ct_uids[0]].instances[0]), data)
@@ -667,8 +696,37 @@ class CrlmCollection(Collection):
 
 
 # ---------------------------------------------------------------------------------------------- segmentations
-def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: DicomVolume,
-                       several: bool) -> Tuple[SegmentationData, Dict[int, str]]:
+def _series_label(seg: SegFile, result: Optional["DecodedSegmentation"] = None) -> str:
+    """What a SEG series calls itself: SeriesDescription, else its segments' algorithm, else its content creator."""
+    algorithms = [segment.algorithm_name for segment in (result.segments if result is not None else [])
+                  if segment.algorithm_name]
+    return (seg.series_description.strip() or (algorithms[0] if algorithms else "")
+            or seg.content_creator_name.strip() or ("AI segmentation" if seg.is_ai else "segmentation"))
+
+
+def segmentation_names(case: CrlmCase, segs: Sequence[SegFile]) -> List[str]:
+    """Node names for a case's SEGs, in order, all distinct.
+
+    The collection's own SEG keeps the name it always had, ``<case> segmentation``
+    (with the end of its series UID when a case has several); each AI or
+    corrected SEG is named from its series, ``<case> <SeriesDescription>``
+    (or its algorithm or content creator), so a reviewer tells them apart.
+    """
+    experts = [seg for seg in segs if not seg.is_ai]
+    names: List[str] = []
+    for seg in segs:
+        if not seg.is_ai:
+            name = f"{case.case_id} segmentation" + (f" {seg.series_instance_uid[-6:]}" if len(experts) > 1 else "")
+        else:
+            name = f"{case.case_id} {_series_label(seg)}"
+        if name in names:
+            name = f"{name} {seg.series_instance_uid[-6:]}"
+        names.append(name)
+    return names
+
+
+def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: DicomVolume, node_name: str,
+                       seg: SegFile) -> Tuple[SegmentationData, Dict[int, str]]:
     """The segmentation of a decoded SEG (canonical names, SEG or default colours) and SEG number -> segment ID."""
     from ..formats.dicom_seg import segment_tags, terminology_entry
 
@@ -701,12 +759,13 @@ def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: Di
                                           segment.anatomic_region) or None,
             tags=tags,
         ))
-    name = f"{case.case_id} segmentation" + (f" {result.series_instance_uid[-6:]}" if several else "")
     first = volume.instances[0]
     segmentation = SegmentationData(
-        f"seg/{result.series_instance_uid}", name, volume.series_instance_uid, specs, _study_placement(case, first),
+        f"seg/{result.series_instance_uid}", node_name, volume.series_instance_uid, specs,
+        _study_placement(case, first),
         {"case_id": case.case_id, "SeriesInstanceUID": result.series_instance_uid, "crlm.seg_path": str(result.path),
-         "crlm.ct_folder": str(first.path.parent), "crlm.ct_series_uid": volume.series_instance_uid})
+         "crlm.ct_folder": str(first.path.parent), "crlm.ct_series_uid": volume.series_instance_uid,
+         "crlm.seg_role": "ai" if seg.is_ai else "expert", "crlm.seg_description": seg.series_description})
     return segmentation, segment_ids
 
 
