@@ -51,7 +51,9 @@ def _module_name(collection_class: type) -> str:
 
 
 def _require_contract(collection_class: type) -> None:
-    if issubclass(collection_class, registry.Collection):
+    """Skip collections still on the legacy ``registry.Collection`` (builds its own nodes in ``load_case``)."""
+    legacy = getattr(registry, "Collection", None)
+    if legacy is not None and legacy is not Collection and issubclass(collection_class, legacy):
         pytest.skip(NOT_YET)
 
 
@@ -145,6 +147,8 @@ def test_discover_read_check_put_unload(collection_class: Type[Collection], head
         browser.unload_case(case.case_id)
         assert _scene_state(scene) == before, f"{case.case_id}: unloading left nodes or hierarchy items behind"
 
+    assert all(isinstance(finding, Finding) for finding in collection.check_collection(cases, []))
+
     # Read -> check -> put is also what loading does.
     loaded = browser.load_case(cases[0].case_id)
     assert loaded.data is not None and loaded.data.case is cases[0]
@@ -164,7 +168,7 @@ def test_import_and_detect_are_light(collection_class: Type[Collection], sample_
         collection_class = next(c for c in module.COLLECTIONS if c.key == {collection_class.key!r})
         detected = [collection_class.detect(Path({str(root)!r})), collection_class.detect(Path({str(tmp_path)!r}))]
         forbidden = {list(LIGHT_IMPORT_FORBIDDEN)!r}
-        heavy = sorted(name for name in sys.modules if name.split(".")[0] in forbidden)
+        heavy = sorted({{name.split(".")[0] for name in sys.modules}} & set(forbidden))
         print(json.dumps({{"detected": detected, "heavy": heavy}}))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -548,7 +548,9 @@ class CrlmCollection(Collection):
             data.volumes.append(VolumeData(
                 uid, f"{case.case_id} CT", volume.voxels, volume.ijk_to_ras, _study_placement(case, first),
                 ABDOMEN_WINDOWS,
-                {"case_id": case.case_id, "SeriesInstanceUID": uid, "crlm.ct_folder": str(first.path.parent)}))
+                {"case_id": case.case_id, "SeriesInstanceUID": uid, "crlm.ct_folder": str(first.path.parent)},
+                # The loaded case keeps its data (and the CT for corrections): one copy of the voxels, not two.
+                share_memory=True))
         read_segmentations: List[_ReadSegmentation] = []
         names = segmentation_names(case, [case.seg(result.path) for result, _ in decoded])
         for (result, uid), name in zip(decoded, names):

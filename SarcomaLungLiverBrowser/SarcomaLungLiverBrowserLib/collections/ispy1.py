@@ -587,7 +587,8 @@ class _CaseReader:
             key = f"{family}/{phase}"
             self.data.volumes.append(VolumeData(
                 key, name, volume.voxels, volume.ijk_to_ras, self.study,
-                attributes={"ispy1.phase": phase, "ispy1.family": family, "sourceFile": str(path)}))
+                attributes={"ispy1.phase": phase, "ispy1.family": family, "sourceFile": str(path)},
+                share_memory=True))  # the loaded case keeps its data: one copy of the voxels, not two
             self.images.append(_ReadImage(family, phase, volume, key))
 
     def _reference_for(self, family: str) -> Optional[_ReadImage]:
