@@ -219,6 +219,21 @@ def test_ai_seg_whose_ct_is_missing_is_named_and_the_expert_seg_still_loads(crlm
     assert len(unpaired) == 1 and ai_path.name in unpaired[0].message and "1.2.3.4.5" in unpaired[0].message
 
 
+def test_damaged_ai_seg_is_named_and_the_expert_seg_still_loads(crlm_root: Path, tmp_path: Path,
+                                                                builder: SceneBuilder) -> None:
+    root = tmp_path / "Colorectal-Liver-Metastases"
+    shutil.copytree(crlm_root / "colorectal_liver_metastases", root / "colorectal_liver_metastases")
+    collection = CrlmCollection(root)
+    case = collection.find_case("CRLM-CT-1003")
+    ai_path = case.ai_seg_files[0]
+    content = ai_path.read_bytes()
+    ai_path.write_bytes(content[: len(content) * 2 // 3])  # the header survives, the frames do not
+    loaded = collection.load_case(case, builder)
+    assert [node.GetName() for node in loaded.segmentations] == ["CRLM-CT-1003 segmentation"]
+    unreadable = [f for f in loaded.findings if f.check == "crlm.ai_segmentation_unreadable"]
+    assert len(unreadable) == 1 and unreadable[0].path == str(ai_path) and ai_path.name in unreadable[0].message
+
+
 def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:
     collection = CrlmCollection(crlm_root)
     with_colours = collection.load_case(cases["CRLM-CT-1001"], builder).segmentations[0].GetSegmentation()

@@ -539,9 +539,17 @@ class CrlmCollection(Collection):
         every_pair = [*pairs, *ai_pairs]  # the expert SEG first: its measurements are the case's metrics
         decoded: List[Tuple["DecodedSegmentation", str]] = []
         for index, (seg_path, uid) in enumerate(every_pair):
-            decoded.append((decode_seg(seg_path, volumes[uid], case.case_id,
-                                       sub_progress(progress, 0.5 + 0.3 * index / len(every_pair),
-                                                    0.5 + 0.3 * (index + 1) / len(every_pair))), uid))
+            part = sub_progress(progress, 0.5 + 0.3 * index / len(every_pair),
+                                0.5 + 0.3 * (index + 1) / len(every_pair))
+            try:
+                decoded.append((decode_seg(seg_path, volumes[uid], case.case_id, part), uid))
+            except DataError as error:
+                if not case.seg(seg_path).is_ai:
+                    raise  # the collection's own annotation: all or nothing
+                # A damaged AI SEG (e.g. a partial download) must not keep the expert annotation from review.
+                data.findings.append(Finding(WARNING, "crlm.ai_segmentation_unreadable",
+                                             f"{error}; this AI segmentation was not loaded",
+                                             case_id=case.case_id, path=str(seg_path)))
         report(progress, f"Arranging {case.case_id}", 0.85)
         for uid, volume in volumes.items():
             first = volume.instances[0]
