@@ -27,7 +27,7 @@ from SarcomaLungLiverBrowserLib import case_data, cli, registry
 from SarcomaLungLiverBrowserLib.browser import CollectionBrowser, cases_table
 from SarcomaLungLiverBrowserLib.case_data import CaseData, Placement, RoiData, TableData, VolumeData
 from SarcomaLungLiverBrowserLib.collections.base import LIGHT_IMPORT_FORBIDDEN, CaseRecord, Collection
-from SarcomaLungLiverBrowserLib.errors import DataError, NotACollectionError
+from SarcomaLungLiverBrowserLib.errors import NotACollectionError
 from SarcomaLungLiverBrowserLib.findings import WARNING, Finding
 from SarcomaLungLiverBrowserLib.progress import ProgressCallback
 from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa

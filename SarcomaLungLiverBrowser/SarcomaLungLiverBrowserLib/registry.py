@@ -14,7 +14,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Optional, Type
 
 from .case_data import CaseData, LoadedCase
 from .collections.base import CaseRecord
@@ -34,6 +34,7 @@ __all__ = [
     "collection_classes",
     "open_collection",
     "get_collection_class",
+    "describe_folder",
 ]
 
 #: Modules that define collections (in a module-level ``COLLECTIONS`` list), in detection order: a
