@@ -15,6 +15,7 @@ import slicer
 import vtk
 
 from SarcomaLungLiverBrowserLib.collections.crlm import (
+    CrlmCase,
     CrlmCollection,
     canonical_segment_name,
     export_segmentation,
@@ -25,7 +26,6 @@ from SarcomaLungLiverBrowserLib.collections.crlm import (
 from SarcomaLungLiverBrowserLib.formats.dicom_seg import decode_seg, read_seg_header
 from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
 from SarcomaLungLiverBrowserLib.errors import DataError
-from SarcomaLungLiverBrowserLib.registry import CaseInfo
 from SarcomaLungLiverBrowserLib.samples import crlm as sample
 from SarcomaLungLiverBrowserLib.scene.builder import SceneBuilder, segment_mask
 
@@ -38,7 +38,7 @@ def crlm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cases(crlm_root: Path) -> Dict[str, CaseInfo]:
+def cases(crlm_root: Path) -> Dict[str, CrlmCase]:
     return {case.case_id: case for case in CrlmCollection(crlm_root).discover_cases()}
 
 
@@ -108,15 +108,15 @@ def test_detect(crlm_root: Path, tmp_path: Path) -> None:
     assert not CrlmCollection.detect(tmp_path / "other")
 
 
-def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CaseInfo]) -> None:
+def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CrlmCase]) -> None:
     assert sorted(cases) == ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"]
     assert cases["CRLM-CT-1001"].summary["layout"] == "nbia"
     assert cases["CRLM-CT-1003"].summary["layout"] == "idc"
     assert [case.summary["segments"] for case in cases.values()] == [6, 12, 5]
     idc = cases["CRLM-CT-1003"]
-    assert len(idc.files["seg_files"]) == 1 and len(idc.files["ai_seg_files"]) == 1
-    assert read_seg_header(Path(idc.files["ai_seg_files"][0])).series_description.startswith("AIMI")
-    assert read_seg_header(Path(idc.files["seg_files"][0])).series_description == "Segmentation"
+    assert len(idc.seg_files) == 1 and len(idc.ai_seg_files) == 1
+    assert read_seg_header(idc.ai_seg_files[0]).series_description.startswith("AIMI")
+    assert read_seg_header(idc.seg_files[0]).series_description == "Segmentation"
     for case in cases.values():
         (seg_path, ct_uid), = CrlmCollection.pair_segmentations(case)
         summary, _ = sample.load_ground_truth(case.root, case.case_id)
@@ -126,11 +126,14 @@ def test_discovery_pairs_segs_and_filters_ai(cases: Dict[str, CaseInfo]) -> None
 
 # ---------------------------------------------------------------------------------------------- loading
 @pytest.mark.parametrize("case_id", ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"])
-def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder,
+def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder,
                                        case_id: str) -> None:
     loaded = CrlmCollection(crlm_root).load_case(cases[case_id], builder)
     summary, masks = sample.load_ground_truth(crlm_root, case_id)
-    assert len(loaded.volumes) == 1 and len(loaded.segmentations) == 1
+    assert len(loaded.volumes) == 1
+    # 1003 (IDC layout) also has a bamf AI SEG: it loads as a second segmentation (see test_ai_seg_...).
+    assert len(loaded.segmentations) == (2 if summary["ai_seg_path"] else 1)
+    assert loaded.segmentations[0].GetName() == f"{case_id} segmentation"
     shape, ijk_to_ras = SceneBuilder.volume_geometry(loaded.volumes[0])
     assert list(shape) == summary["shape_kji"]
     node = loaded.segmentations[0]
@@ -164,7 +167,74 @@ def test_case_round_trips_ground_truth(crlm_root: Path, cases: Dict[str, CaseInf
     assert all(f.ras is not None and f.segment_id for f in outside)
 
 
-def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder) -> None:
+def test_ai_seg_loads_beside_the_expert_seg_named_from_its_series(crlm_root: Path, cases: Dict[str, CrlmCase],
+                                                                  builder: SceneBuilder) -> None:
+    collection = CrlmCollection(crlm_root)
+    case = cases["CRLM-CT-1003"]
+    assert case.summary["AI SEG"] == 1
+    loaded = collection.load_case(case, builder)
+    expert, ai = loaded.segmentations
+    assert ai.GetName() == "CRLM-CT-1003 AIMI liver-tumor AI segmentation"
+    assert ai.GetAttribute("SarcomaLungLiverBrowser.crlm.seg_role") == "ai"
+    assert expert.GetAttribute("SarcomaLungLiverBrowser.crlm.seg_role") == "expert"
+    # Both on the one CT, in the same study.
+    hierarchy = builder.hierarchy
+    study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(loaded.volumes[0]))
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(ai)) == study
+    # The AI masks, as the sample wrote them: the liver eroded by one row, every tumour merged into one label.
+    summary, masks = sample.load_ground_truth(crlm_root, case.case_id)
+    liver = masks[0].copy()
+    liver[:, 1:, :] &= masks[0][:, :-1, :]
+    tumour = np.any([mask for truth, mask in zip(summary["segments"], masks) if truth["label"].startswith("Tumor")],
+                    axis=0)
+    shape, ijk_to_ras = SceneBuilder.volume_geometry(loaded.volumes[0])
+    segmentation = ai.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == \
+        ["Liver", "Liver tumor"]
+    assert np.array_equal(segment_mask(ai, "Liver", shape, ijk_to_ras), liver)
+    assert np.array_equal(segment_mask(ai, "Liver tumor", shape, ijk_to_ras), tumour)
+    # The expert SEG's measurements stay the case's; each SEG is measured on its own too.
+    assert loaded.metrics["seg_path"] == str(case.seg_files[0])
+    assert set(loaded.metrics["per_segmentation"]) == {expert.GetName(), ai.GetName()}
+    voxel_cm3 = abs(np.linalg.det(ijk_to_ras[:3, :3])) / 1000
+    assert loaded.metrics["per_segmentation"][ai.GetName()]["segment_volumes_cm3"]["Liver"] == \
+        pytest.approx(np.count_nonzero(liver) * voxel_cm3, rel=1e-3)
+    info = [f for f in loaded.findings if f.check == "crlm.ai_segmentation"]
+    assert len(info) == 1 and info[0].node_name == ai.GetName() and "AIMI liver-tumor" in info[0].message
+
+
+def test_ai_seg_whose_ct_is_missing_is_named_and_the_expert_seg_still_loads(crlm_root: Path, tmp_path: Path,
+                                                                           builder: SceneBuilder) -> None:
+    root = tmp_path / "Colorectal-Liver-Metastases"
+    shutil.copytree(crlm_root / "colorectal_liver_metastases", root / "colorectal_liver_metastases")
+    collection = CrlmCollection(root)
+    case = collection.find_case("CRLM-CT-1003")
+    ai_path = case.ai_seg_files[0]
+    seg = pydicom.dcmread(str(ai_path))
+    seg.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5"
+    seg.save_as(str(ai_path))
+    loaded = collection.load_case(collection.find_case("CRLM-CT-1003"), builder)
+    assert [node.GetName() for node in loaded.segmentations] == ["CRLM-CT-1003 segmentation"]
+    unpaired = [f for f in loaded.findings if f.check == "crlm.ai_segmentation_unpaired"]
+    assert len(unpaired) == 1 and ai_path.name in unpaired[0].message and "1.2.3.4.5" in unpaired[0].message
+
+
+def test_damaged_ai_seg_is_named_and_the_expert_seg_still_loads(crlm_root: Path, tmp_path: Path,
+                                                                builder: SceneBuilder) -> None:
+    root = tmp_path / "Colorectal-Liver-Metastases"
+    shutil.copytree(crlm_root / "colorectal_liver_metastases", root / "colorectal_liver_metastases")
+    collection = CrlmCollection(root)
+    case = collection.find_case("CRLM-CT-1003")
+    ai_path = case.ai_seg_files[0]
+    content = ai_path.read_bytes()
+    ai_path.write_bytes(content[: len(content) * 2 // 3])  # the header survives, the frames do not
+    loaded = collection.load_case(case, builder)
+    assert [node.GetName() for node in loaded.segmentations] == ["CRLM-CT-1003 segmentation"]
+    unreadable = [f for f in loaded.findings if f.check == "crlm.ai_segmentation_unreadable"]
+    assert len(unreadable) == 1 and unreadable[0].path == str(ai_path) and ai_path.name in unreadable[0].message
+
+
+def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:
     collection = CrlmCollection(crlm_root)
     with_colours = collection.load_case(cases["CRLM-CT-1001"], builder).segmentations[0].GetSegmentation()
     without = collection.load_case(cases["CRLM-CT-1002"], builder).segmentations[0].GetSegmentation()
@@ -176,7 +246,7 @@ def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CaseInfo
     assert len(tumour_colours) > 1
 
 
-def test_hierarchy_and_clinical_tables(crlm_root: Path, cases: Dict[str, CaseInfo], builder: SceneBuilder) -> None:
+def test_hierarchy_and_clinical_tables(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:
     collection = CrlmCollection(crlm_root)
     first = collection.load_case(cases["CRLM-CT-1001"], builder)
     second = collection.load_case(cases["CRLM-CT-1002"], builder)
@@ -208,7 +278,7 @@ def test_clinical_workbook_with_spaces_in_its_name(crlm_root: Path, tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------------------------- export
-def test_edited_segmentation_exports_and_reloads(crlm_root: Path, cases: Dict[str, CaseInfo],
+def test_edited_segmentation_exports_and_reloads(crlm_root: Path, cases: Dict[str, CrlmCase],
                                                  builder: SceneBuilder, tmp_path: Path) -> None:
     loaded = CrlmCollection(crlm_root).load_case(cases["CRLM-CT-1002"], builder)
     node = loaded.segmentations[0]
@@ -263,7 +333,7 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
     root = _copy_case(crlm_root, tmp_path)
     collection = CrlmCollection(root)
     case = collection.find_case("CRLM-CT-1002")
-    seg_path = Path(case.files["seg_files"][0])
+    seg_path = case.seg_files[0]
     data = seg_path.read_bytes()
     seg_path.write_bytes(data[: len(data) // 2])
     scene = builder.scene

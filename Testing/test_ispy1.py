@@ -128,9 +128,9 @@ def test_detect_and_discover_from_any_level(generated: Path, level: str) -> None
     cases = Ispy1Collection(root).discover_cases()
     assert [case.case_id for case in cases] == [case.case_id for case in sample.CASES]
     first = cases[0]
-    assert set(first.files["native"]) == {"DCE_0000", "DCE_0001", "DCE_0002"}
-    assert first.files["features"].name == "ISPY_DataPaper_features.xlsx"
-    assert first.files["captk"].name == "captk_parameter_file_ispy1.csv"
+    assert set(first.native) == {"DCE_0000", "DCE_0001", "DCE_0002"}
+    assert first.features.name == "ISPY_DataPaper_features.xlsx"
+    assert first.captk.name == "captk_parameter_file_ispy1.csv"
     assert first.summary["missing"] == ""
 
 
@@ -147,8 +147,8 @@ def test_uncompressed_and_unsuffixed_names_are_accepted(collection_copy: Path, b
         path.with_name(name).write_bytes(gzip.decompress(path.read_bytes()))
         path.unlink()
     case = Ispy1Collection(collection_copy).find_case("ispy1_1005")
-    assert case.files["zscored"]["DCE_0001"].name == "ISPY1_1005_DCE_0001_N3.nii"
-    assert case.files["stv_manual"].name == "ISPY1_1005.nii"
+    assert case.zscored["DCE_0001"].name == "ISPY1_1005_DCE_0001_N3.nii"
+    assert case.stv_manual.name == "ISPY1_1005.nii"
     result = load(collection_copy, builder, "ISPY1_1005")
     assert result.metrics["stv_dice"] == pytest.approx(sample.EXPECTED["ISPY1_1005"]["dice"], abs=1e-6)
 

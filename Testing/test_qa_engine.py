@@ -153,7 +153,7 @@ SAMPLES = ["crlm", "lung_pet_ct_dx", "ispy1", "soft_tissue_sarcoma", "hermessi"]
 #: QA status per case, checks a case must report, checks the collection as a whole must report.
 EXPECTED = {
     "crlm": ({"CRLM-CT-1001": "ok", "CRLM-CT-1002": "warnings", "CRLM-CT-1003": "ok"},
-             {"CRLM-CT-1002": {"crlm.tumour_outside_liver"}, "CRLM-CT-1003": {"crlm.ai_segmentation_skipped"}},
+             {"CRLM-CT-1002": {"crlm.tumour_outside_liver"}, "CRLM-CT-1003": {"crlm.ai_segmentation"}},
              set()),
     "lung_pet_ct_dx": ({"Lung_Dx-A0001": "warnings", "Lung_Dx-B0002": "errors", "Lung_Dx-G0003": "ok"},
                        {"Lung_Dx-A0001": {"lung.box_outside_image", "lung.duplicate_box", "lung.lesion_gap"},

@@ -10,9 +10,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
+from .case_data import CaseData
 from .errors import DataError
 from .progress import ProgressCallback, report
 from .registry import CaseInfo, Collection, LoadedCase, open_collection
+from .collections.base import case_location
 from .scene.builder import SceneBuilder
 
 __all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location"]
@@ -26,7 +28,7 @@ def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
     rows = []
     for case in cases:
         summary = "; ".join(f"{key}: {value}" for key, value in case.summary.items())
-        location = case.files.get("case_folder", "")
+        location = case_location(case)
         rows.append({
             "collection": case.collection,
             "case_id": case.case_id,
@@ -129,6 +131,19 @@ class CollectionBrowser:
             loaded = collection.load_case(case, self.builder, progress)
         self.loaded[case.case_id] = loaded
         report(progress, f"Loaded {case.case_id}", 1.0)
+        return loaded
+
+    def put_case(self, data: CaseData, progress: Optional[ProgressCallback] = None) -> LoadedCase:
+        """Put a case already read into plain data (``collection.read_case``) into the scene, all or nothing.
+
+        For callers that read (and checked) a case without a scene first; the
+        case is then loaded as if by :meth:`load_case` and unloads the same way.
+        """
+        from .scene.put_case import put_case
+
+        with self.builder.transaction():
+            loaded = put_case(data, self.builder, progress)
+        self.loaded[data.case.case_id] = loaded
         return loaded
 
     def unload_case(self, case_id: str) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 from .findings import Finding
 
 __all__ = [
+    "ATTRIBUTE_PREFIX",
+    "SUBJECT_HIERARCHY_UID_NAME",
     "WindowPreset",
     "SegmentSpec",
     "Placement",
@@ -33,6 +35,15 @@ __all__ = [
 ]
 
 Color = Tuple[float, float, float]
+
+#: Prefix the scene builder puts before every node attribute key (``attributes`` below are given without it);
+#: segment tags in :attr:`SegmentSpec.tags` are set as given, so collections add it themselves. Same value as
+#: ``scene.builder.ATTRIBUTE_PREFIX``, here so readers can name it without importing the scene.
+ATTRIBUTE_PREFIX = "SarcomaLungLiverBrowser."
+
+#: The subject-hierarchy UID namespace for IDs that are not DICOM UIDs (see :attr:`Placement.uid_name`);
+#: same value as ``scene.builder.SUBJECT_HIERARCHY_UID_NAME``.
+SUBJECT_HIERARCHY_UID_NAME = "SarcomaLungLiverBrowser"
 
 
 @dataclass(frozen=True)

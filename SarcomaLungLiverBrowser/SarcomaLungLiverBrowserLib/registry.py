@@ -1,17 +1,20 @@
 """The collections this extension knows, and how to find which one a folder holds.
 
-A collection is one class (in one file under ``collections/``) that can tell
-whether a folder holds it, list the cases in it, and load a case into a scene.
-Adding a fifth collection means adding one file and one line to
-:data:`COLLECTION_MODULES`.
+A collection is one class (in one file under ``collections/``, see
+:mod:`.collections.base`) that can tell whether a folder holds it, list the
+cases in it, read a case into plain data and check it. Adding a collection is
+one file and one line: a module name in :data:`COLLECTION_MODULES` (a name
+under ``collections/`` or a full dotted module path), or, from code outside
+the package, ``register_collection(MyCollection)``.
 """
 from __future__ import annotations
 
 import abc
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Optional, Type
 
 from .case_data import CaseData, LoadedCase
 from .collections.base import CaseRecord
@@ -26,19 +29,29 @@ __all__ = [
     "LoadedCase",
     "Collection",
     "COLLECTION_MODULES",
+    "register_collection",
+    "unregister_collection",
     "collection_classes",
     "open_collection",
     "get_collection_class",
+    "describe_folder",
 ]
 
-#: Modules under ``SarcomaLungLiverBrowserLib.collections`` that define collections.
-COLLECTION_MODULES: Sequence[str] = (
+#: Modules that define collections (in a module-level ``COLLECTIONS`` list), in detection order: a
+#: name under ``SarcomaLungLiverBrowserLib.collections`` or a full dotted module path (``"mylab.my_collection"``).
+COLLECTION_MODULES: List[str] = [
     "crlm",
     "lung_pet_ct_dx",
     "ispy1",
     "soft_tissue_sarcoma",
     "hermessi",
-)
+]
+
+#: Collection classes registered from code with :func:`register_collection`, after the modules' ones.
+_REGISTERED: List[Type[BaseCollection]] = []
+
+#: How many entries of a folder that holds no collection are named in the error.
+_LISTED_ENTRIES = 8
 
 
 @dataclass
@@ -71,12 +84,47 @@ class Collection(BaseCollection):
         """Load ``case`` into the builder's scene; findings go into the result."""
 
 
+def register_collection(collection_class: Type[BaseCollection]) -> Type[BaseCollection]:
+    """Make ``collection_class`` known to detection, the browser, QA and the command line.
+
+    One line adds a collection defined outside this package
+    (``register_collection(MyCollection)``; also usable as a class decorator).
+    Registering the same class twice has no further effect.
+
+    :raises TypeError: if it is not a :class:`~.collections.base.Collection` with a key.
+    :raises ValueError: if another collection already uses its key.
+    """
+    if not (isinstance(collection_class, type) and issubclass(collection_class, BaseCollection)):
+        raise TypeError(f"{collection_class!r} is not a subclass of collections.base.Collection")
+    if not collection_class.key:
+        raise TypeError(f"{collection_class.__name__} has no key")
+    if collection_class in _REGISTERED:
+        return collection_class
+    clash = next((known for known in collection_classes() if known.key == collection_class.key), None)
+    if clash is not None:
+        raise ValueError(f"collection key {collection_class.key!r} of {collection_class.__name__} is already "
+                         f"used by {clash.__module__}.{clash.__name__}")
+    _REGISTERED.append(collection_class)
+    return collection_class
+
+
+def unregister_collection(collection_class: Type[BaseCollection]) -> None:
+    """Forget a class added with :func:`register_collection` (no effect if it was not)."""
+    if collection_class in _REGISTERED:
+        _REGISTERED.remove(collection_class)
+
+
+def _collection_module(name: str) -> Any:
+    """The module a :data:`COLLECTION_MODULES` entry names: a dotted path as is, else one under ``collections``."""
+    return importlib.import_module(name if "." in name else f"{__package__}.collections.{name}")
+
+
 def collection_classes() -> List[Type[Collection]]:
-    """Every registered collection class, in registry order."""
+    """Every registered collection class, in registry order (modules first, then registered classes)."""
     classes: List[Type[Collection]] = []
     for module_name in COLLECTION_MODULES:
-        module = importlib.import_module(f"{__package__}.collections.{module_name}")
-        classes.extend(getattr(module, "COLLECTIONS"))
+        classes.extend(getattr(_collection_module(module_name), "COLLECTIONS"))
+    classes.extend(known for known in _REGISTERED if known not in classes)  # type: ignore[misc]
     return classes
 
 
@@ -100,8 +148,22 @@ def open_collection(root: Path, key: Optional[str] = None) -> Collection:
         raise DataError(root, "is not a folder")
     if key is not None:
         return get_collection_class(key)(root)
-    for collection_class in collection_classes():
+    classes = collection_classes()
+    for collection_class in classes:
         if collection_class.detect(root):
             return collection_class(root)
-    titles = "; ".join(f"{c.title}" for c in collection_classes())
-    raise NotACollectionError(root, f"holds none of the known collections ({titles})")
+    wanted = "; ".join(f"{c.title} looks for {c.looks_for or 'its own layout'}" for c in classes)
+    raise NotACollectionError(root, f"holds none of the known collections ({wanted}); found there: "
+                                    f"{describe_folder(root)}")
+
+
+def describe_folder(folder: Path, limit: int = _LISTED_ENTRIES) -> str:
+    """A short listing of what ``folder`` holds, for messages ("3 entries: a/, b.txt, ...")."""
+    try:
+        names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in os.scandir(folder))
+    except OSError as error:
+        return f"nothing readable ({error.strerror or error})"
+    if not names:
+        return "nothing (the folder is empty)"
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}"

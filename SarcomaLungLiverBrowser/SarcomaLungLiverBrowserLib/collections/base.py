@@ -37,6 +37,7 @@ from ..progress import ProgressCallback, report, sub_progress
 __all__ = [
     "CaseRecord",
     "Collection",
+    "case_location",
     "SharedCheck",
     "LIGHT_IMPORT_FORBIDDEN",
 ]
@@ -86,10 +87,24 @@ class CaseRecord:
     summary: Dict[str, Any] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
 
+    def location(self) -> Optional[Path]:
+        """The folder that holds the case, for the case table (None where no one folder does)."""
+        return None
+
     def source_paths(self) -> List[Path]:
         """Every absolute path this record names (files and folders of the case's sources)."""
         return source_paths({name: getattr(self, name) for name in self.__dataclass_fields__
                              if name not in ("root", "summary", "problems")})
+
+
+def case_location(case: Any) -> str:
+    """The folder of a case for tables and messages: :meth:`CaseRecord.location`, a legacy record's
+    ``files["case_folder"]``, or '' when neither names one."""
+    legacy = getattr(case, "files", None)
+    if isinstance(legacy, dict):
+        return str(legacy.get("case_folder", "") or "")
+    location = case.location() if callable(getattr(case, "location", None)) else None
+    return str(location) if location else ""
 
 
 class Collection(abc.ABC):

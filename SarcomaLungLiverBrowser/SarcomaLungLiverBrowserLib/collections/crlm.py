@@ -8,7 +8,9 @@ Segments overlap by design (the liver contains tumours and remnant; vessels
 leave the liver), and dcmqi omits empty frames, so a SEG covers only part of
 the CT. IDC holds, under the same collection, bamf AIMI AI SEGs ("AIMI
 liver-tumor AI segmentation") beside the original SEG ("Segmentation",
-Manufacturer QIICR); only the original is loaded.
+Manufacturer QIICR); each SEG loads as its own segmentation on its CT, the
+original named ``<case> segmentation`` and the others from their series
+(:func:`segmentation_names`), and each is checked alike.
 
 Layouts: NBIA (``manifest-*/Colorectal-Liver-Metastases/CRLM-CT-1001/<study>/
 <series>/1-01.dcm``, SEG ``100.000000-Segmentation-*/1-1.dcm``, ``metadata.csv``)
@@ -24,21 +26,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 
-from ..formats.dicom_seg import (
-    DecodedSegment,
-    DecodedSegmentation,
-    SegHeader,
-    decode_seg,
-    read_seg_header,
-    segment_tags,
-    terminology_entry,
+from ..case_data import (
+    ATTRIBUTE_PREFIX, CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, TableData, VolumeData,
+    WindowPreset,
 )
-from ..scene.segment_export import export_segmentation_node
+from ..errors import DataError
+from ..findings import INFO, WARNING, Finding
 from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
@@ -48,20 +45,24 @@ from ..formats.dicom_series import (
     scan_folder,
     split_stackable,
 )
-from ..errors import DataError
-from ..findings import INFO, WARNING, Finding
 from ..geometry import apply_matrix
 from ..progress import ProgressCallback, report, sub_progress
-from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene.builder import ATTRIBUTE_PREFIX, SceneBuilder, SegmentSpec, WindowPreset
-from ..formats.tables import read_table, replace_sentinels
+from .base import CaseRecord, Collection
+
+if TYPE_CHECKING:  # highdicom (via dicom_seg) and pandas load where a case is read, so detection stays light
+    import pandas as pd
+
+    from ..formats.dicom_seg import DecodedSegment, DecodedSegmentation, SegHeader
 
 __all__ = [
     "CrlmCollection",
+    "CrlmCase",
+    "SegFile",
     "COLLECTIONS",
     "canonical_segment_name",
     "structure_kind",
     "is_ai_segmentation",
+    "segmentation_names",
     "read_clinical_table",
     "find_clinical_row",
     "export_segmentation",
@@ -141,7 +142,7 @@ def canonical_segment_name(label: str) -> str:
     return label.strip()
 
 
-def is_ai_segmentation(header: SegHeader) -> bool:
+def is_ai_segmentation(header: "SegHeader") -> bool:
     """True for the bamf AIMI AI SEGs that IDC files under the collection (not the original SEG)."""
     description = header.series_description.lower()
     return ("aimi" in description or re.search(r"\bai\b", description) is not None
@@ -174,11 +175,13 @@ def _walk_files(folder: Path, depth: int) -> Iterator[Path]:
             yield from _walk_files(Path(entry.path), depth - 1)
 
 
-def read_clinical_table(path: Path) -> Tuple[pd.DataFrame, List[str]]:
+def read_clinical_table(path: Path) -> Tuple["pd.DataFrame", List[str]]:
     """The clinical sheet with 999 / -999 turned into NaN, and notes about how it was read.
 
     :raises DataError: naming the file, if it cannot be read or lacks ``Patient-ID``.
     """
+    from ..formats.tables import read_table, replace_sentinels
+
     notes: List[str] = []
     try:
         table = read_table(path, sheet=CLINICAL_SHEET)
@@ -193,7 +196,7 @@ def read_clinical_table(path: Path) -> Tuple[pd.DataFrame, List[str]]:
     return replace_sentinels(table, CLINICAL_SENTINELS), notes
 
 
-def find_clinical_row(table: pd.DataFrame, case_id: str) -> pd.DataFrame:
+def find_clinical_row(table: "pd.DataFrame", case_id: str) -> "pd.DataFrame":
     """The rows of ``table`` for a case, matching ``CRLM-CT-1001`` or its number 1001."""
     identifiers = table[CLINICAL_ID_COLUMN].astype(str).str.strip()
     exact = identifiers.str.lower() == case_id.lower()
@@ -220,6 +223,56 @@ class _PatientFiles:
     folders: List[Path] = field(default_factory=list)
     series: Dict[str, _Series] = field(default_factory=dict)
     layouts: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SegFile:
+    """A DICOM SEG file of a case, as its header describes it (frames are not read while discovering).
+
+    :param referenced_series_uids: the CT series its ReferencedSeriesSequence names.
+    :param segment_labels: its segments' SegmentLabels, in order.
+    :param is_ai: a bamf AIMI AI SEG that IDC files beside the collection's own SEG.
+    """
+
+    path: Path
+    series_instance_uid: str
+    series_description: str
+    content_creator_name: str = ""
+    manufacturer: str = ""
+    referenced_series_uids: List[str] = field(default_factory=list)
+    segment_labels: List[str] = field(default_factory=list)
+    is_ai: bool = False
+
+
+@dataclass
+class CrlmCase(CaseRecord):
+    """One CRLM patient: its CT series and the SEG files beside them.
+
+    :param patient_folders: the patient's folders (NBIA and IDC layouts may both hold one).
+    :param ct_series: CT SeriesInstanceUID -> the folders holding its files.
+    :param segs: every SEG file found, the collection's own and IDC's AI ones.
+    """
+
+    patient_folders: List[Path] = field(default_factory=list)
+    ct_series: Dict[str, List[Path]] = field(default_factory=dict)
+    segs: List[SegFile] = field(default_factory=list)
+
+    @property
+    def seg_files(self) -> List[Path]:
+        """The collection's own (expert) SEG files, sorted."""
+        return sorted(seg.path for seg in self.segs if not seg.is_ai)
+
+    @property
+    def ai_seg_files(self) -> List[Path]:
+        """IDC's AI (and radiologist-corrected AI) SEG files, sorted."""
+        return sorted(seg.path for seg in self.segs if seg.is_ai)
+
+    def location(self) -> Optional[Path]:
+        return self.patient_folders[0] if self.patient_folders else None
+
+    def seg(self, path: Path) -> SegFile:
+        """The SEG file record for ``path``."""
+        return next(seg for seg in self.segs if seg.path == Path(path))
 
 
 def _metadata_index(root: Path) -> Dict[Path, Tuple[str, str, str]]:
@@ -278,15 +331,39 @@ def _dicom_files(folder: Path) -> List[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".dcm")
 
 
+@dataclass
+class _Clinical:
+    """The clinical workbook as read once per collection object."""
+
+    path: Optional[Path]
+    table: Optional["pd.DataFrame"]
+    notes: List[str]
+    error: Optional[str]
+
+
+@dataclass
+class _ReadSegmentation:
+    """A decoded SEG with what the checks need: its segment IDs in the scene and the CT it lies on."""
+
+    decoded: "DecodedSegmentation"
+    ct_uid: str
+    segment_ids: Dict[int, str]
+    node_name: str
+
+
 class CrlmCollection(Collection):
     """Colorectal-Liver-Metastases in NBIA or IDC layout (or both under one folder)."""
 
     key = "crlm"
     title = "Colorectal-Liver-Metastases"
+    looks_for = ("a folder named Colorectal-Liver-Metastases or colorectal_liver_metastases, or CRLM-CT-nnnn "
+                 "patient folders, within two levels, or the clinical workbook "
+                 "Colorectal-Liver-Metastases-Clinical-data-*.xlsx")
+    record_type = CrlmCase
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self._clinical_cache: Optional[Tuple[Optional[Path], Optional[pd.DataFrame], List[str], Optional[str]]] = None
+        self._clinical_cache: Optional[_Clinical] = None
 
     # ------------------------------------------------------------------ detection
     @classmethod
@@ -307,7 +384,7 @@ class CrlmCollection(Collection):
         return name.lower() in COLLECTION_NAMES or PATIENT_FOLDER.match(name) is not None
 
     # ------------------------------------------------------------------ discovery
-    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CrlmCase]:
         """Every patient folder below the root, with its CT series and SEG files paired.
 
         Series are identified by IDC folder names, NBIA ``metadata.csv`` or, failing
@@ -322,11 +399,14 @@ class CrlmCollection(Collection):
         cases = []
         for index, (case_id, files) in enumerate(sorted(patients.items())):
             report(progress, f"Indexing {case_id}", index / max(1, len(patients)))
-            cases.append(self._case_info(case_id, files, metadata))
+            cases.append(self._case_record(case_id, files, metadata))
         report(progress, f"Found {len(cases)} CRLM cases", 1.0)
         return cases
 
-    def _case_info(self, case_id: str, files: _PatientFiles, metadata: Dict[Path, Tuple[str, str, str]]) -> CaseInfo:
+    def _case_record(self, case_id: str, files: _PatientFiles,
+                     metadata: Dict[Path, Tuple[str, str, str]]) -> CrlmCase:
+        from ..formats.dicom_seg import read_seg_header
+
         problems: List[str] = []
         for patient_folder in files.folders:
             for folder in _series_folders(patient_folder):
@@ -336,11 +416,8 @@ class CrlmCollection(Collection):
                     layout = "idc" if IDC_SERIES_FOLDER.match(folder.name) else "nbia"
                     if layout not in files.layouts:
                         files.layouts.append(layout)
-        ct_series: Dict[str, List[str]] = {}
-        seg_files: List[str] = []
-        ai_seg_files: List[str] = []
-        references: Dict[str, List[str]] = {}
-        first_labels: Optional[List[str]] = None
+        ct_series: Dict[str, List[Path]] = {}
+        segs: List[SegFile] = []
         for series in files.series.values():
             if series.modality == "SEG":
                 for path in _dicom_files(series.folder):
@@ -349,40 +426,28 @@ class CrlmCollection(Collection):
                     except DataError as error:
                         problems.append(str(error))
                         continue
-                    references[str(path)] = header.referenced_series_uids
-                    if is_ai_segmentation(header):
-                        ai_seg_files.append(str(path))
-                    else:
-                        seg_files.append(str(path))
-                        if first_labels is None:
-                            first_labels = header.segment_labels
+                    segs.append(SegFile(path, header.series_instance_uid, header.series_description,
+                                        header.content_creator_name, header.manufacturer,
+                                        list(header.referenced_series_uids), list(header.segment_labels),
+                                        is_ai_segmentation(header)))
             elif series.modality == "CT":
-                ct_series.setdefault(series.uid, []).append(str(series.folder))
-        kinds = [structure_kind(label) for label in first_labels or []]
+                ct_series.setdefault(series.uid, []).append(series.folder)
+        segs.sort(key=lambda seg: str(seg.path))
+        expert = [seg for seg in segs if not seg.is_ai]
+        first_labels = expert[0].segment_labels if expert else []
+        kinds = [structure_kind(label) for label in first_labels]
         summary: Dict[str, Any] = {
             "layout": "+".join(files.layouts) or "?",
             "CT series": len(ct_series),
-            "SEG": len(seg_files),
-            "AI SEG (not loaded)": len(ai_seg_files),
-            "segments": len(first_labels or []),
+            "SEG": len(expert),
+            "AI SEG": len(segs) - len(expert),
+            "segments": len(first_labels),
             "tumours": kinds.count("tumour"),
         }
         if problems:
             summary["problems"] = len(problems)
-        return CaseInfo(
-            collection=self.key,
-            case_id=case_id,
-            root=self.root,
-            files={
-                "patient_folders": [str(folder) for folder in files.folders],
-                "ct_series": ct_series,
-                "seg_files": sorted(seg_files),
-                "ai_seg_files": sorted(ai_seg_files),
-                "seg_references": references,
-                "problems": problems,
-            },
-            summary=summary,
-        )
+        return CrlmCase(self.key, case_id, self.root, summary=summary, problems=problems,
+                        patient_folders=list(files.folders), ct_series=ct_series, segs=segs)
 
     @staticmethod
     def _identify_series(folder: Path, metadata: Dict[Path, Tuple[str, str, str]],
@@ -405,101 +470,129 @@ class CrlmCollection(Collection):
 
     # ------------------------------------------------------------------ pairing
     @staticmethod
-    def pair_segmentations(case: CaseInfo) -> List[Tuple[Path, str]]:
+    def pair_segmentations(case: CrlmCase) -> List[Tuple[Path, str]]:
         """(original SEG file, SeriesInstanceUID of the CT it references) for each original SEG.
 
         :raises DataError: naming the SEG, if the CT it references is not in the case.
         """
-        ct_series: Dict[str, List[str]] = case.files.get("ct_series", {})
         pairs = []
-        for seg_path in case.files.get("seg_files", []):
-            referenced = case.files.get("seg_references", {}).get(seg_path, [])
-            present = [uid for uid in referenced if uid in ct_series]
+        for seg_path in case.seg_files:
+            referenced = case.seg(seg_path).referenced_series_uids
+            present = [uid for uid in referenced if uid in case.ct_series]
             if present:
-                pairs.append((Path(seg_path), present[0]))
+                pairs.append((seg_path, present[0]))
                 continue
-            if not referenced and len(ct_series) == 1:
+            if not referenced and len(case.ct_series) == 1:
                 # No ReferencedSeriesSequence: the frames' own references are checked when decoding.
-                pairs.append((Path(seg_path), next(iter(ct_series))))
+                pairs.append((seg_path, next(iter(case.ct_series))))
                 continue
-            found = ", ".join(sorted(ct_series)) or "none"
+            found = ", ".join(sorted(case.ct_series)) or "none"
             wanted = ", ".join(referenced) or "no series (and the case has several CT series)"
             raise DataError(seg_path, f"references CT series {wanted}, which is not in case {case.case_id} "
                                       f"(CT series found: {found}); nothing was loaded")
         return pairs
 
-    # ------------------------------------------------------------------ loading
-    def load_case(self, case: CaseInfo, builder: SceneBuilder,
-                  progress: Optional[ProgressCallback] = None) -> LoadedCase:
-        """Load the CT, the original SEG as a segmentation node and the clinical data of a case.
+    @staticmethod
+    def pair_ai_segmentations(case: CrlmCase) -> Tuple[List[Tuple[Path, str]], List[Finding]]:
+        """(AI SEG file, SeriesInstanceUID of its CT) for each AI SEG whose CT is in the case, and a warning
+        naming each one whose CT is not (the expert annotation still loads without it)."""
+        pairs: List[Tuple[Path, str]] = []
+        unpaired: List[Finding] = []
+        for seg_path in case.ai_seg_files:
+            referenced = case.seg(seg_path).referenced_series_uids
+            present = [uid for uid in referenced if uid in case.ct_series]
+            if not present and not referenced and len(case.ct_series) == 1:
+                present = list(case.ct_series)
+            if present:
+                pairs.append((seg_path, present[0]))
+                continue
+            unpaired.append(Finding(
+                WARNING, "crlm.ai_segmentation_unpaired",
+                f"{seg_path.name}: AI segmentation references CT series {', '.join(referenced) or '(none)'}, "
+                f"which is not in case {case.case_id}; not loaded", case_id=case.case_id, path=str(seg_path)))
+        return pairs, unpaired
 
-        Everything is read and decoded before the first node is created, and all
-        nodes are created inside a transaction, so a failure leaves the scene as
-        it was.
+    # ------------------------------------------------------------------ reading
+    def read_case(self, case: CrlmCase, progress: Optional[ProgressCallback] = None) -> CaseData:
+        """The CT, every SEG (original, then AI) as a segmentation on it and the clinical data, as plain data.
 
-        :raises DataError: naming the file, if the CT or SEG cannot be loaded.
+        Everything is read and decoded here; :meth:`check_case` measures the
+        decoded segments. ``provenance["ct_volumes"]`` keeps each CT as read
+        (its instance headers and files), so corrections reference the CT
+        without scanning its folder again.
+
+        :raises DataError: naming the file, if the CT or SEG cannot be read.
         """
-        loaded = LoadedCase(case=case)
+        from ..formats.dicom_seg import decode_seg
+
+        data = CaseData(case=case)
         pairs = self.pair_segmentations(case)
-        ct_uids = list(case.files.get("ct_series", {}))
+        ct_uids = list(case.ct_series)
         if not ct_uids:
-            raise DataError(case.files["patient_folders"][0], f"case {case.case_id} has no CT series")
+            raise DataError(case.patient_folders[0], f"case {case.case_id} has no CT series")
         volumes: Dict[str, DicomVolume] = {}
         for index, uid in enumerate(ct_uids):
             volumes[uid] = self._read_ct(case, uid, sub_progress(progress, 0.5 * index / len(ct_uids),
-                                                                 0.5 * (index + 1) / len(ct_uids)), loaded)
-        decoded: List[Tuple[DecodedSegmentation, str]] = []
-        for index, (seg_path, uid) in enumerate(pairs):
-            decoded.append((decode_seg(seg_path, volumes[uid], case.case_id,
-                                       sub_progress(progress, 0.5 + 0.3 * index / len(pairs),
-                                                    0.5 + 0.3 * (index + 1) / len(pairs))), uid))
-        clinical_path, clinical, clinical_notes, clinical_error = self._clinical()
-        report(progress, f"Creating nodes for {case.case_id}", 0.85)
-        with builder.transaction():
-            patient = builder.patient_item(case.case_id, case.case_id)
-            volume_nodes = {}
-            for uid, volume in volumes.items():
-                first = volume.instances[0]
-                study = builder.study_item(patient, first.study_instance_uid, _study_name(first))
-                volume_nodes[uid] = builder.add_volume(
-                    f"{case.case_id} CT", volume.voxels, volume.ijk_to_ras, ABDOMEN_WINDOWS,
-                    parent_item=study,
-                    attributes={"case_id": case.case_id, "SeriesInstanceUID": uid,
-                                "crlm.ct_folder": str(first.path.parent)},
-                )
-                loaded.volumes.append(volume_nodes[uid])
-            for result, uid in decoded:
-                study = builder.study_item(patient, volumes[uid].instances[0].study_instance_uid,
-                                           _study_name(volumes[uid].instances[0]))
-                node, segment_ids = self._add_segmentation(case, result, volumes[uid], volume_nodes[uid],
-                                                           builder, study, len(decoded) > 1)
-                loaded.segmentations.append(node)
-                self._quality(case, result, volumes[uid], segment_ids, node.GetName(), loaded)
-            if not decoded:
-                loaded.findings.append(Finding(
-                    WARNING, "crlm.no_segmentation",
-                    f"{case.case_id}: no original DICOM SEG found; only the CT was loaded",
-                    case_id=case.case_id, path=case.files["patient_folders"][0]))
-            for path in case.files.get("ai_seg_files", []):
-                loaded.findings.append(Finding(
-                    INFO, "crlm.ai_segmentation_skipped",
-                    f"{Path(path).name}: AI segmentation (bamf AIMI) is not the collection's SEG; not loaded",
-                    case_id=case.case_id, path=path))
-            for problem in case.files.get("problems", []):
-                loaded.findings.append(Finding(WARNING, "crlm.unreadable_file", problem, case_id=case.case_id))
-            first_study = builder.study_item(patient, volumes[ct_uids[0]].instances[0].study_instance_uid,
-                                             _study_name(volumes[ct_uids[0]].instances[0]))
-            self._add_clinical(case, builder, first_study, clinical_path, clinical, clinical_notes,
-                               clinical_error, loaded)
-        report(progress, f"Loaded {case.case_id}", 1.0)
-        return loaded
+                                                                 0.5 * (index + 1) / len(ct_uids)), data)
+        ai_pairs, unpaired = self.pair_ai_segmentations(case)
+        data.findings.extend(unpaired)
+        every_pair = [*pairs, *ai_pairs]  # the expert SEG first: its measurements are the case's metrics
+        decoded: List[Tuple["DecodedSegmentation", str]] = []
+        for index, (seg_path, uid) in enumerate(every_pair):
+            part = sub_progress(progress, 0.5 + 0.3 * index / len(every_pair),
+                                0.5 + 0.3 * (index + 1) / len(every_pair))
+            try:
+                decoded.append((decode_seg(seg_path, volumes[uid], case.case_id, part), uid))
+            except DataError as error:
+                if not case.seg(seg_path).is_ai:
+                    raise  # the collection's own annotation: all or nothing
+                # A damaged AI SEG (e.g. a partial download) must not keep the expert annotation from review.
+                data.findings.append(Finding(WARNING, "crlm.ai_segmentation_unreadable",
+                                             f"{error}; this AI segmentation was not loaded",
+                                             case_id=case.case_id, path=str(seg_path)))
+        report(progress, f"Arranging {case.case_id}", 0.85)
+        for uid, volume in volumes.items():
+            first = volume.instances[0]
+            data.volumes.append(VolumeData(
+                uid, f"{case.case_id} CT", volume.voxels, volume.ijk_to_ras, _study_placement(case, first),
+                ABDOMEN_WINDOWS,
+                {"case_id": case.case_id, "SeriesInstanceUID": uid, "crlm.ct_folder": str(first.path.parent)},
+                # The loaded case keeps its data (and the CT for corrections): one copy of the voxels, not two.
+                share_memory=True))
+        read_segmentations: List[_ReadSegmentation] = []
+        names = segmentation_names(case, [case.seg(result.path) for result, _ in decoded])
+        for (result, uid), name in zip(decoded, names):
+            segmentation, segment_ids = _segmentation_data(case, result, volumes[uid], name, case.seg(result.path))
+            data.segmentations.append(segmentation)
+            read_segmentations.append(_ReadSegmentation(result, uid, segment_ids, segmentation.name))
+            data.findings.extend(_with_node(finding, segmentation.name) for finding in result.findings)
+            if case.seg(result.path).is_ai:
+                data.findings.append(Finding(
+                    INFO, "crlm.ai_segmentation",
+                    f"{result.path.name}: AI segmentation ({_series_label(case.seg(result.path), result)}) "
+                    f"loaded as {name!r} beside the collection's SEG", case_id=case.case_id, path=str(result.path),
+                    node_name=name))
+        if not pairs:
+            data.findings.append(Finding(
+                WARNING, "crlm.no_segmentation",
+                f"{case.case_id}: no original DICOM SEG found; "
+                + ("only AI segmentations were loaded" if ai_pairs else "only the CT was loaded"),
+                case_id=case.case_id, path=str(case.patient_folders[0])))
+        for problem in case.problems:
+            data.findings.append(Finding(WARNING, "crlm.unreadable_file", problem, case_id=case.case_id))
+        self._read_clinical(case, _study_placement(case, volumes[ct_uids[0]].instances[0]), data)
+        data.display.background = ct_uids[0]
+        data.provenance["ct_volumes"] = volumes
+        data.provenance["segmentations"] = read_segmentations
+        report(progress, f"Read {case.case_id}", 1.0)
+        return data
 
-    def _read_ct(self, case: CaseInfo, uid: str, progress: Optional[ProgressCallback],
-                 loaded: Optional[LoadedCase] = None) -> DicomVolume:
-        """Stack a CT series; unreadable or unplaceable files are left out and reported in ``loaded``."""
+    def _read_ct(self, case: CrlmCase, uid: str, progress: Optional[ProgressCallback],
+                 data: Optional[CaseData] = None) -> DicomVolume:
+        """Stack a CT series; unreadable or unplaceable files are left out and reported in ``data``."""
         instances: List[InstanceHeader] = []
         errors: List[DataError] = []
-        for folder in case.files["ct_series"][uid]:
+        for folder in case.ct_series[uid]:
             scan = scan_folder(Path(folder))
             instances.extend(instance for instance in scan.instances if instance.series_instance_uid == uid)
             errors.extend(scan.errors)
@@ -508,132 +601,29 @@ class CrlmCollection(Collection):
         errors.extend(left_out)
         if not stackable:
             detail = f" ({errors[0]})" if errors else ""
-            raise DataError(case.files["ct_series"][uid][0], f"holds no readable slice of CT series {uid}{detail}")
+            raise DataError(case.ct_series[uid][0], f"holds no readable slice of CT series {uid}{detail}")
         volume = read_series(stackable, progress)
-        if loaded is not None:
+        if data is not None:
             for error in errors:
-                loaded.findings.append(Finding(WARNING, "crlm.ct_file_left_out", f"{error}; not in the CT volume",
-                                               case_id=case.case_id, path=error.path))
+                data.findings.append(Finding(WARNING, "crlm.ct_file_left_out", f"{error}; not in the CT volume",
+                                             case_id=case.case_id, path=error.path))
             for problem in volume.problems():
-                loaded.findings.append(Finding(WARNING, "crlm.ct_stack", f"{case.case_id} CT: {problem}",
-                                               case_id=case.case_id, path=str(stackable[0].path.parent)))
+                data.findings.append(Finding(WARNING, "crlm.ct_stack", f"{case.case_id} CT: {problem}",
+                                             case_id=case.case_id, path=str(stackable[0].path.parent)))
         return volume
 
-    def _add_segmentation(self, case: CaseInfo, result: DecodedSegmentation, volume: DicomVolume, volume_node: Any,
-                          builder: SceneBuilder, study: int, several: bool) -> Tuple[Any, Dict[int, str]]:
-        specs = []
-        segment_ids: Dict[int, str] = {}
-        tumour_index = 0
-        for segment in result.segments:
-            if segment.is_background:
-                continue
-            name = canonical_segment_name(segment.label)
-            kind = structure_kind(segment.label)
-            if segment.color is not None:
-                color = segment.color
-            elif kind == "tumour":
-                color = TUMOUR_COLORS[tumour_index % len(TUMOUR_COLORS)]
-            else:
-                color = DEFAULT_COLORS.get(kind, DEFAULT_COLORS["other"])
-            tumour_index += kind == "tumour"
-            segment_id = name
-            suffix = 2
-            while segment_id in segment_ids.values():
-                segment_id = f"{name}_{suffix}"
-                suffix += 1
-            segment_ids[segment.number] = segment_id
-            tags = segment_tags(segment)
-            tags["CRLM.Structure"] = kind
-            specs.append(SegmentSpec(
-                name=name, color=color, mask=segment.box, offset=segment.offset, segment_id=segment_id,
-                terminology=terminology_entry(segment.category, segment.type, segment.type_modifier,
-                                              segment.anatomic_region) or None,
-                tags=tags,
-            ))
-        name = f"{case.case_id} segmentation" + (f" {result.series_instance_uid[-6:]}" if several else "")
-        node = builder.add_segmentation(name, volume_node, specs, parent_item=study, attributes={
-            "case_id": case.case_id,
-            "SeriesInstanceUID": result.series_instance_uid,
-            "crlm.seg_path": str(result.path),
-            "crlm.ct_folder": str(volume.instances[0].path.parent),
-            "crlm.ct_series_uid": volume.series_instance_uid,
-        })
-        return node, segment_ids
-
-    # ------------------------------------------------------------------ QA
-    def _quality(self, case: CaseInfo, result: DecodedSegmentation, volume: DicomVolume,
-                 segment_ids: Dict[int, str], node_name: str, loaded: LoadedCase) -> None:
-        """Volumes, tumour count, tumour voxels outside the liver, empty segments, SEG/CT findings."""
-        case_id = case.case_id
-        voxel_cm3 = abs(float(np.linalg.det(volume.ijk_to_ras[:3, :3]))) / 1000.0
-        segments = [segment for segment in result.segments if not segment.is_background]
-        volumes = {segment_ids[s.number]: round(s.voxel_count * voxel_cm3, 4) for s in segments}
-        kinds = {s.number: structure_kind(s.label) for s in segments}
-        tumours = [s for s in segments if kinds[s.number] == "tumour"]
-        livers = [s for s in segments if kinds[s.number] == "liver"]
-        empty = [segment_ids[s.number] for s in segments if s.is_empty]
-        outside_by_segment: Dict[str, int] = {}
-        for finding in result.findings:
-            loaded.findings.append(_with_node(finding, node_name))
-        for segment in segments:
-            if segment.is_empty:
-                loaded.findings.append(Finding(
-                    WARNING, "crlm.empty_segment",
-                    f"{result.path.name}: segment {segment.number} {segment.label!r} has no voxels",
-                    case_id=case_id, path=str(result.path), node_name=node_name,
-                    segment_id=segment_ids[segment.number], value=0.0))
-        if not livers:
-            loaded.findings.append(Finding(
-                WARNING, "crlm.no_liver_segment",
-                f"{result.path.name}: no segment is labelled Liver; tumour containment not checked",
-                case_id=case_id, path=str(result.path), node_name=node_name))
-        else:
-            liver = livers[0]
-            for tumour in tumours:
-                outside, centre = _outside(tumour, liver)
-                outside_by_segment[segment_ids[tumour.number]] = outside
-                if outside:
-                    ras = tuple(float(v) for v in apply_matrix(volume.ijk_to_ras, centre[::-1]))
-                    loaded.findings.append(Finding(
-                        WARNING, "crlm.tumour_outside_liver",
-                        f"{result.path.name}: {outside} voxel(s) of {tumour.label!r} "
-                        f"({outside * voxel_cm3:.3g} cm³) lie outside {liver.label!r}",
-                        case_id=case_id, path=str(result.path), node_name=node_name,
-                        segment_id=segment_ids[tumour.number], ras=ras, value=float(outside)))  # type: ignore[arg-type]
-        expected = ["liver", "remnant", "hepatic", "portal"]
-        found = [kinds[s.number] for s in segments[:4]]
-        if found != expected[: len(found)] or not tumours:
-            loaded.findings.append(Finding(
-                INFO, "crlm.unexpected_segments",
-                f"{result.path.name}: segments are {[s.label for s in segments]}; the collection's SEGs hold "
-                "Liver, Liver Remnant, Hepatic, Portal and one or more Tumor_n",
-                case_id=case_id, path=str(result.path), node_name=node_name))
-        liver_volume = volumes.get(segment_ids[livers[0].number]) if livers else None
-        loaded.findings.append(Finding(
-            INFO, "crlm.summary",
-            f"{result.path.name}: {len(segments)} segments, {len(tumours)} tumour(s)"
-            + (f", liver {liver_volume:.1f} cm³" if liver_volume is not None else ""),
-            case_id=case_id, path=str(result.path), node_name=node_name, value=float(len(tumours))))
-        metrics = {
-            "seg_path": str(result.path),
-            "segment_count": len(segments),
-            "segment_ids": {number: segment_id for number, segment_id in segment_ids.items()},
-            "segment_volumes_cm3": volumes,
-            "tumour_count": len(tumours),
-            "tumour_voxels_outside_liver": int(sum(outside_by_segment.values())),
-            "tumour_voxels_outside_liver_by_segment": outside_by_segment,
-            "empty_segments": empty,
-            "frames_referencing_missing_instances": len(result.frames_referencing_missing_instances),
-            "unplaced_frames": len(result.unplaced_frames),
-            "geometry_mismatch": bool(result.geometry_mismatches),
-            "geometry_mismatches": list(result.geometry_mismatches),
-        }
-        if not loaded.metrics:
-            loaded.metrics.update(metrics)
-        loaded.metrics.setdefault("per_segmentation", {})[node_name] = metrics
+    # ------------------------------------------------------------------ checks
+    def check_case(self, data: CaseData) -> List[Finding]:
+        """Per SEG: empty segments, tumour voxels outside the liver, unexpected segment lists and a summary;
+        the measurements (volumes, tumour count...) also go to ``data.metrics``."""
+        findings: List[Finding] = []
+        ct_volumes: Dict[str, DicomVolume] = data.provenance.get("ct_volumes", {})
+        for read in data.provenance.get("segmentations", []):
+            findings.extend(_quality(data, read, ct_volumes[read.ct_uid].ijk_to_ras))
+        return findings
 
     # ------------------------------------------------------------------ clinical
-    def _clinical(self) -> Tuple[Optional[Path], Optional[pd.DataFrame], List[str], Optional[str]]:
+    def _clinical(self) -> _Clinical:
         if self._clinical_cache is None:
             path = _find_clinical(self.root)
             table, notes, error = None, [], None
@@ -642,59 +632,55 @@ class CrlmCollection(Collection):
                     table, notes = read_clinical_table(path)
                 except DataError as problem:
                     error = str(problem)
-            self._clinical_cache = (path, table, notes, error)
+            self._clinical_cache = _Clinical(path, table, notes, error)
         return self._clinical_cache
 
-    def _add_clinical(self, case: CaseInfo, builder: SceneBuilder, study: int, path: Optional[Path],
-                      table: Optional[pd.DataFrame], notes: Sequence[str], error: Optional[str],
-                      loaded: LoadedCase) -> None:
-        if error is not None:
-            loaded.findings.append(Finding(WARNING, "crlm.clinical_unreadable", error, case_id=case.case_id,
-                                           path=str(path)))
+    def _read_clinical(self, case: CrlmCase, study: Placement, data: CaseData) -> None:
+        """The whole clinical sheet (one node for the collection) and the case's row, or findings saying why not."""
+        clinical = self._clinical()
+        path, table = clinical.path, clinical.table
+        if clinical.error is not None:
+            data.findings.append(Finding(WARNING, "crlm.clinical_unreadable", clinical.error, case_id=case.case_id,
+                                         path=str(path)))
             return
         if path is None or table is None:
-            loaded.findings.append(Finding(
+            data.findings.append(Finding(
                 INFO, "crlm.no_clinical_data",
                 f"no clinical workbook (Colorectal-Liver-Metastases-Clinical-data-April-2023.xlsx) in {self.root}",
                 case_id=case.case_id))
             return
-        for note in notes:
-            loaded.findings.append(Finding(WARNING, "crlm.clinical_sheet", f"{path}: {note}",
-                                           case_id=case.case_id, path=str(path)))
-        full = _existing_table(builder, str(path))
-        if full is None:
-            folder = builder.folder_item(builder.hierarchy.GetSceneItemID(), f"{self.title} clinical data")
-            full = builder.add_table(f"{self.title} clinical data", table, parent_item=folder,
-                                     attributes={"crlm.clinical_source": str(path)})
-            loaded.tables.append(full)
+        for note in clinical.notes:
+            data.findings.append(Finding(WARNING, "crlm.clinical_sheet", f"{path}: {note}",
+                                         case_id=case.case_id, path=str(path)))
+        data.tables.append(TableData("clinical", f"{self.title} clinical data", table,
+                                     Placement(folders=(f"{self.title} clinical data",)),
+                                     {"crlm.clinical_source": str(path)}, shared_key=f"crlm.clinical:{path}"))
         rows = find_clinical_row(table, case.case_id)
         if rows.empty:
-            loaded.findings.append(Finding(
+            data.findings.append(Finding(
                 WARNING, "crlm.no_clinical_row",
                 f"{path.name}: sheet {CLINICAL_SHEET} has no row for {case.case_id}",
                 case_id=case.case_id, path=str(path)))
             return
         if len(rows) > 1:
-            loaded.findings.append(Finding(
+            data.findings.append(Finding(
                 WARNING, "crlm.duplicate_clinical_rows",
                 f"{path.name}: {len(rows)} rows for {case.case_id}; all are shown",
                 case_id=case.case_id, path=str(path)))
-        loaded.tables.append(builder.add_table(f"{case.case_id} clinical data", rows.reset_index(drop=True),
-                                               parent_item=study,
-                                               attributes={"case_id": case.case_id,
-                                                           "crlm.clinical_source": str(path)}))
-
+        data.tables.append(TableData("clinical row", f"{case.case_id} clinical data", rows.reset_index(drop=True),
+                                     study, {"case_id": case.case_id, "crlm.clinical_source": str(path)}))
 
     # ------------------------------------------------------------------ corrections
     def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
                          progress: Optional[ProgressCallback] = None) -> List[Path]:
         """Each segmentation node of the case, as edited, as a DICOM SEG: ``<out>/<case_id>/<node name>.dcm``.
 
-        The SEG references the CT the node was loaded on (read again from the
-        folder recorded on the node) and keeps the segments' names, codes and
-        colours (see :func:`export_segmentation`); decoding it on that CT gives
-        the edited masks. Node names are made safe file names; every name is
-        checked before the first file is written.
+        The SEG references the CT the node was loaded on -- the CT as read at
+        load (``provenance["ct_volumes"]``), so its folder is not scanned
+        again -- and keeps the segments' names, codes and colours (see
+        :func:`export_segmentation`); decoding it on that CT gives the edited
+        masks. Node names are made safe file names; every name is checked
+        before the first file is written.
 
         :raises DataError: if the folder is refused (inside the collection, or a
             target is a source file), the case has no segmentation left in the
@@ -702,15 +688,167 @@ class CrlmCollection(Collection):
         """
         case = loaded.case
         plan = self.plan_segmentation_files(loaded, scene, output_folder, lambda node: node.GetName())
+        provenance = loaded.data.provenance if loaded.data is not None else {}
+        ct_volumes: Dict[str, DicomVolume] = provenance.get("ct_volumes", {})
+        descriptions = {str(seg.path): seg.series_description for seg in getattr(case, "segs", [])}
         written = []
         for index, (node, target) in enumerate(plan):
             report(progress, f"Writing {target.name}", index / len(plan))
+            reference = ct_volumes.get(node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_series_uid") or "")
+            description = _corrected_description(node, descriptions)
             try:
-                written.append(export_segmentation(node, target, series_description=_corrected_description(node)))
+                written.append(export_segmentation(node, target, reference=reference,
+                                                   series_description=description))
             except ValueError as error:  # a segment no longer on the CT grid
                 raise DataError(target, f"{node.GetName()}: {error}") from error
         report(progress, f"Saved {len(written)} SEG file(s) of {case.case_id}", 1.0)
         return written
+
+
+# ---------------------------------------------------------------------------------------------- segmentations
+def _series_label(seg: SegFile, result: Optional["DecodedSegmentation"] = None) -> str:
+    """What a SEG series calls itself: SeriesDescription, else its segments' algorithm, else its content creator."""
+    algorithms = [segment.algorithm_name for segment in (result.segments if result is not None else [])
+                  if segment.algorithm_name]
+    return (seg.series_description.strip() or (algorithms[0] if algorithms else "")
+            or seg.content_creator_name.strip() or ("AI segmentation" if seg.is_ai else "segmentation"))
+
+
+def segmentation_names(case: CrlmCase, segs: Sequence[SegFile]) -> List[str]:
+    """Node names for a case's SEGs, in order, all distinct.
+
+    The collection's own SEG keeps the name it always had, ``<case> segmentation``
+    (with the end of its series UID when a case has several); each AI or
+    corrected SEG is named from its series, ``<case> <SeriesDescription>``
+    (or its algorithm or content creator), so a reviewer tells them apart.
+    """
+    experts = [seg for seg in segs if not seg.is_ai]
+    names: List[str] = []
+    for seg in segs:
+        if not seg.is_ai:
+            name = f"{case.case_id} segmentation" + (f" {seg.series_instance_uid[-6:]}" if len(experts) > 1 else "")
+        else:
+            name = f"{case.case_id} {_series_label(seg)}"
+        if name in names:
+            name = f"{name} {seg.series_instance_uid[-6:]}"
+        names.append(name)
+    return names
+
+
+def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: DicomVolume, node_name: str,
+                       seg: SegFile) -> Tuple[SegmentationData, Dict[int, str]]:
+    """The segmentation of a decoded SEG (canonical names, SEG or default colours) and SEG number -> segment ID."""
+    from ..formats.dicom_seg import segment_tags, terminology_entry
+
+    specs = []
+    segment_ids: Dict[int, str] = {}
+    tumour_index = 0
+    for segment in result.segments:
+        if segment.is_background:
+            continue
+        name = canonical_segment_name(segment.label)
+        kind = structure_kind(segment.label)
+        if segment.color is not None:
+            color = segment.color
+        elif kind == "tumour":
+            color = TUMOUR_COLORS[tumour_index % len(TUMOUR_COLORS)]
+        else:
+            color = DEFAULT_COLORS.get(kind, DEFAULT_COLORS["other"])
+        tumour_index += kind == "tumour"
+        segment_id = name
+        suffix = 2
+        while segment_id in segment_ids.values():
+            segment_id = f"{name}_{suffix}"
+            suffix += 1
+        segment_ids[segment.number] = segment_id
+        tags = segment_tags(segment)
+        tags["CRLM.Structure"] = kind
+        specs.append(SegmentSpec(
+            name=name, color=color, mask=segment.box, offset=segment.offset, segment_id=segment_id,
+            terminology=terminology_entry(segment.category, segment.type, segment.type_modifier,
+                                          segment.anatomic_region) or None,
+            tags=tags,
+        ))
+    first = volume.instances[0]
+    segmentation = SegmentationData(
+        f"seg/{result.series_instance_uid}", node_name, volume.series_instance_uid, specs,
+        _study_placement(case, first),
+        {"case_id": case.case_id, "SeriesInstanceUID": result.series_instance_uid, "crlm.seg_path": str(result.path),
+         "crlm.ct_folder": str(first.path.parent), "crlm.ct_series_uid": volume.series_instance_uid,
+         "crlm.seg_role": "ai" if seg.is_ai else "expert", "crlm.seg_description": seg.series_description})
+    return segmentation, segment_ids
+
+
+def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) -> List[Finding]:
+    """Volumes, tumour count, tumour voxels outside the liver, empty segments of one SEG; metrics into ``data``."""
+    result, segment_ids, node_name = read.decoded, read.segment_ids, read.node_name
+    case_id = data.case.case_id
+    findings: List[Finding] = []
+    voxel_cm3 = abs(float(np.linalg.det(ijk_to_ras[:3, :3]))) / 1000.0
+    segments = [segment for segment in result.segments if not segment.is_background]
+    volumes = {segment_ids[s.number]: round(s.voxel_count * voxel_cm3, 4) for s in segments}
+    kinds = {s.number: structure_kind(s.label) for s in segments}
+    tumours = [s for s in segments if kinds[s.number] == "tumour"]
+    livers = [s for s in segments if kinds[s.number] == "liver"]
+    empty = [segment_ids[s.number] for s in segments if s.is_empty]
+    outside_by_segment: Dict[str, int] = {}
+    for segment in segments:
+        if segment.is_empty:
+            findings.append(Finding(
+                WARNING, "crlm.empty_segment",
+                f"{result.path.name}: segment {segment.number} {segment.label!r} has no voxels",
+                case_id=case_id, path=str(result.path), node_name=node_name,
+                segment_id=segment_ids[segment.number], value=0.0))
+    if not livers:
+        findings.append(Finding(
+            WARNING, "crlm.no_liver_segment",
+            f"{result.path.name}: no segment is labelled Liver; tumour containment not checked",
+            case_id=case_id, path=str(result.path), node_name=node_name))
+    else:
+        liver = livers[0]
+        for tumour in tumours:
+            outside, centre = _outside(tumour, liver)
+            outside_by_segment[segment_ids[tumour.number]] = outside
+            if outside:
+                ras = tuple(float(v) for v in apply_matrix(ijk_to_ras, centre[::-1]))
+                findings.append(Finding(
+                    WARNING, "crlm.tumour_outside_liver",
+                    f"{result.path.name}: {outside} voxel(s) of {tumour.label!r} "
+                    f"({outside * voxel_cm3:.3g} cm³) lie outside {liver.label!r}",
+                    case_id=case_id, path=str(result.path), node_name=node_name,
+                    segment_id=segment_ids[tumour.number], ras=ras, value=float(outside)))  # type: ignore[arg-type]
+    expected = ["liver", "remnant", "hepatic", "portal"]
+    found = [kinds[s.number] for s in segments[:4]]
+    if found != expected[: len(found)] or not tumours:
+        findings.append(Finding(
+            INFO, "crlm.unexpected_segments",
+            f"{result.path.name}: segments are {[s.label for s in segments]}; the collection's SEGs hold "
+            "Liver, Liver Remnant, Hepatic, Portal and one or more Tumor_n",
+            case_id=case_id, path=str(result.path), node_name=node_name))
+    liver_volume = volumes.get(segment_ids[livers[0].number]) if livers else None
+    findings.append(Finding(
+        INFO, "crlm.summary",
+        f"{result.path.name}: {len(segments)} segments, {len(tumours)} tumour(s)"
+        + (f", liver {liver_volume:.1f} cm³" if liver_volume is not None else ""),
+        case_id=case_id, path=str(result.path), node_name=node_name, value=float(len(tumours))))
+    metrics = {
+        "seg_path": str(result.path),
+        "segment_count": len(segments),
+        "segment_ids": dict(segment_ids),
+        "segment_volumes_cm3": volumes,
+        "tumour_count": len(tumours),
+        "tumour_voxels_outside_liver": int(sum(outside_by_segment.values())),
+        "tumour_voxels_outside_liver_by_segment": outside_by_segment,
+        "empty_segments": empty,
+        "frames_referencing_missing_instances": len(result.frames_referencing_missing_instances),
+        "unplaced_frames": len(result.unplaced_frames),
+        "geometry_mismatch": bool(result.geometry_mismatches),
+        "geometry_mismatches": list(result.geometry_mismatches),
+    }
+    if "per_segmentation" not in data.metrics:
+        data.metrics.update(metrics)
+    data.metrics.setdefault("per_segmentation", {})[node_name] = metrics
+    return findings
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -728,22 +866,17 @@ def _study_name(instance: InstanceHeader) -> str:
     return " ".join(parts)
 
 
+def _study_placement(case: CrlmCase, instance: InstanceHeader) -> Placement:
+    """Patient (the case ID) / the study of ``instance``, by DICOM UIDs."""
+    return Placement(case.case_id, case.case_id, instance.study_instance_uid, _study_name(instance))
+
+
 def _with_node(finding: Finding, node_name: str) -> Finding:
     return Finding(finding.severity, finding.check, finding.message, finding.case_id, finding.path, node_name,
                    finding.segment_id, finding.ras, finding.value)
 
 
-def _existing_table(builder: SceneBuilder, source: str) -> Optional[Any]:
-    nodes = builder.scene.GetNodesByClass("vtkMRMLTableNode")
-    key = ATTRIBUTE_PREFIX + "crlm.clinical_source"
-    for index in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(index)
-        if node.GetAttribute(key) == source and node.GetAttribute(ATTRIBUTE_PREFIX + "case_id") is None:
-            return node
-    return None
-
-
-def _outside(tumour: DecodedSegment, liver: DecodedSegment) -> Tuple[int, np.ndarray]:
+def _outside(tumour: "DecodedSegment", liver: "DecodedSegment") -> Tuple[int, np.ndarray]:
     """Voxels of ``tumour`` not in ``liver``, and their centroid (k, j, i)."""
     if tumour.is_empty:
         return 0, np.zeros(3)
@@ -761,31 +894,44 @@ def _outside(tumour: DecodedSegment, liver: DecodedSegment) -> Tuple[int, np.nda
     return count, np.argwhere(outside).mean(axis=0) + np.asarray(tumour.offset)
 
 
-def export_segmentation(segmentation_node: Any, path: Path, **options: Any) -> Path:
+def export_segmentation(segmentation_node: Any, path: Path, reference: Optional[DicomVolume] = None,
+                        **options: Any) -> Path:
     """Write a (possibly edited) CRLM segmentation node back as a DICOM SEG.
 
-    The CT it was loaded on is read again from the folder recorded on the node,
-    so the SEG references the CT's own instances; ``options`` go to
-    :func:`~..dicom_seg.write_seg`.
-
+    :param reference: the CT the node was loaded on, as read at load; without
+        it, the CT is read again from the folder recorded on the node, so the
+        SEG references the CT's own instances either way. ``options`` go to
+        :func:`~..formats.dicom_seg.write_seg`.
     :raises DataError: if the node does not come from a CRLM load or its CT is gone.
     """
-    folder = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_folder")
-    uid = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_series_uid")
-    if not folder or not uid:
-        raise DataError(segmentation_node.GetName(), "was not loaded from a CRLM case (no CT folder recorded)")
-    scan = scan_folder(Path(folder))
-    instances = [instance for instance in scan.instances if instance.series_instance_uid == uid]
-    if not instances:
-        raise DataError(folder, f"no longer holds CT series {uid}")
-    return export_segmentation_node(segmentation_node, read_series(instances), Path(path), **options)
+    from ..scene.segment_export import export_segmentation_node
+
+    if reference is None:
+        folder = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_folder")
+        uid = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.ct_series_uid")
+        if not folder or not uid:
+            raise DataError(segmentation_node.GetName(), "was not loaded from a CRLM case (no CT folder recorded)")
+        scan = scan_folder(Path(folder))
+        instances = [instance for instance in scan.instances if instance.series_instance_uid == uid]
+        if not instances:
+            raise DataError(folder, f"no longer holds CT series {uid}")
+        reference = read_series(instances)
+    return export_segmentation_node(segmentation_node, reference, Path(path), **options)
 
 
-def _corrected_description(segmentation_node: Any) -> str:
-    """The source SEG's SeriesDescription with "(corrected)" added, within DICOM's 64 characters."""
+def _corrected_description(segmentation_node: Any, known: Optional[Dict[str, str]] = None) -> str:
+    """The source SEG's SeriesDescription with "(corrected)" added, within DICOM's 64 characters.
+
+    :param known: SEG path -> SeriesDescription read while discovering; the
+        source SEG's header is read again only for a node not in it.
+    """
+    from ..formats.dicom_seg import read_seg_header
+
     source = segmentation_node.GetAttribute(ATTRIBUTE_PREFIX + "crlm.seg_path")
     description = "Segmentation"
-    if source:
+    if source and known and known.get(source):
+        description = known[source]
+    elif source:
         try:
             description = read_seg_header(Path(source)).series_description or description
         except DataError:

@@ -19,25 +19,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 import pydicom
 
+from ..case_data import SUBJECT_HIERARCHY_UID_NAME, CaseData, Placement, TableData, VolumeData
+from ..errors import DataError
+from ..findings import WARNING, Finding
 from ..formats.dicom_series import (
     InstanceHeader, group_by_series, header_from_dataset, read_header, read_series, split_stackable,
 )
-from ..errors import DataError
-from ..findings import WARNING, Finding
 from ..geometry import LPS_TO_RAS, ijk_to_ras_from_slices
 from ..progress import ProgressCallback, report
-from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene.builder import SUBJECT_HIERARCHY_UID_NAME, SceneBuilder
+from .base import CaseRecord, Collection
 
-__all__ = ["HermessiSarcomaMriCollection", "COLLECTIONS", "PUBLISHED_COUNTS", "CLASSES", "SEQUENCES",
+if TYPE_CHECKING:  # pandas is imported where a table is made, so detection stays light
+    import pandas as pd
+
+__all__ = ["HermessiSarcomaMriCollection", "HermessiCase", "COLLECTIONS", "PUBLISHED_COUNTS", "CLASSES", "SEQUENCES",
            "ImageEntry", "scan_images", "count_table", "count_findings", "file_kind", "case_table"]
 
 CLASSES = ("LPS", "LMS")
@@ -150,8 +152,10 @@ def scan_images(root: Path, progress: Optional[ProgressCallback] = None) -> Tupl
     return entries, unlabelled
 
 
-def count_table(entries: Sequence[ImageEntry]) -> pd.DataFrame:
+def count_table(entries: Sequence[ImageEntry]) -> "pd.DataFrame":
     """Found vs published image counts per class and sequence (one row each, plus totals)."""
+    import pandas as pd
+
     rows = []
     for label in CLASSES:
         for sequence in SEQUENCES:
@@ -179,8 +183,10 @@ def count_findings(table: pd.DataFrame, root: Path) -> List[Finding]:
     return findings
 
 
-def case_table(cases: Sequence[CaseInfo]) -> pd.DataFrame:
+def case_table(cases: Sequence[CaseRecord]) -> "pd.DataFrame":
     """The case table a user sees: one row per case (ID, class, counts per sequence)."""
+    import pandas as pd
+
     return pd.DataFrame([{"case_id": c.case_id, "diagnosis": c.diagnosis, **c.summary} for c in cases])
 
 
@@ -238,11 +244,30 @@ def _dicom_single_unchecked(path: Path) -> Tuple[np.ndarray, np.ndarray]:
     return np.asarray(voxels), LPS_TO_RAS @ ijk_to_lps
 
 
+@dataclass
+class HermessiCase(CaseRecord):
+    """A patient (or, without patient tokens, a class and sequence group) of the Hermessi archive.
+
+    :param images: every image file of the case, with its class and sequence.
+    """
+
+    images: List[ImageEntry] = field(default_factory=list)
+
+    def location(self) -> Optional[Path]:
+        """The deepest folder holding every image of the case."""
+        if not self.images:
+            return None
+        return Path(os.path.commonpath([str(entry.path.parent) for entry in self.images]))
+
+
 class HermessiSarcomaMriCollection(Collection):
     """Hermessi et al. 2019 soft-tissue sarcoma MRI slices (LPS vs LMS)."""
 
     key = "hermessi"
     title = "Soft-tissue sarcoma MRI (Hermessi et al. 2019)"
+    looks_for = ("class folders (LPS/LMS, liposarcoma/leiomyosarcoma) and sequence folders (T1, T2FS, STIR) "
+                 f"within {DETECT_DEPTH} levels")
+    record_type = HermessiCase
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -262,7 +287,7 @@ class HermessiSarcomaMriCollection(Collection):
                 folders[:] = []
         return False
 
-    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[HermessiCase]:
         entries, unlabelled = scan_images(self.root, progress)
         self._entries, self._unlabelled = entries, unlabelled
         by_case: Dict[str, List[ImageEntry]] = {}
@@ -276,13 +301,13 @@ class HermessiSarcomaMriCollection(Collection):
             for sequence in SEQUENCES:
                 summary[sequence] = sum(1 for e in members if e.sequence == sequence)
             summary["grouping"] = "patient" if members[0].patient else "class and sequence"
-            cases.append(CaseInfo(self.key, case_id, self.root,
-                                  " / ".join(CLASS_NAMES[label] for label in labels),
-                                  {"images": [e.path for e in members], "entries": members}, summary))
+            cases.append(HermessiCase(self.key, case_id, self.root,
+                                      " / ".join(CLASS_NAMES[label] for label in labels), summary,
+                                      images=list(members)))
         report(progress, f"Found {len(cases)} case(s) in {len(entries)} image(s)", 1.0)
         return cases
 
-    def counts(self) -> pd.DataFrame:
+    def counts(self) -> "pd.DataFrame":
         """Found vs published counts over the whole folder."""
         if not hasattr(self, "_entries"):
             self.discover_cases()
@@ -299,93 +324,102 @@ class HermessiSarcomaMriCollection(Collection):
                                     value=float(len(self._unlabelled))))
         return findings
 
-    # ------------------------------------------------------------------ loading
-    def load_case(self, case: CaseInfo, builder: SceneBuilder,
-                  progress: Optional[ProgressCallback] = None) -> LoadedCase:
-        loaded = LoadedCase(case=case)
-        entries: List[ImageEntry] = list(case.files.get("entries") or [])
-        if not entries:
-            raise DataError(self.root, f"case {case.case_id} has no images")
-        with builder.transaction():
-            patient = builder.patient_item(f"hermessi:{case.case_id}", case.case_id,
-                                           uid_name=SUBJECT_HIERARCHY_UID_NAME)
-            groups: Dict[Tuple[str, str], List[ImageEntry]] = {}
-            for entry in entries:
-                groups.setdefault((entry.label, entry.sequence), []).append(entry)
-            done = 0
-            for (label, sequence), members in sorted(groups.items()):
-                folder = builder.folder_item(patient, f"{label} {sequence}")
-                done = self._load_group(case, label, sequence, members, builder, folder, loaded, progress, done,
-                                        len(entries))
-            table = self.counts()
-            loaded.tables.append(builder.add_table("Hermessi counts vs published", table, parent_item=patient,
-                                                   attributes={"collection": self.key, "case_id": case.case_id}))
-            loaded.metrics["counts"] = table.to_dict("records")
-        loaded.findings.extend(self.collection_findings())
-        loaded.metrics["volumes"] = len(loaded.volumes)
-        report(progress, f"Loaded {case.case_id}", 1.0)
-        return loaded
+    # ------------------------------------------------------------------ reading
+    def read_case(self, case: HermessiCase, progress: Optional[ProgressCallback] = None) -> CaseData:
+        """Every image of the case as volumes (DICOM series stacked), grouped by class and sequence.
 
-    def _load_group(self, case: CaseInfo, label: str, sequence: str, members: Sequence[ImageEntry],
-                    builder: SceneBuilder, folder: int, loaded: LoadedCase, progress: Optional[ProgressCallback],
-                    done: int, total: int) -> int:
-        attributes = {"collection": self.key, "case_id": case.case_id, "class": label, "sequence": sequence}
-        dicom = [e for e in members if e.kind == "dicom"]
-        headers: List[InstanceHeader] = []
-        singles: List[ImageEntry] = [e for e in members if e.kind != "dicom"]
-        for entry in dicom:
+        Unreadable files are left out with a warning naming them; the case's
+        table of found vs published counts goes under the patient.
+
+        :raises DataError: if the case has no image at all.
+        """
+        if not case.images:
+            raise DataError(self.root, f"case {case.case_id} has no images")
+        data = CaseData(case=case)
+        patient = Placement(patient_id=f"hermessi:{case.case_id}", patient_name=case.case_id,
+                            uid_name=SUBJECT_HIERARCHY_UID_NAME)
+        groups: Dict[Tuple[str, str], List[ImageEntry]] = {}
+        for entry in case.images:
+            groups.setdefault((entry.label, entry.sequence), []).append(entry)
+        done = 0
+        for (label, sequence), members in sorted(groups.items()):
+            done = _read_group(case, label, sequence, members, patient.in_folder(f"{label} {sequence}"), data,
+                               progress, done, len(case.images))
+        table = self.counts()
+        data.tables.append(TableData("counts", "Hermessi counts vs published", table, patient,
+                                     {"collection": self.key, "case_id": case.case_id}))
+        data.metrics["counts"] = table.to_dict("records")
+        data.metrics["volumes"] = len(data.volumes)
+        return data
+
+    # ------------------------------------------------------------------ checks
+    def check_case(self, data: CaseData) -> List[Finding]:
+        """The folder-wide count checks, reported with every case (QA groups them as collection findings)."""
+        return self.collection_findings()
+
+    def check_collection(self, cases: Sequence[CaseRecord], results: Sequence[Any]) -> List[Finding]:
+        """Count mismatches against the published table and image files without class/sequence folders."""
+        return self.collection_findings()
+
+
+def _read_group(case: HermessiCase, label: str, sequence: str, members: Sequence[ImageEntry],
+                placement: Placement, data: CaseData, progress: Optional[ProgressCallback], done: int,
+                total: int) -> int:
+    """Read one class/sequence group of a case into ``data``: DICOM series stacked, other images one by one."""
+    attributes = {"collection": HermessiSarcomaMriCollection.key, "case_id": case.case_id, "class": label,
+                  "sequence": sequence}
+    dicom = [e for e in members if e.kind == "dicom"]
+    headers: List[InstanceHeader] = []
+    singles: List[ImageEntry] = [e for e in members if e.kind != "dicom"]
+    for entry in dicom:
+        try:
+            headers.append(read_header(entry.path))
+        except DataError as error:
+            data.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
+                                         case_id=case.case_id, path=str(entry.path)))
+    by_path = {e.path: e for e in dicom}
+    for uid, series in group_by_series(headers).items():
+        instances, left_out = split_stackable(series) if len(series) > 1 else (series, [])
+        for problem in left_out:
+            data.findings.append(Finding(WARNING, "hermessi.slice_left_out",
+                                         f"{problem}; not stacked with series {uid}, shown on its own",
+                                         case_id=case.case_id, path=problem.path))
+            singles.extend(e for e in dicom if str(e.path) == problem.path)
+        if len(instances) > 1 and all(i.plane is not None for i in instances):
             try:
-                headers.append(read_header(entry.path))
+                volume = read_series(instances)
             except DataError as error:
-                loaded.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
-                                               case_id=case.case_id, path=str(entry.path)))
-        by_path = {e.path: e for e in dicom}
-        for uid, members in group_by_series(headers).items():
-            instances, left_out = split_stackable(members) if len(members) > 1 else (members, [])
-            for problem in left_out:
-                loaded.findings.append(Finding(WARNING, "hermessi.slice_left_out",
-                                               f"{problem}; not stacked with series {uid}, shown on its own",
-                                               case_id=case.case_id, path=problem.path))
-                singles.extend(e for e in dicom if str(e.path) == problem.path)
-            stackable = len(instances) > 1 and all(i.plane is not None for i in instances)
-            if stackable:
-                try:
-                    volume = read_series(instances)
-                except DataError as error:
-                    loaded.findings.append(Finding(WARNING, "hermessi.not_stacked",
-                                                   f"series {uid} loaded slice by slice: {error}",
-                                                   case_id=case.case_id, path=error.path))
-                else:
-                    first = instances[0]
-                    name = f"{case.case_id} {label} {sequence} {first.series_description or 'series'}"
-                    node = builder.add_volume(name, volume.voxels, volume.ijk_to_ras, parent_item=folder,
-                                              attributes={**attributes, "file_type": "dicom",
-                                                          "slices": len(volume.instances)})
-                    loaded.volumes.append(node)
-                    for problem in volume.problems():
-                        loaded.findings.append(Finding(WARNING, "hermessi.slice_stack", f"{name}: {problem}",
-                                                       case_id=case.case_id, node_name=node.GetName()))
-                    done += len(instances)
-                    report(progress, f"Loaded {name}", done / max(1, total))
-                    continue
-            singles.extend(by_path[i.path] for i in instances)
-        for entry in sorted(singles, key=lambda e: e.path):
-            try:
-                if entry.kind == "dicom":
-                    voxels, ijk_to_ras = _dicom_single(entry.path)
-                else:
-                    voxels, ijk_to_ras = _read_raster(entry.path)[None], LPS_TO_RAS.copy()
-            except DataError as error:
-                loaded.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
-                                               case_id=case.case_id, path=str(entry.path)))
+                data.findings.append(Finding(WARNING, "hermessi.not_stacked",
+                                             f"series {uid} loaded slice by slice: {error}",
+                                             case_id=case.case_id, path=error.path))
+            else:
+                name = f"{case.case_id} {label} {sequence} {instances[0].series_description or 'series'}"
+                data.volumes.append(VolumeData(f"{label}/{sequence}/{uid}", name, volume.voxels, volume.ijk_to_ras,
+                                               placement, attributes={**attributes, "file_type": "dicom",
+                                                                      "slices": str(len(volume.instances))}))
+                for problem in volume.problems():
+                    data.findings.append(Finding(WARNING, "hermessi.slice_stack", f"{name}: {problem}",
+                                                 case_id=case.case_id, node_name=name))
+                done += len(instances)
+                report(progress, f"Read {name}", done / max(1, total))
                 continue
-            name = f"{case.case_id} {label} {sequence} {entry.path.stem}"
-            node = builder.add_volume(name, voxels, ijk_to_ras, parent_item=folder,
-                                      attributes={**attributes, "file_type": entry.kind, "slices": 1})
-            loaded.volumes.append(node)
-            done += 1
-            report(progress, f"Loaded {name}", done / max(1, total))
-        return done
+        singles.extend(by_path[i.path] for i in instances)
+    for entry in sorted(singles, key=lambda e: e.path):
+        try:
+            if entry.kind == "dicom":
+                voxels, ijk_to_ras = _dicom_single(entry.path)
+            else:
+                voxels, ijk_to_ras = _read_raster(entry.path)[None], LPS_TO_RAS.copy()
+        except DataError as error:
+            data.findings.append(Finding(WARNING, "hermessi.unreadable_file", str(error),
+                                         case_id=case.case_id, path=str(entry.path)))
+            continue
+        name = f"{case.case_id} {label} {sequence} {entry.path.stem}"
+        data.volumes.append(VolumeData(f"{label}/{sequence}/{entry.path}", name, voxels, ijk_to_ras, placement,
+                                       attributes={**attributes, "file_type": entry.kind, "slices": "1"}))
+        done += 1
+        report(progress, f"Read {name}", done / max(1, total))
+    return done
 
 
 COLLECTIONS = [HermessiSarcomaMriCollection]

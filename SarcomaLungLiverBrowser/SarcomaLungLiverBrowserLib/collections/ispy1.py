@@ -32,13 +32,16 @@ QA definitions
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 
+from ..case_data import (
+    ATTRIBUTE_PREFIX, SUBJECT_HIERARCHY_UID_NAME, CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec,
+    TableData, VolumeData,
+)
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..formats.nifti import (
@@ -51,12 +54,14 @@ from ..formats.nifti import (
     voxel_centres_ras,
 )
 from ..progress import ProgressCallback, report, sub_progress
-from ..registry import CaseInfo, Collection, LoadedCase
-from ..scene.builder import ATTRIBUTE_PREFIX, SUBJECT_HIERARCHY_UID_NAME, SegmentSpec
-from ..formats.tables import read_table, require_columns
+from .base import CaseRecord, Collection
+
+if TYPE_CHECKING:  # pandas is imported where a table is read, so detection stays light
+    import pandas as pd
 
 __all__ = [
     "Ispy1Collection",
+    "Ispy1Case",
     "COLLECTIONS",
     "TIMEPOINTS",
     "MASK_KINDS",
@@ -247,8 +252,10 @@ def _subject_number(value: Any) -> Optional[int]:
     return int(number) if np.isfinite(number) and number == int(number) else None
 
 
-def features_row(table: pd.DataFrame, case_id: str, path: Path) -> Optional[pd.Series]:
+def features_row(table: "pd.DataFrame", case_id: str, path: Path) -> Optional["pd.Series"]:
     """The row of ``table`` whose ``SubjectID`` is the case's number, or None."""
+    from ..formats.tables import require_columns
+
     require_columns(table, ["SubjectID"], path)
     wanted = _subject_number(case_id)
     matches = table[table["SubjectID"].map(_subject_number) == wanted]
@@ -257,8 +264,10 @@ def features_row(table: pd.DataFrame, case_id: str, path: Path) -> Optional[pd.S
     return matches.iloc[0]
 
 
-def _row_as_table(row: pd.Series) -> pd.DataFrame:
+def _row_as_table(row: "pd.Series") -> "pd.DataFrame":
     """A two-column (Feature, Value) table: readable for hundreds of features."""
+    import pandas as pd
+
     values = pd.to_numeric(pd.Series(row.values), errors="coerce")
     if values.isna().sum() > pd.Series(row.values).isna().sum():
         values = pd.Series([str(v) for v in row.values])
@@ -295,16 +304,57 @@ def _prefer(existing: Optional[Path], candidate: Path) -> Path:
     return candidate if candidate.name.lower().endswith(".gz") and not existing.name.lower().endswith(".gz") else existing
 
 
+@dataclass
+class Ispy1Case(CaseRecord):
+    """One ISPY1 subject: its DCE phases in both image families, its three masks and the collection's tables.
+
+    :param native: phase (``DCE_0000``..) -> file in ``images_bias-corrected_nifti``.
+    :param zscored: phase -> file in ``images_bias-corrected_resampled_zscored_nifti``.
+    :param stv_manual: the ``masks_stv_manual`` file, if any (likewise ``stv_resunet``, ``ftv``).
+    :param features: ``ISPY_DataPaper_features.xlsx``, if found; ``captk`` the CaPTk parameter file.
+    :param unrecognised: files in the case's image folders that are not DCE_000x images.
+    :param missing: ``<folder>/<phase>`` or mask folders with no file for this case.
+    """
+
+    native: Dict[str, Path] = field(default_factory=dict)
+    zscored: Dict[str, Path] = field(default_factory=dict)
+    stv_manual: Optional[Path] = None
+    stv_resunet: Optional[Path] = None
+    ftv: Optional[Path] = None
+    features: Optional[Path] = None
+    captk: Optional[Path] = None
+    unrecognised: List[Path] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+
+    def location(self) -> Optional[Path]:
+        """The case's folder of native images (else of z-scored images)."""
+        for images in (self.native, self.zscored):
+            if images:
+                return next(iter(images.values())).parent
+        return None
+
+    def images(self, family: str) -> Dict[str, Path]:
+        """Phase -> file of one image family (``"native"`` or ``"zscored"``)."""
+        return self.native if family == "native" else self.zscored
+
+    def mask(self, kind: "MaskKind") -> Optional[Path]:
+        """The mask file of one kind, if the case has it."""
+        return getattr(self, kind.key)
+
+
 class Ispy1Collection(Collection):
     """The ISPY1-Tumor-SEG-Radiomics NIfTI tree."""
 
     key = "ispy1"
     title = "ISPY1-Tumor-SEG-Radiomics (DCE-MRI NIfTI, STV/FTV masks, radiomics)"
+    looks_for = (f"one of the folders {', '.join(KNOWN_FOLDERS)} in the chosen folder, in NIfTI-Files/ or in "
+                 "ISPY1-Tumor-SEG-Radiomics/NIfTI-Files/")
+    record_type = Ispy1Case
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.nifti_root = _nifti_root(self.root) or self.root
-        self._tables: Dict[Path, pd.DataFrame] = {}
+        self._tables: Dict[Path, "pd.DataFrame"] = {}
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -316,7 +366,7 @@ class Ispy1Collection(Collection):
         folders = [self.nifti_root, self.nifti_root.parent, self.root]
         return {"features": _find_file(folders, FEATURES_FILE), "captk": _find_file(folders, CAPTK_FILE)}
 
-    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[Ispy1Case]:
         report(progress, "Listing ISPY1 cases", 0.0)
         files: Dict[str, Dict[str, Any]] = {}
 
@@ -351,7 +401,6 @@ class Ispy1Collection(Collection):
         cases = []
         for case_id in sorted(files):
             case_files = files[case_id]
-            case_files.update(tables)
             missing = self._missing(case_files)
             summary = {
                 "native images": len(case_files["native"]),
@@ -359,7 +408,11 @@ class Ispy1Collection(Collection):
                 "masks": ", ".join(kind.segment_name for kind in MASK_KINDS if case_files.get(kind.key)) or "none",
                 "missing": "; ".join(missing),
             }
-            cases.append(CaseInfo(self.key, case_id, self.root, "", case_files, summary))
+            cases.append(Ispy1Case(
+                self.key, case_id, self.root, "", summary, native=case_files["native"],
+                zscored=case_files["zscored"], unrecognised=case_files["unrecognised"], missing=missing,
+                features=tables["features"], captk=tables["captk"],
+                **{kind.key: case_files.get(kind.key) for kind in MASK_KINDS}))
         report(progress, f"Found {len(cases)} ISPY1 cases", 1.0)
         return cases
 
@@ -376,15 +429,26 @@ class Ispy1Collection(Collection):
         return missing
 
     # -------------------------------------------------------------------------------------- loading
-    def load_case(self, case: CaseInfo, builder: Any, progress: Optional[ProgressCallback] = None) -> LoadedCase:
-        result = LoadedCase(case)
-        loader = _CaseLoader(self, case, builder, result, progress)
-        with builder.transaction():
-            loader.run()
-        return result
+    def read_case(self, case: Ispy1Case, progress: Optional[ProgressCallback] = None) -> CaseData:
+        """The case's DCE images, its masks as segmentations on an image's grid, and its tables.
 
-    def read_table_cached(self, path: Path) -> pd.DataFrame:
+        Unreadable files become findings naming them; the QA measurements
+        (:meth:`check_case`) need the masks on their own grids, which are kept
+        in ``provenance["masks"]`` (:class:`PlacedMask`).
+
+        :raises DataError: if no image of the case can be read.
+        """
+        return _CaseReader(self, case, progress).run()
+
+    def check_case(self, data: CaseData) -> List[Finding]:
+        """Mask volumes, mask voxels in the image background, STV manual vs ResUNet (Dice, Hausdorff) and the
+        STV manual volume against the features spreadsheet; the measurements also go to ``data.metrics``."""
+        return _check_case(data)
+
+    def read_table_cached(self, path: Path) -> "pd.DataFrame":
         """A spreadsheet read once per collection object."""
+        from ..formats.tables import read_table
+
         if path not in self._tables:
             self._tables[path] = read_table(path)
         return self._tables[path]
@@ -434,66 +498,71 @@ class Ispy1Collection(Collection):
 
 
 @dataclass
-class _LoadedImage:
+class _ReadImage:
     family: str
     phase: str
     volume: NiftiVolume
-    node: Any
+    key: str
 
 
 @dataclass
-class _PlacedMask:
+class PlacedMask:
+    """A mask as read, and as placed on the grid of the image it is shown on.
+
+    :param own_mask: on the mask file's grid (``own_ijk_to_ras``): what volumes and distances are measured on.
+    :param mask: on the reference image's grid (``reference_key`` names that volume in the case data).
+    """
+
     kind: MaskKind
     path: Path
-    own_mask: np.ndarray  # on the mask file's grid
+    own_mask: np.ndarray
     own_ijk_to_ras: np.ndarray
-    mask: np.ndarray  # on the reference image's grid
-    reference: _LoadedImage
+    mask: np.ndarray
+    reference_key: str
 
 
-class _CaseLoader:
-    """Loads one case: images, masks into segmentations, tables and QA findings."""
+def _finding(case_id: str, severity: str, check: str, message: str, **details: Any) -> Finding:
+    path = details.pop("path", "")
+    return Finding(severity, f"ispy1.{check}", message, case_id=case_id, path=str(path), **details)
 
-    def __init__(self, collection: Ispy1Collection, case: CaseInfo, builder: Any, result: LoadedCase,
-                 progress: Optional[ProgressCallback]) -> None:
+
+class _CaseReader:
+    """Reads one case into plain data: images, masks placed on an image grid, tables, read-time findings."""
+
+    def __init__(self, collection: Ispy1Collection, case: Ispy1Case, progress: Optional[ProgressCallback]) -> None:
         self.collection = collection
         self.case = case
         self.case_id = case.case_id
-        self.builder = builder
-        self.result = result
         self.progress = progress
-        self.images: List[_LoadedImage] = []
-        self.masks: Dict[str, _PlacedMask] = {}
+        self.data = CaseData(case=case)
+        self.images: List[_ReadImage] = []
+        self.masks: Dict[str, PlacedMask] = {}
+        self.patient = Placement(self.case_id, self.case_id, uid_name=SUBJECT_HIERARCHY_UID_NAME)
+        self.study = Placement(self.case_id, self.case_id, f"{self.case_id}/DCE-MRI baseline", "DCE-MRI baseline",
+                               uid_name=SUBJECT_HIERARCHY_UID_NAME)
 
     def finding(self, severity: str, check: str, message: str, **details: Any) -> None:
-        path = details.pop("path", "")
-        self.result.findings.append(
-            Finding(severity, f"ispy1.{check}", message, case_id=self.case_id, path=str(path), **details)
-        )
+        self.data.findings.append(_finding(self.case_id, severity, check, message, **details))
 
-    def run(self) -> None:
-        report(self.progress, f"Loading {self.case_id}", 0.0)
-        patient = self.builder.patient_item(self.case_id, self.case_id, uid_name=SUBJECT_HIERARCHY_UID_NAME)
-        self.study = self.builder.study_item(
-            patient, f"{self.case_id}/DCE-MRI baseline", "DCE-MRI baseline", uid_name=SUBJECT_HIERARCHY_UID_NAME
-        )
-        for missing in self.case.summary.get("missing", "").split("; "):
-            if missing:
-                self.finding(WARNING, "missing_file", f"{self.case_id}: no file in {missing}")
-        for path in self.case.files.get("unrecognised", []):
+    def run(self) -> CaseData:
+        report(self.progress, f"Reading {self.case_id}", 0.0)
+        for missing in self.case.missing:
+            self.finding(WARNING, "missing_file", f"{self.case_id}: no file in {missing}")
+        for path in self.case.unrecognised:
             self.finding(INFO, "unrecognised_file", f"{path.name} is not a DCE_000x image name; ignored", path=path)
-        self._load_images(sub_progress(self.progress, 0.0, 0.5))
+        self._read_images(sub_progress(self.progress, 0.0, 0.5))
         if not self.images:
             raise DataError(self.collection.nifti_root, f"{self.case_id} has no readable image "
                                                         "(see the files named above)")
-        self._load_masks(sub_progress(self.progress, 0.5, 0.75))
+        self._read_masks(sub_progress(self.progress, 0.5, 0.85))
         self._add_segmentations()
-        report(self.progress, f"{self.case_id}: quality checks", 0.8)
-        self._check_masks()
-        self._compare_stv()
         report(self.progress, f"{self.case_id}: tables", 0.9)
         self._add_tables()
-        report(self.progress, f"Loaded {self.case_id}", 1.0)
+        self.data.provenance["masks"] = dict(self.masks)
+        self.data.provenance["image_grids"] = {image.key: (image.volume.shape, image.volume.ijk_to_ras)
+                                               for image in self.images}
+        report(self.progress, f"Read {self.case_id}", 1.0)
+        return self.data
 
     # ---------------------------------------------------------------------------------- images
     def _read(self, path: Path) -> Optional[NiftiVolume]:
@@ -506,23 +575,23 @@ class _CaseLoader:
             self.finding(WARNING, "nifti_header", f"{path.name}: {warning}", path=path)
         return volume
 
-    def _load_images(self, progress: Optional[ProgressCallback]) -> None:
+    def _read_images(self, progress: Optional[ProgressCallback]) -> None:
         jobs = [(family, phase, path) for family in IMAGE_FAMILIES
-                for phase, path in sorted(self.case.files.get(family, {}).items())]
+                for phase, path in sorted(self.case.images(family).items())]
         for index, (family, phase, path) in enumerate(jobs):
             report(progress, f"Reading {path.name}", index / max(len(jobs), 1))
             volume = self._read(path)
             if volume is None:
                 continue
             name = f"{self.case_id} {phase} {TIMEPOINTS[phase]} ({IMAGE_FAMILIES[family][1]})"
-            node = self.builder.add_volume(
-                name, volume.voxels, volume.ijk_to_ras, parent_item=self.study,
+            key = f"{family}/{phase}"
+            self.data.volumes.append(VolumeData(
+                key, name, volume.voxels, volume.ijk_to_ras, self.study,
                 attributes={"ispy1.phase": phase, "ispy1.family": family, "sourceFile": str(path)},
-            )
-            self.result.volumes.append(node)
-            self.images.append(_LoadedImage(family, phase, volume, node))
+                share_memory=True))  # the loaded case keeps its data: one copy of the voxels, not two
+            self.images.append(_ReadImage(family, phase, volume, key))
 
-    def _reference_for(self, family: str) -> Optional[_LoadedImage]:
+    def _reference_for(self, family: str) -> Optional[_ReadImage]:
         ranked = sorted((image for image in self.images if image.family == family),
                         key=lambda image: _REFERENCE_ORDER.index(image.phase))
         return ranked[0] if ranked else None
@@ -541,10 +610,10 @@ class _CaseLoader:
                                                  "values; voxels >= 0.5 are taken as inside", path=path)
         return voxels >= 0.5
 
-    def _load_masks(self, progress: Optional[ProgressCallback]) -> None:
-        kinds = [kind for kind in MASK_KINDS if self.case.files.get(kind.key)]
+    def _read_masks(self, progress: Optional[ProgressCallback]) -> None:
+        kinds = [kind for kind in MASK_KINDS if self.case.mask(kind)]
         for index, kind in enumerate(kinds):
-            path = Path(self.case.files[kind.key])
+            path = Path(self.case.mask(kind))  # type: ignore[arg-type]
             report(progress, f"Reading {path.name} ({kind.segment_name})", index / max(len(kinds), 1))
             volume = self._read(path)
             if volume is None:
@@ -554,17 +623,17 @@ class _CaseLoader:
             if placed is not None:
                 self.masks[kind.key] = placed
 
-    def _place(self, kind: MaskKind, path: Path, own_mask: np.ndarray, volume: NiftiVolume) -> Optional[_PlacedMask]:
+    def _place(self, kind: MaskKind, path: Path, own_mask: np.ndarray, volume: NiftiVolume) -> Optional[PlacedMask]:
         """Put a mask on the grid of an image: its own family's, another matching one, or resampled."""
         expected = self._reference_for(kind.family)
         if expected is not None and same_grid(volume.grid, expected.volume.grid):
-            return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, expected)
+            return PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, expected.key)
         for image in sorted(self.images, key=lambda image: _REFERENCE_ORDER.index(image.phase)):
             if same_grid(volume.grid, image.volume.grid):
                 self.finding(WARNING, "mask_grid", f"{path.name}: {kind.segment_name} is on the grid of "
                              f"{image.volume.path.name}, not of the {IMAGE_FAMILIES[kind.family][0]} images; "
                              "shown with that image", path=path)
-                return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, image)
+                return PlacedMask(kind, path, own_mask, volume.ijk_to_ras, own_mask, image.key)
         target = expected or self._reference_for("zscored") or self._reference_for("native")
         if target is None:
             self.finding(ERROR, "mask_without_image", f"{path.name}: no image to show {kind.segment_name} on",
@@ -582,118 +651,46 @@ class _CaseLoader:
                          f"{path.name}: {outside} of {total} {kind.segment_name} voxels lie outside "
                          f"{target.volume.path.name}", path=path, value=float(outside),
                          ras=_centroid_ras(own_mask, volume.ijk_to_ras))
-        return _PlacedMask(kind, path, own_mask, volume.ijk_to_ras, moved, target)
+        return PlacedMask(kind, path, own_mask, volume.ijk_to_ras, moved, target.key)
 
     def _add_segmentations(self) -> None:
-        groups: Dict[str, List[_PlacedMask]] = {}
+        groups: Dict[str, List[PlacedMask]] = {}
         for placed in self.masks.values():
-            groups.setdefault(placed.reference.node.GetID(), []).append(placed)
-        for members in groups.values():
-            reference = members[0].reference
-            grid = "1 mm" if reference.family == "zscored" else "native grid"
+            groups.setdefault(placed.reference_key, []).append(placed)
+        for reference_key, members in groups.items():
+            reference = self.data.volume(reference_key)
+            grid = "1 mm" if reference_key.startswith("zscored/") else "native grid"
             specs = [
                 SegmentSpec(placed.kind.segment_name, placed.kind.color, placed.mask,
                             segment_id=placed.kind.segment_name.replace(" ", "_"),
                             tags={ATTRIBUTE_PREFIX + "SourceFile": str(placed.path)})
                 for placed in members
             ]
-            node = self.builder.add_segmentation(
-                f"{self.case_id} tumour masks ({grid})", reference.node, specs, parent_item=self.study,
-                attributes={"ispy1.referenceVolume": reference.node.GetName()},
-            )
-            self.result.segmentations.append(node)
-
-    # ---------------------------------------------------------------------------------- QA
-    def _check_masks(self) -> None:
-        volumes: Dict[str, float] = {}
-        background: Dict[str, float] = {}
-        for placed in self.masks.values():
-            name = placed.kind.segment_name
-            volume_cm3 = mask_volume_cm3(placed.own_mask, placed.own_ijk_to_ras)
-            volumes[name] = volume_cm3
-            if volume_cm3 == 0:
-                self.finding(WARNING, "empty_mask", f"{placed.path.name}: {name} is empty", path=placed.path,
-                             segment_id=name.replace(" ", "_"))
-                continue
-            self.finding(INFO, "mask_volume", f"{name} volume {volume_cm3:.3f} cm³", path=placed.path,
-                         segment_id=name.replace(" ", "_"), value=volume_cm3,
-                         ras=_centroid_ras(placed.own_mask, placed.own_ijk_to_ras))
-            fraction, point = self._background_fraction(placed)
-            background[name] = fraction
-            if fraction > 0:
-                severity = WARNING if fraction >= BACKGROUND_WARNING_FRACTION else INFO
-                self.finding(severity, "mask_in_background",
-                             f"{placed.path.name}: {fraction:.1%} of {name} lies in the image background of "
-                             f"{placed.reference.volume.path.name}", path=placed.path,
-                             segment_id=name.replace(" ", "_"), value=fraction, ras=point)
-        self.result.metrics["volume_cm3"] = volumes
-        self.result.metrics["background_fraction"] = background
-
-    @staticmethod
-    def _background_fraction(placed: _PlacedMask) -> Tuple[float, Optional[Tuple[float, float, float]]]:
-        image = placed.reference.volume.voxels
-        inside = placed.mask
-        total = int(np.count_nonzero(inside))
-        if total == 0:
-            return 0.0, None
-        lowest = image.min()
-        in_background = inside & (image <= lowest + 1e-6 * max(1.0, abs(float(lowest))))
-        count = int(np.count_nonzero(in_background))
-        return count / total, _centroid_ras(in_background, placed.reference.volume.ijk_to_ras)
-
-    def _compare_stv(self) -> None:
-        manual, resunet = self.masks.get("stv_manual"), self.masks.get("stv_resunet")
-        if manual is None or resunet is None:
-            return
-        if manual.reference is resunet.reference:
-            mask_b = resunet.mask
-        else:
-            mask_b = resample_mask_to_grid(resunet.mask, resunet.reference.volume.ijk_to_ras,
-                                           manual.reference.volume.shape, manual.reference.volume.ijk_to_ras)
-        dice = dice_coefficient(manual.mask, mask_b)
-        self.result.metrics["stv_dice"] = dice
-        if dice is None:
-            self.finding(INFO, "stv_dice", "STV manual and ResUNet are both empty: no Dice")
-        else:
-            self.finding(INFO, "stv_dice", f"Dice STV manual vs ResUNet {dice:.4f}", value=dice)
-        hausdorff = hausdorff_distance(manual.own_mask, manual.own_ijk_to_ras, resunet.own_mask,
-                                       resunet.own_ijk_to_ras)
-        self.result.metrics["stv_hausdorff_mm"] = None if hausdorff is None else hausdorff.distance_mm
-        self.result.metrics["stv_hausdorff95_mm"] = None if hausdorff is None else hausdorff.distance95_mm
-        if hausdorff is not None:
-            self.finding(INFO, "stv_hausdorff", f"Hausdorff distance STV manual vs ResUNet "
-                         f"{hausdorff.distance_mm:.2f} mm (95th percentile {hausdorff.distance95_mm:.2f} mm)",
-                         value=hausdorff.distance_mm, ras=hausdorff.point_ras)
+            self.data.segmentations.append(SegmentationData(
+                f"masks/{reference_key}", f"{self.case_id} tumour masks ({grid})", reference_key, specs, self.study,
+                attributes={"ispy1.referenceVolume": reference.name}))
 
     # ---------------------------------------------------------------------------------- tables
-    def _collection_table(self, path: Path, name: str, kind: str) -> Optional[Any]:
-        """The node of a collection-wide table, reused if an earlier case loaded it."""
-        scene = self.builder.scene
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode")):
-            node = scene.GetNthNodeByClass(index, "vtkMRMLTableNode")
-            if node.GetAttribute(ATTRIBUTE_PREFIX + "sourceFile") == str(path):
-                return node
+    def _collection_table(self, path: Path, name: str, kind: str) -> bool:
+        """Add a collection-wide table (one node shared by every case); False if it cannot be read."""
         try:
             table = self.collection.read_table_cached(path)
         except DataError as error:
             self.finding(ERROR, "unreadable_file", str(error), path=path)
-            return None
-        folder = self.builder.folder_item(self.builder.hierarchy.GetSceneItemID(), "ISPY1-Tumor-SEG-Radiomics")
-        node = self.builder.add_table(name, table, parent_item=folder,
-                                      attributes={"sourceFile": str(path), "ispy1.table": kind})
-        self.result.tables.append(node)
-        return node
+            return False
+        self.data.tables.append(TableData(f"collection/{kind}", name, table,
+                                          Placement(folders=("ISPY1-Tumor-SEG-Radiomics",)),
+                                          {"sourceFile": str(path), "ispy1.table": kind}, shared_key=str(path)))
+        return True
 
     def _add_tables(self) -> None:
-        captk = self.case.files.get("captk")
-        if captk:
-            self._collection_table(Path(captk), "ISPY1 CaPTk parameters", "captk")
-        features_path = self.case.files.get("features")
-        if not features_path:
+        if self.case.captk:
+            self._collection_table(Path(self.case.captk), "ISPY1 CaPTk parameters", "captk")
+        if not self.case.features:
             self.finding(INFO, "no_features_table", f"{FEATURES_FILE} not found beside the NIfTI files")
             return
-        features_path = Path(features_path)
-        if self._collection_table(features_path, "ISPY1 radiomic features", "features") is None:
+        features_path = Path(self.case.features)
+        if not self._collection_table(features_path, "ISPY1 radiomic features", "features"):
             return
         table = self.collection.read_table_cached(features_path)
         try:
@@ -705,36 +702,120 @@ class _CaseLoader:
             self.finding(WARNING, "features_missing_row", f"{features_path.name} has no SubjectID "
                          f"{_subject_number(self.case_id)} for {self.case_id}", path=features_path)
             return
-        node = self.builder.add_table(f"{self.case_id} radiomic features", _row_as_table(row),
-                                      parent_item=self.study,
-                                      attributes={"sourceFile": str(features_path), "ispy1.table": "case features"})
-        self.result.tables.append(node)
-        self._compare_volume(row, features_path)
+        self.data.tables.append(TableData(
+            "case features", f"{self.case_id} radiomic features", _row_as_table(row), self.study,
+            {"sourceFile": str(features_path), "ispy1.table": "case features"}))
+        self.data.provenance["features_row"] = row
+        self.data.provenance["features_path"] = features_path
 
-    def _compare_volume(self, row: pd.Series, path: Path) -> None:
-        columns, unit = find_volume_columns(row.index)
-        manual = self.masks.get("stv_manual")
-        if not columns or manual is None:
-            return
-        column = columns[0]
-        try:
-            table_mm3 = float(row[column]) * (1000.0 if unit == "cm3" else 1.0)
-        except (TypeError, ValueError):
-            self.finding(WARNING, "features_volume", f"{path.name}: {column} = {row[column]!r} is not a number",
-                         path=path)
-            return
-        mask_mm3 = mask_volume_cm3(manual.own_mask, manual.own_ijk_to_ras) * 1000.0
-        difference = (mask_mm3 - table_mm3) / table_mm3 if table_mm3 else float("inf")
-        self.result.metrics["features_volume_mm3"] = table_mm3
-        self.result.metrics["features_volume_column"] = column
-        self.result.metrics["features_volume_difference"] = difference
-        message = (f"STV manual {mask_mm3:.1f} mm³ vs {path.name} {column} {table_mm3:.1f} mm³ "
-                   f"({difference:+.1%})")
-        if abs(difference) > VOLUME_MISMATCH_FRACTION:
-            self.finding(WARNING, "features_volume_mismatch", message, path=path, value=difference,
-                         segment_id="STV_manual")
-        else:
-            self.finding(INFO, "features_volume", message, path=path, value=difference, segment_id="STV_manual")
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_case(data: CaseData) -> List[Finding]:
+    """The QA checks of a read case (see the module docstring); measurements go to ``data.metrics``."""
+    masks: Dict[str, PlacedMask] = data.provenance.get("masks", {})
+    findings: List[Finding] = []
+    findings.extend(_check_masks(data, masks))
+    findings.extend(_compare_stv(data, masks))
+    row = data.provenance.get("features_row")
+    if row is not None:
+        findings.extend(_compare_volume(data, masks, row, data.provenance["features_path"]))
+    return findings
+
+
+def _check_masks(data: CaseData, masks: Dict[str, PlacedMask]) -> List[Finding]:
+    case_id = data.case.case_id
+    findings: List[Finding] = []
+    volumes: Dict[str, float] = {}
+    background: Dict[str, float] = {}
+    for placed in masks.values():
+        name = placed.kind.segment_name
+        volume_cm3 = mask_volume_cm3(placed.own_mask, placed.own_ijk_to_ras)
+        volumes[name] = volume_cm3
+        if volume_cm3 == 0:
+            findings.append(_finding(case_id, WARNING, "empty_mask", f"{placed.path.name}: {name} is empty",
+                                     path=placed.path, segment_id=name.replace(" ", "_")))
+            continue
+        findings.append(_finding(case_id, INFO, "mask_volume", f"{name} volume {volume_cm3:.3f} cm³",
+                                 path=placed.path, segment_id=name.replace(" ", "_"), value=volume_cm3,
+                                 ras=_centroid_ras(placed.own_mask, placed.own_ijk_to_ras)))
+        reference = data.volume(placed.reference_key)
+        fraction, point = _background_fraction(placed, reference)
+        background[name] = fraction
+        if fraction > 0:
+            severity = WARNING if fraction >= BACKGROUND_WARNING_FRACTION else INFO
+            source = Path(reference.attributes.get("sourceFile", reference.name)).name
+            findings.append(_finding(case_id, severity, "mask_in_background",
+                                     f"{placed.path.name}: {fraction:.1%} of {name} lies in the image background "
+                                     f"of {source}", path=placed.path, segment_id=name.replace(" ", "_"),
+                                     value=fraction, ras=point))
+    data.metrics["volume_cm3"] = volumes
+    data.metrics["background_fraction"] = background
+    return findings
+
+
+def _background_fraction(placed: PlacedMask, reference: VolumeData) -> Tuple[float, Optional[Tuple[float, float, float]]]:
+    image = reference.voxels
+    inside = placed.mask
+    total = int(np.count_nonzero(inside))
+    if total == 0:
+        return 0.0, None
+    lowest = image.min()
+    in_background = inside & (image <= lowest + 1e-6 * max(1.0, abs(float(lowest))))
+    count = int(np.count_nonzero(in_background))
+    return count / total, _centroid_ras(in_background, reference.ijk_to_ras)
+
+
+def _compare_stv(data: CaseData, masks: Dict[str, PlacedMask]) -> List[Finding]:
+    case_id = data.case.case_id
+    manual, resunet = masks.get("stv_manual"), masks.get("stv_resunet")
+    if manual is None or resunet is None:
+        return []
+    findings: List[Finding] = []
+    if manual.reference_key == resunet.reference_key:
+        mask_b = resunet.mask
+    else:
+        target, source = data.volume(manual.reference_key), data.volume(resunet.reference_key)
+        mask_b = resample_mask_to_grid(resunet.mask, source.ijk_to_ras, target.voxels.shape, target.ijk_to_ras)
+    dice = dice_coefficient(manual.mask, mask_b)
+    data.metrics["stv_dice"] = dice
+    if dice is None:
+        findings.append(_finding(case_id, INFO, "stv_dice", "STV manual and ResUNet are both empty: no Dice"))
+    else:
+        findings.append(_finding(case_id, INFO, "stv_dice", f"Dice STV manual vs ResUNet {dice:.4f}", value=dice))
+    hausdorff = hausdorff_distance(manual.own_mask, manual.own_ijk_to_ras, resunet.own_mask, resunet.own_ijk_to_ras)
+    data.metrics["stv_hausdorff_mm"] = None if hausdorff is None else hausdorff.distance_mm
+    data.metrics["stv_hausdorff95_mm"] = None if hausdorff is None else hausdorff.distance95_mm
+    if hausdorff is not None:
+        findings.append(_finding(case_id, INFO, "stv_hausdorff", f"Hausdorff distance STV manual vs ResUNet "
+                                 f"{hausdorff.distance_mm:.2f} mm (95th percentile {hausdorff.distance95_mm:.2f} mm)",
+                                 value=hausdorff.distance_mm, ras=hausdorff.point_ras))
+    return findings
+
+
+def _compare_volume(data: CaseData, masks: Dict[str, PlacedMask], row: "pd.Series", path: Path) -> List[Finding]:
+    case_id = data.case.case_id
+    columns, unit = find_volume_columns(row.index)
+    manual = masks.get("stv_manual")
+    if not columns or manual is None:
+        return []
+    column = columns[0]
+    try:
+        table_mm3 = float(row[column]) * (1000.0 if unit == "cm3" else 1.0)
+    except (TypeError, ValueError):
+        return [_finding(case_id, WARNING, "features_volume", f"{path.name}: {column} = {row[column]!r} is not a number",
+                         path=path)]
+    mask_mm3 = mask_volume_cm3(manual.own_mask, manual.own_ijk_to_ras) * 1000.0
+    difference = (mask_mm3 - table_mm3) / table_mm3 if table_mm3 else float("inf")
+    data.metrics["features_volume_mm3"] = table_mm3
+    data.metrics["features_volume_column"] = column
+    data.metrics["features_volume_difference"] = difference
+    message = (f"STV manual {mask_mm3:.1f} mm³ vs {path.name} {column} {table_mm3:.1f} mm³ "
+               f"({difference:+.1%})")
+    check = "features_volume_mismatch" if abs(difference) > VOLUME_MISMATCH_FRACTION else "features_volume"
+    severity = WARNING if abs(difference) > VOLUME_MISMATCH_FRACTION else INFO
+    return [_finding(case_id, severity, check, message, path=path, value=difference, segment_id="STV_manual")]
 
 
 # ---------------------------------------------------------------------------------------------- corrections
@@ -754,7 +835,7 @@ def _mask_segments(scene: Any, loaded: LoadedCase) -> Dict[MaskKind, Tuple[Any, 
             segment = segmentation.GetSegment(segment_id)
             if segment is None or kind in found:
                 continue
-            source = segment_tag(segment, ATTRIBUTE_PREFIX + "SourceFile") or loaded.case.files.get(kind.key)
+            source = segment_tag(segment, ATTRIBUTE_PREFIX + "SourceFile") or loaded.case.mask(kind)
             if source:
                 found[kind] = (node, segment_id, Path(source))
     return found

@@ -52,7 +52,8 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
 
     Volumes come first (segmentations refer to them by key), then
     segmentations, ROIs and tables. A collection-wide table already in the
-    scene is reused, not added again (and is not the case's to unload).
+    scene is reused, not added again, and is not listed in the result (it
+    belongs to the case that added it).
 
     :raises KeyError: if a segmentation names a volume the case does not have
         (a programming error in the collection, caught before any node exists).
@@ -93,7 +94,10 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
                 if existing is not None:
                     continue
                 attributes = {**table.attributes, SHARED_TABLE_ATTRIBUTE: table.shared_key}
-                builder.add_table(table.name, table.dataframe, placement_item(builder, table.placement), attributes)
+                # The case that adds a collection-wide table lists it, so unloading that case leaves the scene
+                # as it was; a later case finds it again (or, once it is gone, adds it again).
+                loaded.tables.append(builder.add_table(table.name, table.dataframe,
+                                                       placement_item(builder, table.placement), attributes))
                 continue
             loaded.tables.append(builder.add_table(table.name, table.dataframe,
                                                    placement_item(builder, table.placement), table.attributes))
