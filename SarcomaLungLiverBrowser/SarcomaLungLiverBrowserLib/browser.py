@@ -26,7 +26,7 @@ def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
     rows = []
     for case in cases:
         summary = "; ".join(f"{key}: {value}" for key, value in case.summary.items())
-        location = case.files.get("case_folder", "")
+        location = getattr(case, "files", {}).get("case_folder", "")  # typed records have no files dict
         rows.append({
             "collection": case.collection,
             "case_id": case.case_id,

@@ -152,7 +152,7 @@ def _failure_finding(case: CaseInfo, error: Exception) -> Finding:
                        case_id=case.case_id, path=error.path)
     # A reader bug or an unforeseen file must not stop the review of the other cases.
     logger.exception("unexpected error while loading %s", case.case_id)
-    where = str(case.files.get("case_folder", "") or case.root)
+    where = str(getattr(case, "files", {}).get("case_folder", "") or case.root)  # typed records have no files dict
     return Finding(ERROR, CHECK_LOAD_CRASHED,
                    f"{case.case_id} could not be loaded from {where}: unexpected {type(error).__name__}: {error}",
                    case_id=case.case_id, path=where)
