@@ -138,6 +138,10 @@ class LungCase(CaseRecord):
     metadata_csv: List[Path] = field(default_factory=list)
     layouts: List[str] = field(default_factory=list)
 
+    def location(self) -> Optional[Path]:
+        """The patient folder, for the case table (None when the patient is in both layouts)."""
+        return self.image_folders[0] if len(self.image_folders) == 1 else None
+
 
 class LungPetCtDxCollection(Collection):
     """Lung-PET-CT-Dx in NBIA and/or IDC layout, with its ``Annotation`` tree."""
