@@ -450,3 +450,22 @@ def test_sr_export_refuses_unknown_source_images(tmp_path: Path) -> None:
     box = CorrectedBox("1.2.3", "1.2", 0, "A", False, False, 1, 1, 2, 2, 10, 10, "node")
     with pytest.raises(DataError, match="1.2.3"):
         export_sr([box], {}, tmp_path, "Lung_Dx-A0001")
+
+
+def test_saving_corrections_does_not_scan_the_source_folders(sample_root: Path, tmp_path: Path,
+                                                             builder: SceneBuilder,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """VOC XML and SR are written from the scene's boxes and the headers recorded when the case was read."""
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import series as lung_series
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    collection, loaded = _load(sample_root, "Lung_Dx-B0002", builder)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"source folder scanned again: {args}")
+
+    monkeypatch.setattr(dicom_series, "scan_folder", refuse)
+    monkeypatch.setattr(lung_series, "scan_folder", refuse)
+    written = collection.save_corrections(loaded, builder.scene, tmp_path / "out")
+    assert sorted({path.suffix for path in written}) == [".dcm", ".xml"]
+    assert len([path for path in written if path.suffix == ".dcm"]) == 3

@@ -253,3 +253,19 @@ def test_mirp_layout_loads_ct_t1_pet_with_their_rtstructs(external_data, builder
     t1 = volumes["STS_002 IBSI_1_STS_002_MR_T1_mask"]["GTV_Mass"]
     pet = volumes["STS_002 IBSI_1_STS_002_PET_mask"]["GTV_Mass"]
     assert abs(ct - t1) < 0.01 * ct and abs(pet - ct) < 0.05 * ct
+
+
+def test_saving_corrections_does_not_scan_the_source_folders(sts_root, tmp_path, builder, monkeypatch):
+    """Each SEG is written on the image series recorded when the case was read."""
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    collection = SoftTissueSarcomaCollection(sts_root)
+    loaded = collection.load_case(collection.find_case("STS_002"), builder)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"source folder scanned again: {args}")
+
+    monkeypatch.setattr(dicom_series, "scan_folder", refuse)
+    written = collection.save_corrections(loaded, builder.scene, tmp_path / "out")
+    assert len(written) == len(loaded.segmentations) == 6
+    assert all(path.is_file() and path.suffix == ".dcm" for path in written)
