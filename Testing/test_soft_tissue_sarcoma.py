@@ -109,6 +109,9 @@ def test_read_case_is_plain_data_and_put_case_gives_the_nodes_of_before(sts_root
     assert builder.scene.GetNumberOfNodes() == nodes_before
     assert len(pickle.loads(pickle.dumps(data)).segmentations) == len(data.segmentations) == 6
     assert set(data.provenance["reference_volumes"]) == {volume.key for volume in data.volumes}
+    for segmentation in data.segmentations:  # masks are kept as their boxes, not as copies of the image grid
+        grid = data.volume(segmentation.reference).voxels.shape
+        assert all(spec.offset is not None and spec.mask.size < np.prod(grid) for spec in segmentation.segments)
     data.findings.extend(collection.check_case(data))
     loaded = put_case(data, builder)
     assert normalised(describe_load(builder.scene, loaded, sts_root.parent)) == golden(f"soft_tissue_sarcoma_{case_id}")

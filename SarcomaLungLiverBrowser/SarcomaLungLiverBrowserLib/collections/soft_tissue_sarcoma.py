@@ -195,6 +195,23 @@ def _unique_name(name: str, taken: List[str]) -> str:
     return unique
 
 
+def cropped_mask(mask: Any) -> Tuple[Any, Tuple[int, int, int]]:
+    """(the mask's bounding box of set voxels, its first voxel (k, j, i)); one unset voxel at 0 if none is set.
+
+    The case's data stays with the loaded case, so a GTV a few centimetres
+    wide is kept as its box, not as a copy of the whole image grid.
+    """
+    import numpy as np
+
+    set_voxels = np.nonzero(mask)
+    if set_voxels[0].size == 0:
+        return np.zeros((1, 1, 1), dtype=bool), (0, 0, 0)
+    low = [int(axis.min()) for axis in set_voxels]
+    high = [int(axis.max()) + 1 for axis in set_voxels]
+    box = np.ascontiguousarray(mask[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+    return box, (low[0], low[1], low[2])
+
+
 def voxel_volume_mm3(ijk_to_ras: Any) -> float:
     """Volume of one voxel in mm³."""
     import numpy as np
@@ -357,8 +374,9 @@ class _CaseReader:
                                             segment_id, image.data.name))
             if not roi.closed_planar:
                 continue
+            mask, offset = cropped_mask(result.mask)
             specs.append(SegmentSpec(name=segment_id, color=_SEGMENT_COLORS.get(segment_id, roi.color),
-                                     mask=result.mask, segment_id=segment_id,
+                                     mask=mask, offset=offset, segment_id=segment_id,
                                      tags={ORIGINAL_NAME_TAG: roi.name, ROI_NUMBER_TAG: str(roi.number)}))
         return specs, findings
 
