@@ -288,10 +288,9 @@ def test_lung_series_whose_sr_names_would_clash_are_refused_before_writing(headl
                                                                           tmp_path: Path) -> None:
     browser = _open(headless, lung_root)
     loaded = browser.load_case("Lung_Dx-G0003")
-    collection = browser.collection
-    headers = {sop: dataclasses.replace(header, series_number=7)
-               for sop, header in collection.source_headers(loaded.case).items()}
-    collection.source_headers = lambda case: headers  # every series numbered 7
+    headers = loaded.data.provenance["source_headers"]  # recorded when read: saving does not scan again
+    headers.update({sop: dataclasses.replace(header, series_number=7)
+                    for sop, header in headers.items()})  # every series numbered 7
     with pytest.raises(DataError, match="share SeriesNumber 7"):
         browser.save_corrections("Lung_Dx-G0003", tmp_path / "out")
     assert [path for path in (tmp_path / "out").rglob("*") if path.is_file()] == []

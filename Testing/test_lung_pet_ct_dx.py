@@ -1,7 +1,11 @@
 """Lung-PET-CT-Dx: discovery, CT/PET loading, boxes to ROIs, QA findings and export."""
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
@@ -10,14 +14,18 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import slicer.util
 
 from conftest import require_shared_data
+from scene_snapshot import describe_load, golden, normalised
 import vtk
 
+import SarcomaLungLiverBrowserLib
 from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import (
     CT_WINDOW_PRESETS,
     PET_COLOR_NODE_ID,
     Lesion,
+    LungCase,
     LungPetCtDxCollection,
     SliceBox,
     box_from_roi_corners,
@@ -27,10 +35,12 @@ from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import (
     group_lesions,
     pet_ct_layers,
 )
+from SarcomaLungLiverBrowserLib.collections.base import LIGHT_IMPORT_FORBIDDEN
 from SarcomaLungLiverBrowserLib.errors import LoadCancelled
 from SarcomaLungLiverBrowserLib.samples import lung_pet_ct_dx as sample
 from SarcomaLungLiverBrowserLib.samples.dicom_writer import SeriesSpec, nbia_series_folder, uid_from_seed, write_series
 from SarcomaLungLiverBrowserLib.scene.builder import ATTRIBUTE_PREFIX, SceneBuilder
+from SarcomaLungLiverBrowserLib.scene.put_case import put_case
 from SarcomaLungLiverBrowserLib.formats.voc_xml import VocAnnotation, VocObject, format_voc, parse_voc
 
 TRUTH = sample.ground_truth()
@@ -95,17 +105,55 @@ def test_discovery_finds_both_layouts_and_the_annotation_tree(sample_root: Path)
         assert case.summary["layout"] == truth.layout
         assert case.summary["xml_files"] == truth.xml_files
         assert case.summary["series"] == truth.series
-        assert [p.name for p in case.files["annotation_folders"]] == [case.case_id.split("-")[1]]
+        assert [p.name for p in case.annotation_folders] == [case.case_id.split("-")[1]]
 
 
 def test_annotation_tree_is_found_beside_a_chosen_subfolder(sample_root: Path) -> None:
     chosen = sample_root / sample.MANIFEST / "Lung-PET-CT-Dx"
     cases = LungPetCtDxCollection(chosen).discover_cases()
     assert [case.case_id for case in cases] == ["Lung_Dx-A0001", "Lung_Dx-G0003"]
-    assert all(case.files["annotation_folders"] for case in cases)
+    assert all(case.annotation_folders for case in cases)
     patient = LungPetCtDxCollection(chosen / "Lung_Dx-G0003").discover_cases()
     assert [case.case_id for case in patient] == ["Lung_Dx-G0003"]
-    assert [p.name for p in patient[0].files["annotation_folders"]] == ["G0003"]
+    assert [p.name for p in patient[0].annotation_folders] == ["G0003"]
+
+
+# ---------------------------------------------------------------------- the collection contract
+def test_detection_imports_nothing_heavy(sample_root: Path) -> None:
+    """Importing the package and detecting a folder loads none of VTK, slicer, highdicom, pandas, lxml..."""
+    library = str(Path(SarcomaLungLiverBrowserLib.__file__).parents[1])
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import LungPetCtDxCollection\n"
+            f"assert LungPetCtDxCollection.detect(Path({str(sample_root)!r}))\n"
+            f"print(sorted(m for m in {LIGHT_IMPORT_FORBIDDEN!r} if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": library}, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.mark.parametrize("case_id", sorted(TRUTH))
+def test_read_case_is_plain_data_and_put_case_gives_the_nodes_of_before(sample_root: Path, builder: SceneBuilder,
+                                                                         case_id: str) -> None:
+    """read_case touches no scene; put_case of its data creates what the loader created before the contract.
+
+    The golden files were written by the loader as it was before the split
+    (node names, hierarchy, colours, windows, attributes, ROI geometry, findings).
+    """
+    collection = LungPetCtDxCollection(sample_root)
+    case = collection.find_case(case_id)
+    assert isinstance(case, LungCase) and case.image_folders and case.annotation_folders
+    nodes_before = builder.scene.GetNumberOfNodes()
+    data = collection.read_case(case)
+    assert builder.scene.GetNumberOfNodes() == nodes_before
+    assert pickle.loads(pickle.dumps(data)).volumes[0].voxels.shape == data.volumes[0].voxels.shape
+    assert all(volume.share_memory for volume in data.volumes)
+    assert set(data.provenance["source_headers"]) >= {box.sop_instance_uid for box in data.provenance["boxes"]}
+    data.findings.extend(collection.check_case(data))
+    loaded = put_case(data, builder)
+    assert normalised(describe_load(builder.scene, loaded, sample_root.parent)) == golden(f"lung_pet_ct_dx_{case_id}")
+    # The volume holds the voxels read, not a copy.
+    assert np.shares_memory(slicer.util.arrayFromVolume(loaded.volumes[0]), data.volumes[0].voxels)
 
 
 # ---------------------------------------------------------------------- loading the sample
@@ -402,3 +450,22 @@ def test_sr_export_refuses_unknown_source_images(tmp_path: Path) -> None:
     box = CorrectedBox("1.2.3", "1.2", 0, "A", False, False, 1, 1, 2, 2, 10, 10, "node")
     with pytest.raises(DataError, match="1.2.3"):
         export_sr([box], {}, tmp_path, "Lung_Dx-A0001")
+
+
+def test_saving_corrections_does_not_scan_the_source_folders(sample_root: Path, tmp_path: Path,
+                                                             builder: SceneBuilder,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """VOC XML and SR are written from the scene's boxes and the headers recorded when the case was read."""
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import series as lung_series
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    collection, loaded = _load(sample_root, "Lung_Dx-B0002", builder)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"source folder scanned again: {args}")
+
+    monkeypatch.setattr(dicom_series, "scan_folder", refuse)
+    monkeypatch.setattr(lung_series, "scan_folder", refuse)
+    written = collection.save_corrections(loaded, builder.scene, tmp_path / "out")
+    assert sorted({path.suffix for path in written}) == [".dcm", ".xml"]
+    assert len([path for path in written if path.suffix == ".dcm"]) == 3

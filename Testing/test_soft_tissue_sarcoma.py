@@ -1,7 +1,11 @@
 """TCIA Soft-tissue-Sarcoma: generated NBIA + IDC sample with MIM-style RTSTRUCTs, and mirp's real subset."""
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +13,18 @@ import pandas as pd
 import pytest
 
 from conftest import require_shared_data
+from scene_snapshot import describe_load, golden, normalised
+import slicer.util
 import vtk
+
+import SarcomaLungLiverBrowserLib
+from SarcomaLungLiverBrowserLib.collections.base import LIGHT_IMPORT_FORBIDDEN
 
 from SarcomaLungLiverBrowserLib.collections.hermessi import HermessiSarcomaMriCollection
 from SarcomaLungLiverBrowserLib.collections.soft_tissue_sarcoma import (
-    SoftTissueSarcomaCollection, normalise_roi_name,
+    SarcomaCase, SoftTissueSarcomaCollection, normalise_roi_name,
 )
+from SarcomaLungLiverBrowserLib.scene.put_case import put_case
 from SarcomaLungLiverBrowserLib.scene.builder import SceneBuilder, segment_mask
 from SarcomaLungLiverBrowserLib.samples import soft_tissue_sarcoma as sample
 
@@ -67,7 +77,46 @@ def test_detect_and_discover(sts_root):
     assert [c.diagnosis for c in cases] == ["Liposarcoma", "Leiomyosarcoma"]
     assert cases[0].summary["Site of primary STS"] == "Thigh"
     # STS_001 is in the NBIA tree, STS_002 in the IDC tree.
-    assert "manifest-" in str(cases[0].files["folders"][0]) and "idc" in cases[1].files["folders"][0].parts
+    assert "manifest-" in str(cases[0].folders[0]) and "idc" in cases[1].folders[0].parts
+
+
+def test_detection_imports_nothing_heavy(sts_root):
+    """Importing the module and detecting a folder loads none of VTK, slicer, highdicom, pandas, lxml..."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from SarcomaLungLiverBrowserLib.collections.soft_tissue_sarcoma import SoftTissueSarcomaCollection\n"
+            f"assert SoftTissueSarcomaCollection.detect(Path({str(sts_root)!r}))\n"
+            f"print(sorted(m for m in {LIGHT_IMPORT_FORBIDDEN!r} if m in sys.modules))\n")
+    library = str(Path(SarcomaLungLiverBrowserLib.__file__).parents[1])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": library}, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.mark.parametrize("case_id", ["STS_001", "STS_002"])
+def test_read_case_is_plain_data_and_put_case_gives_the_nodes_of_before(sts_root, builder, case_id):
+    """read_case touches no scene; put_case of its data creates what the loader created before the contract.
+
+    The golden files were written by the loader as it was before the conversion
+    (node names, hierarchy, windows, colours, attributes, segments and their
+    voxel counts, findings).
+    """
+    collection = SoftTissueSarcomaCollection(sts_root)
+    case = collection.find_case(case_id)
+    assert isinstance(case, SarcomaCase) and case.folders and case.clinical_table is not None
+    nodes_before = builder.scene.GetNumberOfNodes()
+    data = collection.read_case(case)
+    assert builder.scene.GetNumberOfNodes() == nodes_before
+    assert len(pickle.loads(pickle.dumps(data)).segmentations) == len(data.segmentations) == 6
+    assert set(data.provenance["reference_volumes"]) == {volume.key for volume in data.volumes}
+    for segmentation in data.segmentations:  # masks are kept as their boxes, not as copies of the image grid
+        grid = data.volume(segmentation.reference).voxels.shape
+        assert all(spec.offset is not None and spec.mask.size < np.prod(grid) for spec in segmentation.segments)
+    data.findings.extend(collection.check_case(data))
+    loaded = put_case(data, builder)
+    assert normalised(describe_load(builder.scene, loaded, sts_root.parent)) == golden(f"soft_tissue_sarcoma_{case_id}")
+    # The volumes hold the voxels read, not a copy (the case data stays with the loaded case).
+    assert np.shares_memory(slicer.util.arrayFromVolume(loaded.volumes[0]), data.volumes[0].voxels)
 
 
 def test_each_rtstruct_lands_on_its_image(sts_root, builder):
@@ -207,3 +256,19 @@ def test_mirp_layout_loads_ct_t1_pet_with_their_rtstructs(external_data, builder
     t1 = volumes["STS_002 IBSI_1_STS_002_MR_T1_mask"]["GTV_Mass"]
     pet = volumes["STS_002 IBSI_1_STS_002_PET_mask"]["GTV_Mass"]
     assert abs(ct - t1) < 0.01 * ct and abs(pet - ct) < 0.05 * ct
+
+
+def test_saving_corrections_does_not_scan_the_source_folders(sts_root, tmp_path, builder, monkeypatch):
+    """Each SEG is written on the image series recorded when the case was read."""
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    collection = SoftTissueSarcomaCollection(sts_root)
+    loaded = collection.load_case(collection.find_case("STS_002"), builder)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"source folder scanned again: {args}")
+
+    monkeypatch.setattr(dicom_series, "scan_folder", refuse)
+    written = collection.save_corrections(loaded, builder.scene, tmp_path / "out")
+    assert len(written) == len(loaded.segmentations) == 6
+    assert all(path.is_file() and path.suffix == ".dcm" for path in written)

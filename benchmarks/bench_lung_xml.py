@@ -127,7 +127,7 @@ def map_patient(job: Tuple[str, str]) -> Tuple[int, int, int, "object", "object"
     """Parse and map one patient folder: (files, objects, errors, slice ROIs n x 6, lesion ROIs m x 6)."""
     import numpy as np
 
-    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import (
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx.boxes import (
         SliceBox,
         _clamp,
         box_roi_geometry,

@@ -114,6 +114,11 @@ class VolumeData:
         (the array must not be changed afterwards).
     :param color_table: a colour node ID, e.g. ``"vtkMRMLColorTableNodeInferno"``;
         grey when None.
+    :param fallback_color_table: used instead of ``color_table`` when the scene
+        has no node of that ID (e.g. a procedural map missing from a scene).
+    :param slicer_attributes: node attributes set under their own names, not
+        under this extension's prefix (e.g. ``DICOM.instanceUIDs``, which
+        Slicer's DICOM plugin sets and other tools read).
     """
 
     key: str
@@ -125,6 +130,8 @@ class VolumeData:
     attributes: Dict[str, str] = field(default_factory=dict)
     color_table: Optional[str] = None
     share_memory: bool = False
+    fallback_color_table: Optional[str] = None
+    slicer_attributes: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,7 +151,13 @@ class SegmentationData:
 
 @dataclass
 class RoiData:
-    """A box ROI in RAS: centre, size along its axes, and the axes as columns."""
+    """A box ROI in RAS: centre, size along its axes, and the axes as columns.
+
+    :param visible: shown in the views when put into the scene.
+    :param reference: the :attr:`VolumeData.key` of the volume the box was
+        drawn on, if any; the node then records that volume node's ID in its
+        ``volume_node_id`` attribute.
+    """
 
     key: str
     name: str
@@ -155,6 +168,8 @@ class RoiData:
     locked: bool = True
     placement: Placement = Placement()
     attributes: Dict[str, str] = field(default_factory=dict)
+    visible: bool = True
+    reference: Optional[str] = None
 
 
 @dataclass

@@ -13,33 +13,35 @@ Cases are patient folders named ``STS_<n>`` wherever they are (NBIA's
 ``<Collection>/STS_001/<study>/<series>/``, IDC's ``soft_tissue_sarcoma/STS_001/
 <StudyUID>/<Modality>_<SeriesUID>/``, mirp's ``STS_001/CT/dicom/image/``); inside
 a case every file is identified by its header, never by its folder name.
+
+The collection follows the contract of :mod:`.base`: :meth:`read_case` gives
+the image volumes and one segmentation per RTSTRUCT (its contours rasterised
+on the image it was drawn on) as plain data, :meth:`check_case` the clinical,
+RTSTRUCT-count and GTV-volume findings. Importing this module and detecting a
+folder stays light: DICOM, table and scene code are imported when used.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-import pandas as pd
-
-from ..formats.dicom_series import (
-    DicomVolume, InstanceHeader, group_by_series, mixed_series_folders, read_series, scan_folder, split_stackable,
-)
+from ..case_data import CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData, WindowPreset
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..progress import ProgressCallback, report, sub_progress
-from ..registry import CaseInfo, Collection, LoadedCase
-from ..formats.rtstruct import (
-    RTSTRUCT_SOP_CLASS_UID, ReferenceChoice, StructureSet, choose_reference_image, raster_findings,
-    rasterize_roi_on_volume, read_rtstruct, volume_kind,
-)
-from ..scene.builder import SceneBuilder, SegmentSpec, WindowPreset
-from ..formats.tables import read_table
+from .base import CaseRecord, Collection
 
-__all__ = ["SoftTissueSarcomaCollection", "COLLECTIONS", "normalise_roi_name", "read_clinical_table",
-           "EXPECTED_RTSTRUCTS_PER_PATIENT"]
+if TYPE_CHECKING:  # imported for annotations only; reading imports them when it runs
+    import pandas as pd
+
+    from ..formats.dicom_series import DicomVolume, InstanceHeader
+    from ..formats.rtstruct import ReferenceChoice, StructureSet
+
+__all__ = ["SoftTissueSarcomaCollection", "SarcomaCase", "COLLECTIONS", "normalise_roi_name",
+           "read_clinical_table", "EXPECTED_RTSTRUCTS_PER_PATIENT"]
 
 PATIENT_FOLDER = re.compile(r"^STS[_-]?\d{1,4}$", re.IGNORECASE)
 COLLECTION_NAMES = ("soft-tissue-sarcoma", "soft_tissue_sarcoma", "sts_images")
@@ -49,10 +51,16 @@ EXPECTED_RTSTRUCTS_PER_PATIENT = 6
 IMAGE_MODALITIES = ("CT", "PT", "MR")
 #: How deep below the chosen folder patient folders are looked for (NBIA: parent/manifest/Collection/STS_001).
 SEARCH_DEPTH = 4
+#: Columns of the clinical table shown in the case list.
+SUMMARY_COLUMNS = ("Sex", "Age", "Site of primary STS", "MSKCC type", "Grade")
 
 _SEGMENT_COLORS = {"GTV_Mass": (0.86, 0.16, 0.16), "GTV_Edema": (0.95, 0.75, 0.2)}
 _CT_WINDOWS = [WindowPreset("Soft tissue", 400.0, 40.0), WindowPreset("Bone", 2000.0, 400.0)]
+_PET_COLOR_NODE_ID = "vtkMRMLColorTableNodeInvertedGrey"
 _SUFFIX = re.compile(r"(_?(ct|pet|pt|mr|mri|t1|t2|t2fs|stir|aligned))+$", re.IGNORECASE)
+#: Segment tags holding the RTSTRUCT's own ROI name and number.
+ORIGINAL_NAME_TAG = "SarcomaLungLiverBrowser.OriginalName"
+ROI_NUMBER_TAG = "SarcomaLungLiverBrowser.ROINumber"
 
 
 def normalise_roi_name(name: str) -> str:
@@ -70,6 +78,25 @@ def normalise_roi_name(name: str) -> str:
     return name.strip()
 
 
+@dataclass
+class SarcomaCase(CaseRecord):
+    """One Soft-tissue-Sarcoma patient as found on disk.
+
+    :param folders: the patient's folders (the collection folder itself for a flat export).
+    :param clinical_table: the ``INFOclinical_STS`` file, if one was found.
+    :param clinical_error: why that file could not be read, if it could not.
+    """
+
+    folders: List[Path] = field(default_factory=list)
+    clinical_table: Optional[Path] = None
+    clinical_error: str = ""
+
+    def location(self) -> Optional[Path]:
+        """The patient folder, for the case table (None when the patient's files are in several)."""
+        return self.folders[0] if len(self.folders) == 1 else None
+
+
+# ---------------------------------------------------------------------- discovery
 def _find_clinical(root: Path) -> Optional[Path]:
     for directory, folders, files in os.walk(root):
         depth = len(Path(directory).relative_to(root).parts)
@@ -80,11 +107,13 @@ def _find_clinical(root: Path) -> Optional[Path]:
     return None
 
 
-def read_clinical_table(path: Path) -> pd.DataFrame:
+def read_clinical_table(path: Path) -> "pd.DataFrame":
     """The clinical table indexed by patient ID (upper case), whatever row holds the header.
 
     :raises DataError: naming the file, when no ``Patient ID`` column is found.
     """
+    from ..formats.tables import read_table
+
     table = read_table(path)
     if "Patient ID" not in [str(c).strip() for c in table.columns]:
         # A title row above the header: find the row that holds "Patient ID".
@@ -118,27 +147,321 @@ def _patient_folders(root: Path) -> Dict[str, List[Path]]:
     return found
 
 
-def _study_name(instance: InstanceHeader) -> str:
+def _clinical_facts(clinical: "pd.DataFrame", patient_id: str) -> Tuple[str, Dict[str, Any]]:
+    """(diagnosis, summary columns) of a patient's clinical row; ("", {}) without one."""
+    import pandas as pd
+
+    if patient_id not in clinical.index:
+        return "", {}
+    row = clinical.loc[patient_id]
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    summary = {column: row[column] for column in SUMMARY_COLUMNS if column in row.index and pd.notna(row[column])}
+    return str(row.get("Histological type", "") or "").strip(), summary
+
+
+# ---------------------------------------------------------------------- reading
+@dataclass
+class _Series:
+    uid: str
+    instances: List["InstanceHeader"]
+
+    @property
+    def first(self) -> "InstanceHeader":
+        return self.instances[0]
+
+
+@dataclass
+class _ReadImage:
+    """An image series read: its volume and the plain data that will become its node."""
+
+    volume: "DicomVolume"
+    data: VolumeData
+
+
+def _study_name(instance: "InstanceHeader") -> str:
     date = instance.study_date
     text = instance.study_description or "Study"
     return f"{text} ({date[:4]}-{date[4:6]}-{date[6:]})" if len(date) == 8 else text
 
 
-@dataclass
-class _Series:
-    uid: str
-    instances: List[InstanceHeader]
+def _unique_name(name: str, taken: List[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``... as the scene names a second node of one name."""
+    unique, number = name, 0
+    while unique in taken:
+        number += 1
+        unique = f"{name}_{number}"
+    taken.append(unique)
+    return unique
 
-    @property
-    def first(self) -> InstanceHeader:
-        return self.instances[0]
+
+def cropped_mask(mask: Any) -> Tuple[Any, Tuple[int, int, int]]:
+    """(the mask's bounding box of set voxels, its first voxel (k, j, i)); one unset voxel at 0 if none is set.
+
+    The case's data stays with the loaded case, so a GTV a few centimetres
+    wide is kept as its box, not as a copy of the whole image grid.
+    """
+    import numpy as np
+
+    set_voxels = np.nonzero(mask)
+    if set_voxels[0].size == 0:
+        return np.zeros((1, 1, 1), dtype=bool), (0, 0, 0)
+    low = [int(axis.min()) for axis in set_voxels]
+    high = [int(axis.max()) + 1 for axis in set_voxels]
+    box = np.ascontiguousarray(mask[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+    return box, (low[0], low[1], low[2])
 
 
+def voxel_volume_mm3(ijk_to_ras: Any) -> float:
+    """Volume of one voxel in mm³."""
+    import numpy as np
+
+    from ..geometry import spacing_from_matrix
+
+    return float(np.prod(spacing_from_matrix(ijk_to_ras)))
+
+
+def segment_volumes_cm3(data: CaseData) -> Dict[str, Dict[str, float]]:
+    """Segmentation name -> segment ID -> volume in cm³, from the masks and their reference volume's voxels."""
+    import numpy as np
+
+    volumes: Dict[str, Dict[str, float]] = {}
+    for segmentation in data.segmentations:
+        voxel = voxel_volume_mm3(data.volume(segmentation.reference).ijk_to_ras)
+        volumes[segmentation.name] = {spec.segment_id or spec.name: int(np.count_nonzero(spec.mask)) * voxel / 1000.0
+                                      for spec in segmentation.segments}
+    return volumes
+
+
+class _CaseReader:
+    """Reads one case into plain data; each step a small method, findings naming their files."""
+
+    def __init__(self, collection_key: str, case: SarcomaCase) -> None:
+        self.key = collection_key
+        self.case = case
+        self.findings: List[Finding] = []
+        self.names: List[str] = []
+
+    def finding(self, severity: str, check: str, message: str, **fields: Any) -> None:
+        self.findings.append(Finding(severity, check, message, case_id=self.case.case_id, **fields))
+
+    def read(self, progress: Optional[ProgressCallback]) -> CaseData:
+        case = self.case
+        image_series, structure_paths = self._index(sub_progress(progress, 0.0, 0.2))
+        if not image_series and not structure_paths:
+            raise DataError(case.root, f"case {case.case_id} has no DICOM images or RTSTRUCTs under "
+                                       f"{', '.join(map(str, case.folders or [case.root]))}")
+        images = self._read_images(image_series, sub_progress(progress, 0.2, 0.8))
+        data = CaseData(case=case, volumes=[image.data for image in images])
+        data.metrics.update({"reference_method": {}, "reference_image": {}})
+        self._read_structures(structure_paths, images, data, sub_progress(progress, 0.8, 1.0))
+        data.findings = self.findings
+        data.metrics["gtv_volume_cm3"] = segment_volumes_cm3(data)
+        data.metrics["rtstruct_count"] = len(structure_paths)
+        # Corrections write DICOM SEG on these series without reading the source folders again.
+        data.provenance["reference_volumes"] = {image.volume.series_instance_uid: image.volume for image in images}
+        data.provenance["rtstruct_files"] = list(structure_paths)
+        report(progress, f"Read {case.case_id}", 1.0)
+        return data
+
+    def _index(self, progress: Optional[ProgressCallback]) -> Tuple[List[_Series], List[Path]]:
+        from ..formats.dicom_series import group_by_series, mixed_series_folders, scan_folder
+        from ..formats.rtstruct import RTSTRUCT_SOP_CLASS_UID
+
+        instances: List[InstanceHeader] = []
+        for folder in self.case.folders or [self.case.root]:
+            scan = scan_folder(Path(folder), progress)
+            instances.extend(scan.instances)
+            for error in scan.errors:
+                self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
+            for problem in mixed_series_folders(scan.instances):
+                self.finding(WARNING, "sts.mixed_series_folder", str(problem), path=problem.path)
+        # A flat export holds several patients in one folder: keep this case's.
+        wanted = self.case.case_id.upper()
+        instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
+        structures = sorted({i.path for i in instances
+                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"})
+        images = [_Series(uid, members) for uid, members in group_by_series(
+            [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
+        images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
+                                   s.first.series_number or 0, s.first.series_description))
+        return images, structures
+
+    def _placement(self, instance: "InstanceHeader") -> Placement:
+        return Placement(patient_id=self.case.case_id, patient_name=self.case.case_id,
+                         study_uid=instance.study_instance_uid, study_name=_study_name(instance))
+
+    def _read_images(self, series_list: Sequence[_Series], progress: Optional[ProgressCallback]) -> List[_ReadImage]:
+        from ..formats.dicom_series import read_series, split_stackable
+        from ..formats.rtstruct import volume_kind
+
+        images: List[_ReadImage] = []
+        for index, series in enumerate(series_list):
+            first = series.first
+            report(progress, f"Reading {first.modality} {first.series_description}", index / max(1, len(series_list)))
+            stackable, left_out = split_stackable(series.instances)
+            for problem in left_out:
+                self.finding(WARNING, "sts.slice_left_out", f"{first.modality} series {first.series_description!r}: "
+                             f"{problem}; left out of the volume", path=problem.path)
+            try:
+                if not stackable:
+                    raise DataError(first.path.parent, "no slice of the series can be stacked")
+                volume = read_series(stackable)
+            except DataError as error:
+                self.finding(ERROR, "sts.series_not_loaded", f"{first.modality} series "
+                             f"{first.series_description!r} was not loaded: {error}", path=error.path)
+                continue
+            kind, aligned = volume_kind(first.modality, first.series_description)
+            name = _unique_name(f"{self.case.case_id} {first.modality} "
+                                f"{first.series_description or first.series_instance_uid[-8:]}", self.names)
+            windows = _CT_WINDOWS if first.modality == "CT" else []
+            if first.modality != "CT" and volume.window is not None:
+                windows = [WindowPreset("DICOM", volume.window[0], volume.window[1])]
+            images.append(_ReadImage(volume, VolumeData(
+                key=volume.series_instance_uid, name=name, voxels=volume.voxels, ijk_to_ras=volume.ijk_to_ras,
+                placement=self._placement(first), windows=windows,
+                color_table=_PET_COLOR_NODE_ID if first.modality == "PT" else None,
+                # The node uses the voxels read (never changed afterwards): one copy in memory, not two.
+                share_memory=True,
+                attributes={"collection": self.key, "case_id": self.case.case_id, "modality": first.modality,
+                             "kind": kind, "aligned_to_pet": str(int(aligned)),
+                             "series_instance_uid": first.series_instance_uid,
+                             "series_description": first.series_description,
+                             "frame_of_reference_uid": first.frame_of_reference_uid},
+            )))
+            for problem in volume.problems():
+                self.finding(WARNING, "sts.slice_stack", f"{name}: {problem}", node_name=name,
+                             path=str(first.path.parent))
+        return images
+
+    def _read_structures(self, paths: Sequence[Path], images: Sequence[_ReadImage], data: CaseData,
+                         progress: Optional[ProgressCallback]) -> None:
+        from ..formats.rtstruct import choose_reference_image, read_rtstruct
+
+        volumes = [image.volume for image in images]
+        for index, path in enumerate(paths):
+            report(progress, f"Converting {path.name}", index / max(1, len(paths)))
+            try:
+                structure = read_rtstruct(path)
+            except DataError as error:
+                self.finding(ERROR, "sts.rtstruct_unreadable", str(error), path=str(path))
+                continue
+            for problem in structure.problems:
+                self.finding(WARNING, "sts.rtstruct_problem", f"{path.name}: {problem}", path=str(path))
+            choice = choose_reference_image(structure, volumes)
+            if choice is None:
+                for roi in structure.rois:
+                    self.finding(ERROR, "sts.roi_without_image",
+                                 f"{path.name} ({structure.description}) ROI {roi.name!r}: no loaded image shares "
+                                 f"its frame of reference {structure.frame_of_reference_uid or '(none)'} or holds "
+                                 "the images it references", path=str(path))
+                continue
+            self._convert(structure, choice, images[choice.index], data)
+
+    def _segments(self, structure: "StructureSet", image: _ReadImage) -> Tuple[List[SegmentSpec], List[Finding]]:
+        """The closed-planar ROIs of ``structure`` rasterised on ``image``, and the rasterisation findings."""
+        from ..formats.rtstruct import raster_findings, rasterize_roi_on_volume
+
+        specs: List[SegmentSpec] = []
+        findings: List[Finding] = []
+        used_ids: List[str] = []
+        for roi in structure.rois:
+            result = rasterize_roi_on_volume(roi, image.volume)
+            segment_name = normalise_roi_name(roi.name)
+            segment_id = segment_name if segment_name not in used_ids else roi.name
+            used_ids.append(segment_id)
+            findings.extend(raster_findings(structure, roi, result, "sts.rtstruct", self.case.case_id, "",
+                                            segment_id, image.data.name))
+            if not roi.closed_planar:
+                continue
+            mask, offset = cropped_mask(result.mask)
+            specs.append(SegmentSpec(name=segment_id, color=_SEGMENT_COLORS.get(segment_id, roi.color),
+                                     mask=mask, offset=offset, segment_id=segment_id,
+                                     tags={ORIGINAL_NAME_TAG: roi.name, ROI_NUMBER_TAG: str(roi.number)}))
+        return specs, findings
+
+    def _convert(self, structure: "StructureSet", choice: "ReferenceChoice", image: _ReadImage,
+                 data: CaseData) -> None:
+        path, label, image_name = structure.path, structure.description, image.data.name
+        specs, raster = self._segments(structure, image)
+        node_name = f"{self.case.case_id} {label}"
+        if specs:  # a node will have this name: unique, as the scene would make it
+            node_name = _unique_name(node_name, self.names)
+            data.segmentations.append(SegmentationData(
+                key=str(path), name=node_name, reference=image.data.key, segments=specs,
+                placement=image.data.placement,
+                attributes={"collection": self.key, "case_id": self.case.case_id, "rtstruct": str(path),
+                            "series_description": label, "reference_method": choice.method,
+                            "reference_series_instance_uid": image.volume.series_instance_uid,
+                            # Where the reference image's files are (for scripts; corrections use provenance).
+                            "reference_folder": str(image.volume.instances[0].path.parent)}))
+        self.findings.extend(replace(finding, node_name=node_name) for finding in raster)
+        data.metrics["reference_method"][node_name] = choice.method
+        data.metrics["reference_image"][node_name] = image_name
+        if choice.method == "frame_of_reference":
+            self.finding(WARNING if choice.ambiguous else INFO, "sts.reference_by_frame_of_reference",
+                         f"{path.name} ({label}) references images that are not on disk; matched to {image_name!r} "
+                         f"by frame of reference ({choice.reason})"
+                         + ("; the choice is ambiguous" if choice.ambiguous else ""),
+                         path=str(path), node_name=node_name)
+        if choice.kind_mismatch:
+            self.finding(WARNING, "sts.reference_kind_mismatch",
+                         f"{path.name} ({label}) names another kind of image than {image_name!r}, and no image of "
+                         "that kind shares its frame of reference; its contours were rasterised on this one",
+                         path=str(path), node_name=node_name)
+
+
+# ---------------------------------------------------------------------- checks
+def clinical_findings(case: SarcomaCase) -> List[Finding]:
+    """The clinical table could not be read, or has no row for the patient."""
+    if case.clinical_error:
+        return [Finding(WARNING, "sts.clinical_unreadable", case.clinical_error, case_id=case.case_id,
+                        path=str(case.clinical_table or ""))]
+    if case.clinical_table is not None and not case.diagnosis:
+        return [Finding(WARNING, "sts.no_clinical_row", f"{case.clinical_table.name} has no row for {case.case_id}",
+                        case_id=case.case_id, path=str(case.clinical_table))]
+    return []
+
+
+def rtstruct_count_findings(case_id: str, count: int) -> List[Finding]:
+    """The patient has not the collection's six RTSTRUCTs (none is a warning; another number is noted)."""
+    if count == 0:
+        return [Finding(WARNING, "sts.rtstruct_count", f"{case_id} has no RTSTRUCT (the collection has "
+                                                       f"{EXPECTED_RTSTRUCTS_PER_PATIENT} per patient)",
+                        case_id=case_id, value=0.0)]
+    if count != EXPECTED_RTSTRUCTS_PER_PATIENT:
+        return [Finding(INFO, "sts.rtstruct_count", f"{case_id} has {count} RTSTRUCT(s); the TCIA collection has "
+                                                    f"{EXPECTED_RTSTRUCTS_PER_PATIENT} per patient",
+                        case_id=case_id, value=float(count))]
+    return []
+
+
+def gtv_volume_findings(data: CaseData) -> List[Finding]:
+    """The volume of every GTV segment on its image, in cm³ (for the review table)."""
+    findings = []
+    for segmentation_name, volumes in segment_volumes_cm3(data).items():
+        segmentation = next(s for s in data.segmentations if s.name == segmentation_name)
+        image_name = data.volume(segmentation.reference).name
+        for spec in segmentation.segments:
+            segment_id = spec.segment_id or spec.name
+            if not segment_id.startswith("GTV"):
+                continue
+            cm3 = volumes[segment_id]
+            findings.append(Finding(INFO, "sts.gtv_volume", f"{segmentation_name}: {segment_id} "
+                                    f"({spec.tags.get(ORIGINAL_NAME_TAG, segment_id)}) on {image_name}: {cm3:.1f} cm³",
+                                    case_id=data.case.case_id, path=segmentation.attributes.get("rtstruct", ""),
+                                    node_name=segmentation_name, segment_id=segment_id, value=cm3))
+    return findings
+
+
+# ---------------------------------------------------------------------- collection
 class SoftTissueSarcomaCollection(Collection):
     """TCIA Soft-tissue-Sarcoma in NBIA, IDC or mirp layout."""
 
     key = "soft_tissue_sarcoma"
     title = "Soft-tissue-Sarcoma (TCIA)"
+    looks_for = "patient folders STS_001, a Soft-tissue-Sarcoma folder or INFOclinical_STS.xlsx"
+    record_type = SarcomaCase
 
     @classmethod
     def detect(cls, root: Path) -> bool:
@@ -164,7 +487,7 @@ class SoftTissueSarcomaCollection(Collection):
         return False
 
     # ------------------------------------------------------------------ discovery
-    def _clinical(self) -> Tuple[Optional[pd.DataFrame], Optional[Path], Optional[DataError]]:
+    def _clinical(self) -> Tuple[Optional["pd.DataFrame"], Optional[Path], Optional[DataError]]:
         path = _find_clinical(self.root)
         if path is None:
             return None, None, None
@@ -173,7 +496,7 @@ class SoftTissueSarcomaCollection(Collection):
         except DataError as error:
             return None, path, error
 
-    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseInfo]:
+    def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[SarcomaCase]:
         report(progress, "Looking for STS patient folders", 0.0)
         folders = _patient_folders(self.root)
         clinical, clinical_path, clinical_error = self._clinical()
@@ -181,27 +504,19 @@ class SoftTissueSarcomaCollection(Collection):
             folders = self._patients_from_headers(progress)
         cases = []
         for patient_id in sorted(folders):
-            summary: Dict[str, Any] = {"folders": len(folders[patient_id])}
-            diagnosis = ""
-            if clinical is not None and patient_id in clinical.index:
-                row = clinical.loc[patient_id]
-                if isinstance(row, pd.DataFrame):
-                    row = row.iloc[0]
-                diagnosis = str(row.get("Histological type", "") or "").strip()
-                for column in ("Sex", "Age", "Site of primary STS", "MSKCC type", "Grade"):
-                    if column in row.index and pd.notna(row[column]):
-                        summary[column] = row[column]
-            files: Dict[str, Any] = {"folders": folders[patient_id]}
-            if clinical_path is not None:
-                files["clinical"] = clinical_path
-            if clinical_error is not None:
-                files["clinical_error"] = str(clinical_error)
-            cases.append(CaseInfo(self.key, patient_id, self.root, diagnosis, files, summary))
+            diagnosis, facts = _clinical_facts(clinical, patient_id) if clinical is not None else ("", {})
+            cases.append(SarcomaCase(
+                collection=self.key, case_id=patient_id, root=self.root, diagnosis=diagnosis,
+                summary={"folders": len(folders[patient_id]), **facts},
+                folders=folders[patient_id], clinical_table=clinical_path,
+                clinical_error=str(clinical_error) if clinical_error is not None else ""))
         report(progress, f"Found {len(cases)} patient(s)", 1.0)
         return cases
 
     def _patients_from_headers(self, progress: Optional[ProgressCallback]) -> Dict[str, List[Path]]:
         """Patients named by PatientID when no folder is named like a patient (a flat export)."""
+        from ..formats.dicom_series import scan_folder
+
         scan = scan_folder(self.root, sub_progress(progress, 0.0, 0.9))
         patients: Dict[str, List[Path]] = {}
         for instance in scan.instances:
@@ -209,208 +524,24 @@ class SoftTissueSarcomaCollection(Collection):
                 patients.setdefault(instance.patient_id.upper(), [self.root])
         return patients
 
-    # ------------------------------------------------------------------ loading
-    def load_case(self, case: CaseInfo, builder: SceneBuilder,
-                  progress: Optional[ProgressCallback] = None) -> LoadedCase:
-        loaded = LoadedCase(case=case)
-        if case.files.get("clinical_error"):
-            loaded.findings.append(Finding(WARNING, "sts.clinical_unreadable", case.files["clinical_error"],
-                                           case_id=case.case_id, path=str(case.files.get("clinical", ""))))
-        elif case.files.get("clinical") and not case.diagnosis:
-            clinical_path = Path(case.files["clinical"])
-            loaded.findings.append(Finding(WARNING, "sts.no_clinical_row",
-                                           f"{clinical_path.name} has no row for {case.case_id}",
-                                           case_id=case.case_id, path=str(clinical_path)))
-        image_series, structure_paths = self._index_case(case, loaded, sub_progress(progress, 0.0, 0.2))
-        if not image_series and not structure_paths:
-            raise DataError(case.root, f"case {case.case_id} has no DICOM images or RTSTRUCTs under "
-                                       f"{', '.join(map(str, case.files.get('folders', [])))}")
-        with builder.transaction():
-            patient = builder.patient_item(case.case_id)
-            volumes, nodes = self._load_images(case, image_series, builder, patient, loaded,
-                                               sub_progress(progress, 0.2, 0.8))
-            self._load_structures(case, structure_paths, volumes, nodes, builder, patient, loaded,
-                                  sub_progress(progress, 0.8, 1.0))
-        self._count_findings(case, structure_paths, loaded)
-        report(progress, f"Loaded {case.case_id}", 1.0)
-        return loaded
+    # ------------------------------------------------------------------ reading and checks
+    def read_case(self, case: SarcomaCase, progress: Optional[ProgressCallback] = None) -> CaseData:
+        """The case's CT/PET/MR volumes and one segmentation per RTSTRUCT, as plain data.
 
-    def _index_case(self, case: CaseInfo, loaded: LoadedCase,
-                    progress: Optional[ProgressCallback]) -> Tuple[List[_Series], List[Path]]:
-        instances: List[InstanceHeader] = []
-        for folder in case.files.get("folders", [case.root]):
-            scan = scan_folder(Path(folder), progress)
-            instances.extend(scan.instances)
-            for error in scan.errors:
-                loaded.findings.append(Finding(WARNING, "sts.unreadable_file", str(error), case_id=case.case_id,
-                                               path=error.path))
-            for problem in mixed_series_folders(scan.instances):
-                loaded.findings.append(Finding(WARNING, "sts.mixed_series_folder", str(problem),
-                                               case_id=case.case_id, path=problem.path))
-        # A flat export holds several patients in one folder: keep this case's.
-        instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == case.case_id.upper()]
-        structures = sorted({i.path for i in instances
-                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"})
-        images = [_Series(uid, members) for uid, members in group_by_series(
-            [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
-        images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
-                                   s.first.series_number or 0, s.first.series_description))
-        return images, structures
+        Metrics: ``reference_image`` and ``reference_method`` (segmentation ->
+        image it was rasterised on, and how it was matched), ``gtv_volume_cm3``,
+        ``rtstruct_count``. ``provenance["reference_volumes"]`` keeps each
+        image series read (by SeriesInstanceUID) for writing corrections.
 
-    def _load_images(self, case: CaseInfo, series_list: Sequence[_Series], builder: SceneBuilder, patient: int,
-                     loaded: LoadedCase, progress: Optional[ProgressCallback]) -> Tuple[List[DicomVolume], List[Any]]:
-        volumes: List[DicomVolume] = []
-        nodes: List[Any] = []
-        for index, series in enumerate(series_list):
-            first = series.first
-            report(progress, f"Reading {first.modality} {first.series_description}", index / max(1, len(series_list)))
-            stackable, left_out = split_stackable(series.instances)
-            for problem in left_out:
-                loaded.findings.append(Finding(WARNING, "sts.slice_left_out",
-                                               f"{first.modality} series {first.series_description!r}: {problem}; "
-                                               "left out of the volume", case_id=case.case_id, path=problem.path))
-            try:
-                if not stackable:
-                    raise DataError(first.path.parent, "no slice of the series can be stacked")
-                volume = read_series(stackable)
-            except DataError as error:
-                loaded.findings.append(Finding(ERROR, "sts.series_not_loaded",
-                                               f"{first.modality} series {first.series_description!r} was not "
-                                               f"loaded: {error}", case_id=case.case_id, path=error.path))
-                continue
-            kind, aligned = volume_kind(first.modality, first.series_description)
-            name = f"{case.case_id} {first.modality} {first.series_description or first.series_instance_uid[-8:]}"
-            study = builder.study_item(patient, first.study_instance_uid, _study_name(first))
-            presets = _CT_WINDOWS if first.modality == "CT" else []
-            if first.modality != "CT" and volume.window is not None:
-                presets = [WindowPreset("DICOM", volume.window[0], volume.window[1])]
-            node = builder.add_volume(
-                name, volume.voxels, volume.ijk_to_ras, window_presets=presets,
-                color_node_id="vtkMRMLColorTableNodeInvertedGrey" if first.modality == "PT" else None,
-                parent_item=study,
-                attributes={"collection": self.key, "case_id": case.case_id, "modality": first.modality,
-                            "kind": kind, "aligned_to_pet": int(aligned),
-                            "series_instance_uid": first.series_instance_uid,
-                            "series_description": first.series_description,
-                            "frame_of_reference_uid": first.frame_of_reference_uid},
-            )
-            for problem in volume.problems():
-                loaded.findings.append(Finding(WARNING, "sts.slice_stack", f"{name}: {problem}",
-                                               case_id=case.case_id, node_name=node.GetName(),
-                                               path=str(first.path.parent)))
-            volumes.append(volume)
-            nodes.append(node)
-            loaded.volumes.append(node)
-        return volumes, nodes
+        :raises DataError: naming the folders, if the case has no image and no RTSTRUCT.
+        """
+        return _CaseReader(self.key, case).read(progress)
 
-    def _load_structures(self, case: CaseInfo, paths: Sequence[Path], volumes: Sequence[DicomVolume],
-                         nodes: Sequence[Any], builder: SceneBuilder, patient: int, loaded: LoadedCase,
-                         progress: Optional[ProgressCallback]) -> None:
-        volumes_cm3: Dict[str, Dict[str, float]] = loaded.metrics.setdefault("gtv_volume_cm3", {})
-        methods: Dict[str, str] = loaded.metrics.setdefault("reference_method", {})
-        references: Dict[str, str] = loaded.metrics.setdefault("reference_image", {})
-        for index, path in enumerate(paths):
-            report(progress, f"Converting {path.name}", index / max(1, len(paths)))
-            try:
-                structure = read_rtstruct(path)
-            except DataError as error:
-                loaded.findings.append(Finding(ERROR, "sts.rtstruct_unreadable", str(error), case_id=case.case_id,
-                                               path=str(path)))
-                continue
-            for problem in structure.problems:
-                loaded.findings.append(Finding(WARNING, "sts.rtstruct_problem", f"{path.name}: {problem}",
-                                               case_id=case.case_id, path=str(path)))
-            choice = choose_reference_image(structure, volumes)
-            label = structure.description
-            if choice is None:
-                for roi in structure.rois:
-                    loaded.findings.append(Finding(
-                        ERROR, "sts.roi_without_image",
-                        f"{path.name} ({label}) ROI {roi.name!r}: no loaded image shares its frame of reference "
-                        f"{structure.frame_of_reference_uid or '(none)'} or holds the images it references",
-                        case_id=case.case_id, path=str(path)))
-                continue
-            self._convert(case, structure, choice, volumes[choice.index], nodes[choice.index], builder, loaded,
-                          volumes_cm3, methods, references)
-
-    def _convert(self, case: CaseInfo, structure: StructureSet, choice: ReferenceChoice, volume: DicomVolume,
-                 volume_node: Any, builder: SceneBuilder, loaded: LoadedCase, volumes_cm3: Dict[str, Dict[str, float]],
-                 methods: Dict[str, str], references: Dict[str, str]) -> None:
-        path = structure.path
-        label = structure.description
-        image_name = volume_node.GetName()
-        voxel_mm3 = SceneBuilder.voxel_volume_mm3(volume.ijk_to_ras)
-        specs: List[SegmentSpec] = []
-        findings: List[Finding] = []
-        volumes: List[Tuple[str, str, float]] = []
-        used_ids: Dict[str, int] = {}
-        for roi in structure.rois:
-            result = rasterize_roi_on_volume(roi, volume)
-            segment_name = normalise_roi_name(roi.name)
-            segment_id = segment_name if segment_name not in used_ids else roi.name
-            used_ids[segment_id] = 1
-            findings.extend(raster_findings(structure, roi, result, "sts.rtstruct", case.case_id, "",
-                                            segment_id, image_name))
-            if not roi.closed_planar:
-                continue
-            volumes.append((segment_id, roi.name, result.voxel_count * voxel_mm3 / 1000.0))
-            specs.append(SegmentSpec(
-                name=segment_id,
-                color=_SEGMENT_COLORS.get(segment_id, roi.color),
-                mask=result.mask,
-                segment_id=segment_id,
-                tags={"SarcomaLungLiverBrowser.OriginalName": roi.name,
-                      "SarcomaLungLiverBrowser.ROINumber": str(roi.number)},
-            ))
-        node_name = f"{case.case_id} {label}"
-        if specs:
-            study = builder.hierarchy.GetItemParent(builder.hierarchy.GetItemByDataNode(volume_node))
-            node = builder.add_segmentation(
-                node_name, volume_node, specs, parent_item=study,
-                attributes={"collection": self.key, "case_id": case.case_id, "rtstruct": str(path),
-                            "series_description": label, "reference_method": choice.method,
-                            "reference_series_instance_uid": volume.series_instance_uid,
-                            # Where the reference image's files are, to write corrections as DICOM SEG.
-                            "reference_folder": str(volume.instances[0].path.parent)},
-            )
-            loaded.segmentations.append(node)
-            node_name = node.GetName()
-        methods[node_name] = choice.method
-        references[node_name] = image_name
-        if choice.method == "frame_of_reference":
-            loaded.findings.append(Finding(
-                WARNING if choice.ambiguous else INFO, "sts.reference_by_frame_of_reference",
-                f"{path.name} ({label}) references images that are not on disk; matched to {image_name!r} by "
-                f"frame of reference ({choice.reason})" + ("; the choice is ambiguous" if choice.ambiguous else ""),
-                case_id=case.case_id, path=str(path), node_name=node_name))
-        if choice.kind_mismatch:
-            loaded.findings.append(Finding(
-                WARNING, "sts.reference_kind_mismatch",
-                f"{path.name} ({label}) names another kind of image than {image_name!r}, and no image of that "
-                "kind shares its frame of reference; its contours were rasterised on this one", case_id=case.case_id, path=str(path),
-                node_name=node_name))
-        loaded.findings.extend(replace(finding, node_name=node_name) for finding in findings)
-        for segment_id, original, cm3 in volumes:
-            volumes_cm3.setdefault(node_name, {})[segment_id] = cm3
-            if segment_id.startswith("GTV"):
-                loaded.findings.append(Finding(INFO, "sts.gtv_volume",
-                                               f"{node_name}: {segment_id} ({original}) on {image_name}: {cm3:.1f} cm³",
-                                               case_id=case.case_id, path=str(path), node_name=node_name,
-                                               segment_id=segment_id, value=cm3))
-
-    def _count_findings(self, case: CaseInfo, structure_paths: Sequence[Path], loaded: LoadedCase) -> None:
-        count = len(structure_paths)
-        loaded.metrics["rtstruct_count"] = count
-        if count == 0:
-            loaded.findings.append(Finding(WARNING, "sts.rtstruct_count",
-                                           f"{case.case_id} has no RTSTRUCT (the collection has "
-                                           f"{EXPECTED_RTSTRUCTS_PER_PATIENT} per patient)",
-                                           case_id=case.case_id, value=0.0))
-        elif count != EXPECTED_RTSTRUCTS_PER_PATIENT:
-            loaded.findings.append(Finding(INFO, "sts.rtstruct_count",
-                                           f"{case.case_id} has {count} RTSTRUCT(s); the TCIA collection has "
-                                           f"{EXPECTED_RTSTRUCTS_PER_PATIENT} per patient", case_id=case.case_id,
-                                           value=float(count)))
+    def check_case(self, data: CaseData) -> List[Finding]:
+        """Clinical row, RTSTRUCT count and GTV volumes."""
+        case = data.case
+        return [*clinical_findings(case), *rtstruct_count_findings(case.case_id, data.metrics.get("rtstruct_count", 0)),
+                *gtv_volume_findings(data)]
 
     # ------------------------------------------------------------------ corrections
     def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
@@ -419,16 +550,17 @@ class SoftTissueSarcomaCollection(Collection):
 
         ``<description>`` is the RTSTRUCT's SeriesDescription (``RTstruct_CT``...)
         made a safe file name. The SEG references the image series the
-        contours were rasterised on (read again from its folder) and holds the
-        edited voxels exactly; segments keep their names, with GTV_Mass coded
-        as Neoplasm and GTV_Edema as Edema unless the reviewer gave codes.
+        contours were rasterised on (as read with the case: the source
+        folders are not scanned again) and holds the edited voxels exactly;
+        segments keep their names, with GTV_Mass coded as Neoplasm and
+        GTV_Edema as Edema unless the reviewer gave codes.
 
         Writing RTSTRUCT is out of scope: it would need contours traced from
         the edited voxels, a lossy step, while a SEG stores the voxels as edited.
 
         :raises DataError: if the folder is refused (inside the collection, or a
             target is a source file), no segmentation of the case is left in the
-            scene, or a reference image series is gone.
+            scene, or a segmentation's reference image is not the one read.
         """
         from ..formats.dicom_seg import write_seg
         from ..scene.builder import ATTRIBUTE_PREFIX
@@ -439,11 +571,10 @@ class SoftTissueSarcomaCollection(Collection):
         case = loaded.case
         plan = [(node, description_of(node), target)
                 for node, target in self.plan_segmentation_files(loaded, scene, output_folder, description_of)]
-        references: Dict[str, DicomVolume] = {}
+        references = [_reference_volume(loaded, node, target) for node, _, target in plan]
         written = []
-        for index, (node, description, target) in enumerate(plan):
+        for index, ((node, description, target), reference) in enumerate(zip(plan, references)):
             report(progress, f"Writing {target.name}", index / len(plan))
-            reference = self._reference_volume(case, node, references)
             try:
                 segments = _coded_segments(node, reference)
             except ValueError as error:  # a segment no longer on the reference grid
@@ -453,46 +584,42 @@ class SoftTissueSarcomaCollection(Collection):
         report(progress, f"Saved {len(written)} SEG file(s) of {case.case_id}", 1.0)
         return written
 
-    def _reference_volume(self, case: CaseInfo, node: Any, cache: Dict[str, DicomVolume]) -> DicomVolume:
-        """The image series a segmentation was rasterised on, read again as at load (bad slices left out)."""
-        import numpy as np
 
-        from ..scene.builder import ATTRIBUTE_PREFIX
+def _reference_volume(loaded: LoadedCase, node: Any, target: Path) -> "DicomVolume":
+    """The image series ``node`` was rasterised on, as read with the case.
 
-        uid = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_series_instance_uid") or ""
-        if uid in cache:
-            return cache[uid]
-        recorded = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_folder")
-        # The series must come back on the grid it was loaded on (a folder may hold only part of it).
-        reference_node = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
-        expected = SceneBuilder.volume_geometry(reference_node) if reference_node is not None else None
-        candidates = [[Path(recorded)]] if recorded else []
-        candidates.append([Path(folder) for folder in case.files.get("folders", [case.root])])
-        for folders in candidates:
-            instances = [instance for folder in folders if Path(folder).is_dir()
-                         for instance in scan_folder(Path(folder)).instances
-                         if instance.series_instance_uid == uid and instance.modality in IMAGE_MODALITIES]
-            stackable, _ = split_stackable(instances)
-            if stackable:
-                volume = read_series(stackable)
-                if expected is None or (tuple(volume.voxels.shape) == tuple(expected[0])
-                                        and np.allclose(volume.ijk_to_ras, expected[1], atol=1e-4)):
-                    cache[uid] = volume
-                    return volume
-        raise DataError(recorded or case.root, f"no longer holds the image series {uid or '(unknown)'} that "
-                                               f"{node.GetName()} was drawn on, as it was loaded")
+    :raises DataError: naming ``target``, if the case was not read with its
+        provenance or the node's reference volume is no longer on that grid.
+    """
+    import numpy as np
+
+    from ..scene.builder import ATTRIBUTE_PREFIX, SceneBuilder
+
+    uid = node.GetAttribute(ATTRIBUTE_PREFIX + "reference_series_instance_uid") or ""
+    volumes = loaded.data.provenance.get("reference_volumes", {}) if loaded.data is not None else {}
+    volume = volumes.get(uid)
+    if volume is None:
+        raise DataError(target, f"{node.GetName()} was drawn on image series {uid or '(unknown)'}, which was not "
+                                "read with this case; load the case again to save it")
+    reference_node = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
+    if reference_node is not None:
+        shape, ijk_to_ras = SceneBuilder.volume_geometry(reference_node)
+        if tuple(shape) != tuple(volume.voxels.shape) or not np.allclose(ijk_to_ras, volume.ijk_to_ras, atol=1e-4):
+            raise DataError(target, f"{node.GetName()}: its reference volume {reference_node.GetName()!r} is no "
+                                    f"longer on the grid of image series {uid} as read")
+    return volume
 
 
-def _coded_segments(node: Any, reference: DicomVolume) -> List[Any]:
-    """The node's segments for :func:`~..dicom_seg.write_seg`, with GTV codes where none were given.
+def _coded_segments(node: Any, reference: "DicomVolume") -> List[Any]:
+    """The node's segments for :func:`~..formats.dicom_seg.write_seg`, with GTV codes where none were given.
 
     The original ROI name (``GTV_Res+edema``...) becomes the segment description.
     """
     from pydicom.sr.codedict import codes
 
     from ..formats.dicom_seg import TISSUE, SegCode
-    from ..scene.segment_export import segments_from_node
     from ..scene.builder import segment_tag
+    from ..scene.segment_export import segments_from_node
 
     def code(concept: Any) -> SegCode:
         return SegCode(concept.value, concept.scheme_designator, concept.meaning)
@@ -506,7 +633,7 @@ def _coded_segments(node: Any, reference: DicomVolume) -> List[Any]:
         kind = normalise_roi_name(segmentation.GetNthSegmentID(index))
         if segment.category == TISSUE and segment.type == TISSUE and kind in types:
             segment = replace(segment, category=category, type=types[kind])
-        original = segment_tag(source, "SarcomaLungLiverBrowser.OriginalName")
+        original = segment_tag(source, ORIGINAL_NAME_TAG)
         if original and not segment.description:
             segment = replace(segment, description=original)
         exported.append(segment)

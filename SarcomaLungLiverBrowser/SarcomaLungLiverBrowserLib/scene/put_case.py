@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ..case_data import CaseData, LoadedCase, Placement, TableData
+from ..case_data import CaseData, LoadedCase, Placement, TableData, VolumeData
+from ..findings import INFO, Finding
 from ..progress import ProgressCallback, report
 from .builder import ATTRIBUTE_PREFIX, SceneBuilder
 
-__all__ = ["put_case", "placement_item", "SHARED_TABLE_ATTRIBUTE"]
+__all__ = ["put_case", "placement_item", "SHARED_TABLE_ATTRIBUTE", "ROI_VOLUME_ATTRIBUTE", "CHECK_COLOR_TABLE_MISSING"]
 
 #: Node attribute marking a collection-wide table, so later cases reuse it.
 SHARED_TABLE_ATTRIBUTE = "shared_table"
+#: ROI attribute holding the ID of the volume node named by :attr:`RoiData.reference`.
+ROI_VOLUME_ATTRIBUTE = "volume_node_id"
+#: Check of the finding made when a volume's colour node is missing from the scene.
+CHECK_COLOR_TABLE_MISSING = "color_table_missing"
 
 
 def placement_item(builder: SceneBuilder, placement: Placement) -> Optional[int]:
@@ -47,6 +52,17 @@ def _shared_table(builder: SceneBuilder, table: TableData) -> Optional[Any]:
     return None
 
 
+def _color_table(builder: SceneBuilder, volume: VolumeData, loaded: LoadedCase) -> Optional[str]:
+    """The volume's colour node ID, or its fallback (with a finding) when the scene lacks that node."""
+    wanted = volume.color_table
+    if wanted is None or volume.fallback_color_table is None or builder.scene.GetNodeByID(wanted) is not None:
+        return wanted
+    loaded.findings.append(Finding(INFO, CHECK_COLOR_TABLE_MISSING,
+                                   f"the scene has no {wanted}; {volume.name} uses {volume.fallback_color_table}",
+                                   case_id=getattr(loaded.case, "case_id", ""), node_name=volume.name))
+    return volume.fallback_color_table
+
+
 def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressCallback] = None) -> LoadedCase:
     """Create the nodes for ``data`` in the builder's scene, all or nothing.
 
@@ -60,6 +76,9 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
     """
     for segmentation in data.segmentations:
         data.volume(segmentation.reference)  # fail before creating anything
+    for roi in data.rois:
+        if roi.reference is not None:
+            data.volume(roi.reference)
     loaded = LoadedCase(case=data.case, findings=list(data.findings), metrics=dict(data.metrics), data=data)
     total = max(1, len(data.volumes) + len(data.segmentations) + len(data.rois) + len(data.tables))
     done = 0
@@ -74,8 +93,10 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
         for volume in data.volumes:
             step(f"Creating volume {volume.name}")
             node = builder.add_volume(volume.name, volume.voxels, volume.ijk_to_ras, volume.windows,
-                                      volume.color_table, placement_item(builder, volume.placement),
+                                      _color_table(builder, volume, loaded), placement_item(builder, volume.placement),
                                       volume.attributes, share_memory=volume.share_memory)
+            for name, value in volume.slicer_attributes.items():
+                node.SetAttribute(name, str(value))
             volume_nodes[volume.key] = node
             loaded.volumes.append(node)
         for segmentation in data.segmentations:
@@ -85,8 +106,14 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
                 placement_item(builder, segmentation.placement), segmentation.attributes))
         for roi in data.rois:
             step(f"Creating ROI {roi.name}")
-            loaded.rois.append(builder.add_roi(roi.name, roi.center, roi.size, roi.axes, roi.color, roi.locked,
-                                               placement_item(builder, roi.placement), roi.attributes))
+            attributes = dict(roi.attributes)
+            if roi.reference is not None:
+                attributes[ROI_VOLUME_ATTRIBUTE] = volume_nodes[roi.reference].GetID()
+            node = builder.add_roi(roi.name, roi.center, roi.size, roi.axes, roi.color, roi.locked,
+                                   placement_item(builder, roi.placement), attributes)
+            if not roi.visible:
+                node.GetDisplayNode().SetVisibility(False)
+            loaded.rois.append(node)
         for table in data.tables:
             step(f"Creating table {table.name}")
             if table.shared_key:

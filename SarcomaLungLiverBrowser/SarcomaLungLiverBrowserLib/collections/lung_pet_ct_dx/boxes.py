@@ -1,0 +1,385 @@
+"""VOC boxes of a Lung-PET-CT-Dx case: placed on their slices, chained into lesions, turned into ROI data.
+
+A box file is matched to the series holding its image by SOPInstanceUID;
+a box is clamped to the image, kept once if repeated, and becomes a thin ROI
+on its slice. Boxes of one series on neighbouring slices that overlap
+in-plane form a lesion, which gets one 3-D ROI (see the package docstring).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ...case_data import Placement, RoiData, TableData
+from ...errors import DataError
+from ...findings import ERROR, INFO, WARNING
+from ...formats.voc_xml import VocObject, iter_xml_files, parse_voc
+from ...geometry import box_from_roi_corners, box_roi_geometry
+from . import annotation_folder_name
+from .series import CaseFindings, CaseSeries, ReadSeries, study_placement
+
+__all__ = [
+    "SliceBox",
+    "Lesion",
+    "AnnotatedObject",
+    "CaseBoxes",
+    "MAX_GAP_SLICES",
+    "ROLE_SLICE_BOX",
+    "ROLE_LESION",
+    "LESION_COLORS",
+    "SLICE_BOX_COLOR",
+    "group_lesions",
+    "annotation_sop",
+    "read_case_boxes",
+    "box_rois",
+    "box_table",
+    "box_roi_geometry",
+    "box_from_roi_corners",
+]
+
+#: Boxes of one lesion may skip this many slices (the gap is reported).
+MAX_GAP_SLICES = 2
+
+ROLE_SLICE_BOX = "slice_box"
+ROLE_LESION = "lesion"
+
+LESION_COLORS = {"CT": (1.0, 0.85, 0.0), "PT": (0.0, 0.9, 1.0)}
+SLICE_BOX_COLOR = (1.0, 0.5, 0.0)
+
+#: Name of the per-slice box folder under each series' box folder.
+SLICE_BOX_FOLDER = "Per-slice boxes"
+
+Box = Tuple[float, float, float, float]
+
+
+@dataclass
+class SliceBox:
+    """One box of one XML ``<object>``, placed on a slice of a loaded series.
+
+    ``box`` is (xmin, ymin, xmax, ymax) after clamping to the image;
+    ``original`` is as written in the file.
+    """
+
+    xml_path: Path
+    object_index: int
+    voc_object: VocObject
+    sop_instance_uid: str
+    series_instance_uid: str
+    slice_index: int
+    original: Box
+    box: Box
+    clamped: bool = False
+    duplicate: bool = False
+    lesion: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.voc_object.name
+
+
+@dataclass
+class Lesion:
+    """Boxes of one series chained over neighbouring slices."""
+
+    series_instance_uid: str
+    boxes: List[SliceBox] = field(default_factory=list)
+
+    @property
+    def slices(self) -> List[int]:
+        return sorted({box.slice_index for box in self.boxes})
+
+    @property
+    def missing_slices(self) -> List[int]:
+        present = set(self.slices)
+        return [k for k in range(self.slices[0], self.slices[-1] + 1) if k not in present]
+
+    @property
+    def union_box(self) -> Box:
+        return (
+            min(b.box[0] for b in self.boxes), min(b.box[1] for b in self.boxes),
+            max(b.box[2] for b in self.boxes), max(b.box[3] for b in self.boxes),
+        )
+
+
+@dataclass(frozen=True)
+class AnnotatedObject:
+    """An ``<object>`` of a box file whose image was found (placed or not), for the label check."""
+
+    xml_path: Path
+    object_index: int
+    name: str
+
+
+@dataclass
+class CaseBoxes:
+    """The boxes of a case as read: placed boxes (duplicates flagged) and every object of a matched file."""
+
+    boxes: List[SliceBox] = field(default_factory=list)
+    objects: List[AnnotatedObject] = field(default_factory=list)
+
+
+def annotation_sop(path: Path) -> str:
+    """The SOPInstanceUID an annotation file is named after."""
+    name = Path(path).name
+    return name[:-4] if name.lower().endswith(".xml") else name
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Area in pixels shared by two inclusive pixel boxes (0 if disjoint)."""
+    width = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    height = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    return max(0.0, width) * max(0.0, height)
+
+
+def group_lesions(boxes: Sequence[SliceBox], max_gap: int = MAX_GAP_SLICES) -> List[Lesion]:
+    """Chain the boxes of one series into lesions.
+
+    A box joins the lesion with a box on the same slice or at most
+    ``max_gap + 1`` slices before it that overlaps it in-plane (the latest
+    such slice wins, then the larger overlap); otherwise it starts a lesion.
+    Duplicate boxes are left out. Lesions are numbered from 1 in order of
+    their first slice and their position.
+    """
+    lesions: List[Lesion] = []
+    ordered = sorted((b for b in boxes if not b.duplicate),
+                     key=lambda b: (b.slice_index, b.box[0], b.box[1]))
+    for box in ordered:
+        best: Optional[Tuple[int, float, Lesion]] = None
+        for lesion in lesions:
+            for other in lesion.boxes:
+                distance = box.slice_index - other.slice_index
+                if not 0 <= distance <= max_gap + 1:
+                    continue
+                area = _overlap(box.box, other.box)
+                if area <= 0:
+                    continue
+                candidate = (-distance, area, lesion)
+                if best is None or candidate[:2] > best[:2]:
+                    best = candidate
+        if best is None:
+            lesions.append(Lesion(series_instance_uid=box.series_instance_uid, boxes=[box]))
+        else:
+            best[2].boxes.append(box)
+    for number, lesion in enumerate(lesions, start=1):
+        for box in lesion.boxes:
+            box.lesion = number
+    return lesions
+
+
+def _clamp(box: Box, rows: int, columns: int) -> Tuple[Optional[Box], bool]:
+    """The box clamped to the image; None if nothing of it is inside."""
+    xmin, ymin, xmax, ymax = box
+    if xmax < 0 or ymax < 0 or xmin > columns - 1 or ymin > rows - 1:
+        return None, True
+    clamped = (max(0.0, xmin), max(0.0, ymin), min(float(columns - 1), xmax), min(float(rows - 1), ymax))
+    return clamped, clamped != tuple(box)
+
+
+# ---------------------------------------------------------------------- reading
+class _BoxReader:
+    """Reads a case's box files against the series read; findings name each file."""
+
+    def __init__(self, case_id: str, series: CaseSeries, findings: CaseFindings) -> None:
+        self.case_id = case_id
+        self.series = series
+        self.findings = findings
+        self.result = CaseBoxes()
+        self.size_claims: Dict[Tuple[str, str, str], List[Path]] = {}
+
+    def read(self, folders: Sequence[Path], searched: Path) -> CaseBoxes:
+        if not folders:
+            self.findings.add(WARNING, "lung.no_annotations",
+                              f"no Annotation/{annotation_folder_name(self.case_id)} folder was found beside or "
+                              f"inside {searched}")
+            return self.result
+        seen_files: Dict[str, Path] = {}
+        for folder in folders:
+            for path in iter_xml_files(folder):
+                stem = path.name[:-4]
+                if stem in seen_files:
+                    self.findings.add(WARNING, "lung.duplicate_xml", f"{path.name} exists in "
+                                      f"{seen_files[stem].parent} and {path.parent}; both are read", path=path)
+                seen_files.setdefault(stem, path)
+                self.result.boxes.extend(self._boxes_of_file(path))
+        self._flag_duplicates(self.result.boxes)
+        for (label, claimed, actual), paths in self.size_claims.items():
+            # One finding per series: the real files say 512x512 whatever the image (notes §1.1).
+            self.findings.add(INFO, "lung.size_mismatch", f"{len(paths)} XML file(s) on series {label} give "
+                              f"<size> {claimed} but the images are {actual} (e.g. {paths[0].name}); the images' "
+                              "size is used", path=paths[0], value=float(len(paths)))
+        return self.result
+
+    def _boxes_of_file(self, path: Path) -> List[SliceBox]:
+        try:
+            annotation = parse_voc(path)
+        except DataError as error:
+            self.findings.add(ERROR, "lung.xml_unreadable", f"{path.name} skipped: {error.problem}", path=path)
+            return []
+        located = self._locate(annotation.stem, path)
+        if located is None:
+            return []
+        series, k = located
+        instance = series.volume.instances[k]
+        rows, columns = int(instance.rows or 0), int(instance.columns or 0)
+        if not annotation.objects:
+            self.findings.add(WARNING, "lung.xml_no_objects", f"{path.name} holds no <object>", path=path)
+        if annotation.width and annotation.height and (annotation.width, annotation.height) != (columns, rows):
+            key = (series.label, f"{annotation.width}x{annotation.height}", f"{columns}x{rows}")
+            self.size_claims.setdefault(key, []).append(path)
+        boxes = []
+        for index, voc_object in enumerate(annotation.objects):
+            self.result.objects.append(AnnotatedObject(path, index, voc_object.name))
+            box = self._box_of_object(path, index, voc_object, series, k, rows, columns)
+            if box is not None:
+                boxes.append(box)
+        return boxes
+
+    def _locate(self, sop_uid: str, path: Path) -> Optional[Tuple[ReadSeries, int]]:
+        for series in self.series.series.values():
+            if sop_uid in series.sop_to_slice:
+                return series, series.sop_to_slice[sop_uid]
+        if sop_uid in self.series.without_geometry:
+            instance = self.series.without_geometry[sop_uid]
+            self.findings.add(WARNING, "lung.box_no_geometry",
+                              f"{path.name}: its image {instance.path.name} lacks "
+                              f"{', '.join(instance.missing_geometry)}; the box cannot be placed in space", path=path)
+        elif sop_uid in self.series.skipped_series_sops:
+            self.findings.add(WARNING, "lung.xml_unmatched",
+                              f"{path.name}: its image is in series {self.series.skipped_series_sops[sop_uid]}, "
+                              "which was not loaded", path=path)
+        else:
+            self.findings.add(WARNING, "lung.xml_unmatched",
+                              f"{path.name}: no loaded image has SOPInstanceUID {sop_uid}", path=path)
+        return None
+
+    def _box_of_object(self, path: Path, index: int, voc_object: VocObject, series: ReadSeries, k: int,
+                       rows: int, columns: int) -> Optional[SliceBox]:
+        original = voc_object.box
+        box = original
+        if box[0] > box[2] or box[1] > box[3]:
+            box = (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3]))
+            self.findings.add(WARNING, "lung.box_inverted", f"{path.name} object {index + 1}: min exceeds max "
+                              f"in {original}; the corners were swapped", path=path)
+        clamped, changed = _clamp(box, rows, columns)
+        if clamped is None:
+            self.findings.add(ERROR, "lung.box_outside_image", f"{path.name} object {index + 1}: box {original} "
+                              f"lies wholly outside the {columns}x{rows} image; skipped", path=path)
+            return None
+        if changed:
+            self.findings.add(WARNING, "lung.box_outside_image", f"{path.name} object {index + 1}: box {original} "
+                              f"reaches outside the {columns}x{rows} image; clamped to {clamped}", path=path,
+                              node_name=series.name)
+        return SliceBox(path, index, voc_object, annotation_sop(path), series.volume.series_instance_uid, k,
+                        original, clamped, clamped=changed)
+
+    def _flag_duplicates(self, boxes: List[SliceBox]) -> None:
+        seen: Dict[Tuple[str, Tuple[float, ...]], SliceBox] = {}
+        for box in boxes:
+            key = (box.sop_instance_uid, tuple(round(v, 6) for v in box.box))
+            if key in seen:
+                box.duplicate = True
+                first = seen[key]
+                self.findings.add(WARNING, "lung.duplicate_box",
+                                  f"{box.xml_path.name} object {box.object_index + 1} repeats the box of "
+                                  f"{first.xml_path.name} object {first.object_index + 1}; kept once",
+                                  path=box.xml_path)
+            else:
+                seen[key] = box
+
+
+def read_case_boxes(case_id: str, folders: Sequence[Path], series: CaseSeries, findings: CaseFindings,
+                    searched: Path) -> CaseBoxes:
+    """Every box of the case's annotation folders placed on the series read.
+
+    :param searched: the folder named when no annotation folder was found.
+    """
+    return _BoxReader(case_id, series, findings).read(folders, searched)
+
+
+# ---------------------------------------------------------------------- ROI and table data
+def box_folder(series: ReadSeries) -> str:
+    """The hierarchy folder of a series' boxes (under its study)."""
+    return f"{series.name} boxes"
+
+
+def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int) -> RoiData:
+    slices = lesion.slices
+    center, size, axes = box_roi_geometry(series.volume.ijk_to_ras, lesion.union_box, slices[0], slices[-1])
+    return RoiData(
+        key=f"{series.key}/lesion/{number}",
+        name=f"{series.name} lesion {number}",
+        center=center, size=size, axes=axes,
+        color=LESION_COLORS.get(series.volume.modality, LESION_COLORS["CT"]),
+        locked=True,
+        placement=study_placement(case_id, series.volume.instances[0]).in_folder(box_folder(series)),
+        reference=series.key,
+        attributes={
+            "role": ROLE_LESION, "case_id": case_id, "lesion": str(number),
+            "series_instance_uid": lesion.series_instance_uid,
+            "first_slice": str(slices[0]), "last_slice": str(slices[-1]), "boxes": str(len(lesion.boxes)),
+            "missing_slices": " ".join(str(k) for k in lesion.missing_slices),
+        },
+    )
+
+
+def _slice_roi(case_id: str, series: ReadSeries, box: SliceBox) -> RoiData:
+    center, size, axes = box_roi_geometry(series.volume.ijk_to_ras, box.box, box.slice_index, box.slice_index)
+    placement = study_placement(case_id, series.volume.instances[0])
+    return RoiData(
+        key=f"{series.key}/box/{box.xml_path}/{box.object_index}",
+        name=f"{series.name} slice {box.slice_index} box {box.object_index + 1}",
+        center=center, size=size, axes=axes, color=SLICE_BOX_COLOR, locked=False,
+        placement=placement.in_folder(box_folder(series), SLICE_BOX_FOLDER),
+        reference=series.key,
+        # Kept for editing and export, hidden so the lesion boxes stay readable.
+        visible=False,
+        attributes={
+            "role": ROLE_SLICE_BOX, "case_id": case_id, "lesion": str(box.lesion),
+            "series_instance_uid": box.series_instance_uid,
+            "sop_instance_uid": box.sop_instance_uid, "slice_index": str(box.slice_index),
+            "xml_file": box.xml_path.name, "object_index": str(box.object_index), "label": box.name,
+            "difficult": str(int(box.voc_object.difficult)), "truncated": str(int(box.voc_object.truncated)),
+            "clamped": str(int(box.clamped)),
+        },
+    )
+
+
+def box_rois(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceBox]
+             ) -> Tuple[List[RoiData], Dict[str, List[Lesion]]]:
+    """Lesion ROIs of every series, then the per-slice box ROIs (duplicates left out), and the lesions."""
+    by_series: Dict[str, List[SliceBox]] = defaultdict(list)
+    for box in boxes:
+        by_series[box.series_instance_uid].append(box)
+    lesion_rois: List[RoiData] = []
+    slice_rois: List[RoiData] = []
+    lesions_by_series: Dict[str, List[Lesion]] = {}
+    for uid, series_boxes in by_series.items():
+        read = series[uid]
+        lesions = group_lesions(series_boxes)
+        lesions_by_series[uid] = lesions
+        lesion_rois.extend(_lesion_roi(case_id, read, lesion, number) for number, lesion in enumerate(lesions, 1))
+        slice_rois.extend(_slice_roi(case_id, read, box) for box in series_boxes if not box.duplicate)
+    return lesion_rois + slice_rois, lesions_by_series
+
+
+def box_table(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceBox]) -> Optional[TableData]:
+    """One row per box read (duplicates flagged), under the patient; None when there is no box."""
+    if not boxes:
+        return None
+    import pandas as pd  # imported here: only needed once boxes exist
+
+    rows = []
+    for box in boxes:
+        read = series[box.series_instance_uid]
+        rows.append({
+            "xml_file": box.xml_path.name, "object": box.object_index + 1, "label": box.name,
+            "series": read.label, "modality": read.volume.modality, "slice": box.slice_index,
+            "sop_instance_uid": box.sop_instance_uid, "xmin": box.box[0], "ymin": box.box[1],
+            "xmax": box.box[2], "ymax": box.box[3], "difficult": int(box.voc_object.difficult),
+            "clamped": int(box.clamped), "duplicate": int(box.duplicate), "lesion": box.lesion,
+        })
+    return TableData(key="boxes", name=f"{case_id} boxes", dataframe=pd.DataFrame(rows),
+                     placement=Placement(patient_id=case_id, patient_name=case_id),
+                     attributes={"case_id": case_id, "role": "box_table"})
