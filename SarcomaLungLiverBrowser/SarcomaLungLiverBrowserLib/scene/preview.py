@@ -91,6 +91,7 @@ class Panel:
     view: str  # "Axial", "Coronal", "Sagittal" or "3D"
     annotation: Optional[str]
     box: Box
+    mm_per_pixel: float = 0.0
 
 
 @dataclass
@@ -228,6 +229,7 @@ def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Opt
             if node not in shown:
                 set_(display, "Visibility", False)
                 continue
+            set_(display, "Opacity", 1.0)  # multiplies the 2D and 3D opacities below
             set_(display, "Opacity2DFill", SEGMENT_FILL_OPACITY)
             set_(display, "Opacity2DOutline", 1.0)
             set_(display, "SliceIntersectionThickness", OUTLINE_THICKNESS)
@@ -457,17 +459,9 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
             notes.append(f"{foreground.GetName()} blended at {int(opacity * 100)}%")
         for row_index, annotation in enumerate(rows):
             top = HEADER_HEIGHT + row_index * row_height
-            for view_index, view in enumerate(views):
-                left = GAP + view_index * column
-                image_box = Box(left, top + CAPTION_HEIGHT, left + panel_size, top + CAPTION_HEIGHT + panel_size)
-                center = annotation.center_ras if annotation is not None else None
-                fov = _field_of_view(annotation, volume_extent) if annotation is not None else None
-                slice_image = render_slice_image(scene, background, foreground, opacity, view, center,
-                                                 (panel_size, panel_size), fov, application_logic)
-                canvas.paste(Image.fromarray(slice_image.pixels), (image_box.left, image_box.top))
-                _annotate_slice(layout, slice_image, image_box, view, annotation,
-                                Box(left, top, left + panel_size, top + CAPTION_HEIGHT), case_id)
-                panels.append(Panel(view, annotation.name if annotation else None, image_box))
+            with _focused_outline(loaded_case, annotation):
+                _render_row(scene, canvas, layout, panels, background, foreground, opacity, views, annotation, top,
+                            panel_size, column, volume_extent, case_id, application_logic)
         side_left = GAP + len(views) * column
         three_d_box = Box(side_left, HEADER_HEIGHT + CAPTION_HEIGHT, side_left + panel_size,
                           HEADER_HEIGHT + CAPTION_HEIGHT + panel_size)
@@ -516,6 +510,49 @@ def _modality(volume_node: Any) -> str:
 
 def _is_pet(volume_node: Any) -> bool:
     return _modality(volume_node) in ("PT", "PET") or _attribute(volume_node, "pet.scale_factor") is not None
+
+
+def _render_row(scene: Any, canvas: Image.Image, layout: LabelLayout, panels: List[Panel], background: Any,
+                foreground: Optional[Any], opacity: float, views: Sequence[str], annotation: Optional[Annotation],
+                top: int, panel_size: int, column: int, volume_extent: float, case_id: str,
+                application_logic: Optional[Any]) -> None:
+    """One row of the montage: each view through ``annotation`` (the volume centre if None), with its labels."""
+    for view_index, view in enumerate(views):
+        left = GAP + view_index * column
+        image_box = Box(left, top + CAPTION_HEIGHT, left + panel_size, top + CAPTION_HEIGHT + panel_size)
+        center = annotation.center_ras if annotation is not None else None
+        fov = _field_of_view(annotation, volume_extent) if annotation is not None else None
+        slice_image = render_slice_image(scene, background, foreground, opacity, view, center,
+                                         (panel_size, panel_size), fov, application_logic)
+        canvas.paste(Image.fromarray(slice_image.pixels), (image_box.left, image_box.top))
+        _annotate_slice(layout, slice_image, image_box, view, annotation,
+                        Box(left, top, left + panel_size, top + CAPTION_HEIGHT), case_id)
+        panels.append(Panel(view, annotation.name if annotation else None, image_box, slice_image.mm_per_pixel))
+
+
+@contextmanager
+def _focused_outline(loaded_case: Any, annotation: Optional[Annotation]) -> Iterator[None]:
+    """While drawing a finding's row, only its outline is drawn; other segments keep their light fill.
+
+    Outlines of overlapping segments (ISPY1's FTV and STV masks) coincide and
+    hide one another; the row of a finding must show that finding's outline.
+    """
+    changed: List[Tuple[Any, str, float]] = []
+    try:
+        if annotation is not None and annotation.kind == "segment":
+            for node in shown_segmentations(loaded_case):
+                display = node.GetDisplayNode()
+                segmentation = node.GetSegmentation()
+                for index in range(segmentation.GetNumberOfSegments()):
+                    segment_id = segmentation.GetNthSegmentID(index)
+                    if (node.GetID(), segment_id) == (annotation.node_id, annotation.segment_id):
+                        continue
+                    changed.append((display, segment_id, display.GetSegmentOpacity2DOutline(segment_id)))
+                    display.SetSegmentOpacity2DOutline(segment_id, 0.0)
+        yield
+    finally:
+        for display, segment_id, previous in reversed(changed):
+            display.SetSegmentOpacity2DOutline(segment_id, previous)
 
 
 def _without_case_id(name: str, case_id: str) -> str:

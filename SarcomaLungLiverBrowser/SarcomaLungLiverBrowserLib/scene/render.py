@@ -206,39 +206,19 @@ def render_slice_png(
     return write_png(image.pixels, png_path)
 
 
-def _largest_annotation_center(loaded_case: Any) -> Optional[Sequence[float]]:
-    """Centre of the first ROI or of the first non-empty segment, to put it on screen."""
-    for roi in getattr(loaded_case, "rois", []):
-        center = [0.0, 0.0, 0.0]
-        roi.GetCenterWorld(center)
-        return center
-    for segmentation in getattr(loaded_case, "segmentations", []):
-        segments = segmentation.GetSegmentation()
-        for index in range(segments.GetNumberOfSegments()):
-            segment_id = segments.GetNthSegmentID(index)
-            center = segmentation.GetSegmentCenterRAS(segment_id)
-            if center is not None:
-                return list(center)
-    return None
-
-
 def render_case_snapshot(scene: Any, loaded_case: Any, png_path: Path, orientation: str = "Axial",
                          size: Tuple[int, int] = (512, 512), application_logic: Optional[Any] = None) -> Path:
-    """Snapshot of a loaded case: its first volume with overlays, through its first annotation."""
-    background = loaded_case.background_volume
-    if background is None:
-        raise ValueError(f"case {loaded_case.case.case_id} has no volume to show")
-    return render_slice_png(
-        scene,
-        png_path,
-        background,
-        foreground_volume=loaded_case.foreground_volume,
-        foreground_opacity=loaded_case.foreground_opacity,
-        orientation=orientation,
-        center_ras=_largest_annotation_center(loaded_case),
-        size=size,
-        application_logic=application_logic,
-    )
+    """The case's preview montage (see :mod:`.preview`) as a PNG: what the CLI and the QA report show.
+
+    ``orientation`` and ``size`` are kept for callers of the former one-slice
+    snapshot; the montage has every view, and ``size`` sets its panel size.
+    """
+    from .preview import write_case_preview  # the preview builds on this module
+
+    del orientation  # every view is in the montage
+    panel = max(192, min(int(min(size)), 512) * 5 // 8)
+    return write_case_preview(scene, loaded_case, Path(png_path), panel_size=panel,
+                              application_logic=application_logic)
 
 
 #: Displayable managers a 3D view needs for segment surfaces and ROI boxes.
