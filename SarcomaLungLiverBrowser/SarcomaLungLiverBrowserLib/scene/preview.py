@@ -261,7 +261,7 @@ def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Opt
             scene = pet_node.GetScene()
             pet_color = next((i for i in PET_COLOR_NODE_IDS if scene.GetNodeByID(i)), display.GetColorNodeID())
             factor = pet_scale.factor if pet_scale is not None and pet_scale.factor > 0 else 1.0
-            low, high, visible_from = _pet_window(pet_node, pet_scale)
+            low, high, visible_from = pet_display_range(pet_node, pet_scale)
             set_(display, "AutoWindowLevel", False)
             set_(display, "Window", (high - low) / factor)
             set_(display, "Level", (high + low) / 2 / factor)
@@ -301,7 +301,7 @@ def _enclosing_segments(segmentations: Sequence[Any]) -> List[Tuple[Any, str]]:
     return enclosing
 
 
-def _pet_window(pet_node: Any, scale: Optional[PetScale]) -> Tuple[float, float, float]:
+def pet_display_range(pet_node: Any, scale: Optional[PetScale]) -> Tuple[float, float, float]:
     """(low, high, visible-from) in shown units: fixed SUVbw values, else from the stored values' spread."""
     if scale is not None and scale.is_suv:
         return SUV_WINDOW[0], SUV_WINDOW[1], SUV_VISIBLE_FROM
@@ -340,11 +340,11 @@ def _window_text(volume_node: Any) -> str:
     return text
 
 
-def _pet_scale_of(pet_node: Any, pet_scales: Optional[Dict[str, PetScale]]) -> Optional[PetScale]:
+def pet_scale_of(pet_node: Any, pet_scales: Optional[Dict[str, PetScale]]) -> Optional[PetScale]:
     if pet_scales and pet_node.GetID() in pet_scales:
         return pet_scales[pet_node.GetID()]
     keys = ("pet.scale_factor", "pet.units", "pet.is_suv", "pet.scale_explanation")
-    return scale_from_attributes({key: _attribute(pet_node, key) for key in keys})
+    return scale_from_attributes({key: node_attribute(pet_node, key) for key in keys})
 
 
 def _color_ramp(scene: Any, color_node_id: str, count: int = 256) -> np.ndarray:
@@ -421,8 +421,8 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
     if background is None:
         raise ValueError(f"case {loaded_case.case.case_id} has no volume to show")
     foreground = loaded_case.foreground_volume
-    pet_node = foreground if foreground is not None and _is_pet(foreground) else None
-    pet_scale = _pet_scale_of(pet_node, pet_scales) if pet_node is not None else None
+    pet_node = foreground if foreground is not None and is_pet_volume(foreground) else None
+    pet_scale = pet_scale_of(pet_node, pet_scales) if pet_node is not None else None
     everything, interesting = annotations_of_interest(loaded_case)
     shown = interesting[:max_findings]
     single_view = _single_slice_view(background)
@@ -449,7 +449,7 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
         window_text = _window_text(background)
         pet_text = ""
         if pet_node is not None:
-            low, high, visible_from = _pet_window(pet_node, pet_scale)
+            low, high, visible_from = pet_display_range(pet_node, pet_scale)
             units = pet_scale.units if pet_scale is not None else "stored units"
             pet_text = f"PET {units} {low:g}–{high:g}, shown from {visible_from:g}, {int(opacity * 100)}% over CT"
             if pet_scale is None or not pet_scale.is_suv:
@@ -479,7 +479,7 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
         legend = [LegendEntry(name, color, swatch, text)
                   for (name, color), (_, _, swatch, text) in zip(entries, drawn)]
         if pet_node is not None:
-            low, high, _ = _pet_window(pet_node, pet_scale)
+            low, high, _ = pet_display_range(pet_node, pet_scale)
             units = pet_scale.units if pet_scale is not None else "stored units"
             layout.color_bar(Box(side_left, height - GAP - 64, side_left + panel_size, height - GAP),
                              _color_ramp(scene, pet_color), low, high, f"PET, {units}")
@@ -499,17 +499,17 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
                        pet_text, notes)
 
 
-def _attribute(node: Any, key: str) -> Optional[str]:
+def node_attribute(node: Any, key: str) -> Optional[str]:
     """A node attribute as this extension's builder stores it (prefixed) or as set directly."""
     return node.GetAttribute(ATTRIBUTE_PREFIX + key) or node.GetAttribute(key)
 
 
 def _modality(volume_node: Any) -> str:
-    return (_attribute(volume_node, "modality") or volume_node.GetAttribute("DICOM.Modality") or "").upper()
+    return (node_attribute(volume_node, "modality") or volume_node.GetAttribute("DICOM.Modality") or "").upper()
 
 
-def _is_pet(volume_node: Any) -> bool:
-    return _modality(volume_node) in ("PT", "PET") or _attribute(volume_node, "pet.scale_factor") is not None
+def is_pet_volume(volume_node: Any) -> bool:
+    return _modality(volume_node) in ("PT", "PET") or node_attribute(volume_node, "pet.scale_factor") is not None
 
 
 def _render_row(scene: Any, canvas: Image.Image, layout: LabelLayout, panels: List[Panel], background: Any,
