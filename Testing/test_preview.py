@@ -181,3 +181,30 @@ def test_preview_of_a_built_scene_shows_segment_and_roi(builder, tmp_path):
     assert color_pixels(crop(preview.image, three_d.box), (0, 0, 0), tolerance=0).sum() == 0
     assert (crop(preview.image, three_d.box).max(axis=-1) > 100).sum() > 200, "3D view shows the surfaces"
     assert not segmentation.GetSegmentation().ContainsRepresentation("Closed surface"), "surface kept after preview"
+
+
+def test_report_shows_the_montage_with_its_caption_click_to_enlarge(builder, tmp_path):
+    from SarcomaLungLiverBrowserLib.review.report import write_html_report
+    from SarcomaLungLiverBrowserLib.scene.preview import write_case_preview
+    from SarcomaLungLiverBrowserLib.scene.preview_layout import read_montage
+
+    shape = (30, 80, 80)
+    k, j, i = np.indices(shape)
+    volume = builder.add_volume("CT", np.where((i - 40) ** 2 + (j - 40) ** 2 < 30 ** 2, 40, -1000).astype(np.int16),
+                                np.diag([-1.0, -1.0, 2.0, 1.0]), [WindowPreset("Abdomen", 400, 40)])
+    tumor = (i - 45) ** 2 + (j - 40) ** 2 + ((k - 15) * 2) ** 2 < 8 ** 2
+    segmentation = builder.add_segmentation("Seg", volume, [SegmentSpec("Tumor", (0.1, 0.9, 0.1), tumor)])
+    case = type("Case", (), {"case_id": "CASE-1", "collection": "test", "diagnosis": ""})()
+    loaded = LoadedCase(case=case, volumes=[volume], segmentations=[segmentation])
+    png = write_case_preview(builder.scene, loaded, tmp_path / "CASE-1.png", panel_size=200)
+    montage = read_montage(png)
+    assert montage.title.startswith("CASE-1") and "W/L 400/40" in montage.description
+    assert montage.width > 3 * 200
+    html_path = write_html_report(tmp_path / "report.html", "Report", [case], snapshots={"CASE-1": png})
+    text = Path(html_path).read_text(encoding="utf-8")
+    assert montage.data_uri in text, "the montage is embedded whole (one self-contained file)"
+    assert "<figcaption>" in text and "W/L 400/40" in text
+    assert "classList.toggle('zoomed')" in text and "img.zoomed" in text
+    (tmp_path / "not.png").write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match="not.png is not a PNG"):
+        read_montage(tmp_path / "not.png")

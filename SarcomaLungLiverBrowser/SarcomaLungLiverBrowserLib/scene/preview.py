@@ -33,11 +33,11 @@ from PIL import Image
 
 from ..formats.suv import PetScale, scale_from_attributes
 from .builder import ATTRIBUTE_PREFIX
-from .preview_layout import Box, LabelLayout, PlacedLabel, orientation_letter
+from .preview_layout import Box, LabelLayout, Montage, PlacedLabel, orientation_letter, read_montage
 from .render import SliceImage, render_3d_image, render_slice_image, write_png
 
 __all__ = ["Annotation", "LegendEntry", "Panel", "CasePreview", "annotations_of_interest", "render_case_preview",
-           "write_case_preview", "preview_png_bytes"]
+           "write_case_preview", "preview_montage"]
 
 RGB = Tuple[int, int, int]
 
@@ -109,9 +109,22 @@ class CasePreview:
     pet_text: str = ""
     notes: List[str] = field(default_factory=list)
 
+    @property
+    def description(self) -> str:
+        """What is shown and how: window/level, PET units, notes."""
+        return " · ".join(part for part in [self.window_text, self.pet_text, *self.notes] if part)
+
+    def text_chunks(self) -> Dict[str, str]:
+        return {"Title": self.caption, "Description": self.description}
+
     def png_bytes(self) -> bytes:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in self.text_chunks().items():
+            info.add_itxt(key, value)
         buffer = BytesIO()
-        Image.fromarray(self.image).save(buffer, format="PNG", optimize=True)
+        Image.fromarray(self.image).save(buffer, format="PNG", optimize=True, pnginfo=info)
         return buffer.getvalue()
 
 
@@ -492,7 +505,7 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
         notes.append(f"single-slice image: {single_view.lower()} view only")
     header = Box(0, 0, width, HEADER_HEIGHT)
     layout.place(caption, [(GAP, 4, "tl")], header, "title", size=16, backing=None)
-    detail = " · ".join(part for part in [window_text, pet_text, *notes] if part)
+    detail = " · ".join(part for part in [window_text, pet_text, *notes] if part)  # = CasePreview.description
     layout.place(detail, [(GAP, HEADER_HEIGHT - 3, "bl")], header, "window", size=13, backing=None,
                  color=(210, 210, 210))
     return CasePreview(np.asarray(canvas), panels, legend, layout.labels, everything, shown, caption, window_text,
@@ -581,12 +594,14 @@ def _annotate_slice(layout: LabelLayout, image: SliceImage, image_box: Box, view
 
 
 def write_case_preview(scene: Any, loaded_case: Any, png_path: Path, **options: Any) -> Path:
-    """Render :func:`render_case_preview` to a PNG file."""
+    """Render :func:`render_case_preview` to a PNG file that carries its caption (PNG text ``Title``/``Description``).
+
+    :func:`.preview_layout.read_montage` reads the image and caption back (the report does).
+    """
     preview = render_case_preview(scene, loaded_case, **options)
-    return write_png(preview.image, png_path)
+    return write_png(preview.image, png_path, preview.text_chunks())
 
 
-def preview_png_bytes(scene: Any, loaded_case: Any, **options: Any) -> Tuple[bytes, str]:
-    """(PNG bytes, caption) of a case's montage, for reports."""
-    preview = render_case_preview(scene, loaded_case, **options)
-    return preview.png_bytes(), preview.caption
+def preview_montage(scene: Any, loaded_case: Any, **options: Any) -> Montage:
+    """The case's montage as a data URI with its caption and size, for reports."""
+    return read_montage(render_case_preview(scene, loaded_case, **options).png_bytes())

@@ -9,9 +9,11 @@ are returned with the image so tests (and anyone) can check them.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -25,6 +27,8 @@ __all__ = [
     "load_font",
     "orientation_letter",
     "nice_scale_length_mm",
+    "Montage",
+    "read_montage",
 ]
 
 RGB = Tuple[int, int, int]
@@ -285,3 +289,36 @@ def _shortenings(text: str) -> Iterable[str]:
 def boxes_overlap(labels: Sequence[PlacedLabel]) -> List[Tuple[PlacedLabel, PlacedLabel]]:
     """Every pair of labels whose boxes intersect (empty for a correct layout)."""
     return [(a, b) for index, a in enumerate(labels) for b in labels[index + 1:] if a.box.intersects(b.box)]
+
+
+@dataclass(frozen=True)
+class Montage:
+    """A case preview ready for a report: the PNG as a data URI, its caption and its size in pixels."""
+
+    data_uri: str
+    title: str
+    description: str
+    width: int
+    height: int
+
+    @property
+    def caption(self) -> str:
+        return " — ".join(part for part in (self.title, self.description) if part)
+
+
+def read_montage(png: Union[Path, str, bytes]) -> Montage:
+    """A preview PNG (a file or its bytes) as a :class:`Montage`, caption from its PNG text chunks.
+
+    :raises ValueError: naming the file, if it is not a PNG image.
+    :raises OSError: if the file cannot be read.
+    """
+    data = png if isinstance(png, bytes) else Path(png).read_bytes()
+    name = "the image" if isinstance(png, bytes) else str(png)
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{name} is not a PNG image")
+    with Image.open(BytesIO(data)) as image:
+        text = dict(getattr(image, "text", {}) or {})
+        width, height = image.size
+    encoded = base64.b64encode(data).decode("ascii")
+    return Montage(f"data:image/png;base64,{encoded}", text.get("Title", ""), text.get("Description", ""),
+                   width, height)

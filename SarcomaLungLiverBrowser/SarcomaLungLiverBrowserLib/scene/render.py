@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -176,13 +176,20 @@ def render_slice_image(
     return SliceImage(pixels, xy_to_ras, mm_per_pixel, orientation)
 
 
-def write_png(pixels: np.ndarray, png_path: Path) -> Path:
-    """Write RGB pixels (row 0 at the top) to a PNG file, creating its folder."""
-    from PIL import Image
+def write_png(pixels: np.ndarray, png_path: Path, text: Optional[Dict[str, str]] = None) -> Path:
+    """Write RGB pixels (row 0 at the top) to a PNG file, creating its folder.
 
+    :param text: PNG text chunks (e.g. ``Title``, ``Description``) that travel with the image.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(png_path)
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(png_path, pnginfo=info, optimize=True)
     return png_path
 
 
