@@ -46,6 +46,8 @@ LESION_NAME = re.compile(r"tumou?r|gtv|lesion|metasta|nodule|mass|ftv|stv|cancer
 #: Fusion display of PET over CT (SUVbw): the range coloured and the value below which PET is transparent.
 SUV_WINDOW = (0.0, 8.0)
 SUV_VISIBLE_FROM = 1.5
+#: Percentiles of the grey values spanned by the window of an image without a window preset (MR).
+PERCENTILE_WINDOW = (1.0, 99.5)
 #: PET colour maps in order of preference (the first present in the scene is used).
 PET_COLOR_NODE_IDS = ("vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeInferno")
 
@@ -56,6 +58,8 @@ CAPTION_HEIGHT = 24
 GAP = 6
 HEADER_HEIGHT = 46
 SEGMENT_FILL_OPACITY = 0.2
+#: Opacity of the other ROIs in the row of one ROI.
+OTHER_ROI_OPACITY = 0.3
 #: 3D opacity of a segment that holds another one (a liver around its tumours), so the inner one shows.
 ENCLOSING_OPACITY_3D = 0.3
 OUTLINE_THICKNESS = 2
@@ -221,7 +225,8 @@ def _legend_entries(annotations: Sequence[Annotation]) -> List[Tuple[str, RGB]]:
 def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Optional[PetScale]) -> Iterator[str]:
     """Outlines with light fill, closed surfaces in 3D, ROIs without handles or names, PET fused; then restore.
 
-    Yields the colour node ID used for PET ("" without PET).
+    Yields the colour node ID used for PET ("" without PET) and whether the background's automatic
+    window was replaced by a percentile window.
     """
     undo: List[Tuple[Any, str, Tuple[Any, ...]]] = []
 
@@ -232,6 +237,7 @@ def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Opt
         getattr(obj, setter)(*value)
 
     created_surfaces: List[Any] = []
+    automatic_window: List[bool] = []
     pet_color = ""
     try:
         shown = shown_segmentations(loaded_case)
@@ -269,6 +275,13 @@ def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Opt
             set_(display, "FillOpacity", 0.0)
             set_(display, "OutlineOpacity", 1.0)
             set_(display, "LineThickness", 0.3)
+        background_display = loaded_case.background_volume.GetDisplayNode()
+        if background_display is not None and background_display.GetAutoWindowLevel():
+            low, high = _percentile_window(loaded_case.background_volume)
+            set_(background_display, "AutoWindowLevel", False)
+            set_(background_display, "Window", high - low)
+            set_(background_display, "Level", (high + low) / 2)
+            automatic_window.append(True)
         if pet_node is not None and pet_node.GetDisplayNode() is not None:
             display = pet_node.GetDisplayNode()
             scene = pet_node.GetScene()
@@ -283,12 +296,20 @@ def _temporary_display(loaded_case: Any, pet_node: Optional[Any], pet_scale: Opt
             set_(display, "ApplyThreshold", True)
             set_(display, "LowerThreshold", visible_from / factor)
             set_(display, "UpperThreshold", 1e30)
-        yield pet_color
+        yield pet_color, bool(automatic_window)
     finally:
         for obj, setter, previous in reversed(undo):
             getattr(obj, setter)(*previous)
         for node in created_surfaces:
             node.RemoveClosedSurfaceRepresentation()
+
+
+def _percentile_window(volume_node: Any) -> Tuple[float, float]:
+    """(low, high) grey values between which most of the volume lies (MR has no fixed window like CT's)."""
+    voxels = _voxels(volume_node)
+    sample = voxels[:: max(1, voxels.size // 2_000_000)]
+    low, high = (float(v) for v in np.percentile(sample, PERCENTILE_WINDOW))
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def _enclosing_segments(segmentations: Sequence[Any]) -> List[Tuple[Any, str]]:
@@ -346,9 +367,7 @@ def _window_text(volume_node: Any) -> str:
             preset = display.GetWindowLevelPresetName(index) if hasattr(display, "GetWindowLevelPresetName") else ""
             break
     text = f"{modality + ' ' if modality else ''}W/L {window:.4g}/{level:.4g}"
-    if display.GetAutoWindowLevel():
-        text += " (automatic)"
-    elif preset:
+    if preset:
         text += f" ({preset})"
     return text
 
@@ -386,6 +405,10 @@ def _single_slice_view(volume_node: Any) -> Optional[str]:
     normal = matrix[:3, thin[0]]
     axis = int(np.argmax(np.abs(normal)))
     return ("Sagittal", "Coronal", "Axial")[axis]
+
+
+def _slice_count(volume_node: Any) -> int:
+    return int(min(volume_node.GetImageData().GetDimensions()))
 
 
 def slicer_matrix(volume_node: Any) -> np.ndarray:
@@ -458,8 +481,10 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
     case_id = str(getattr(loaded_case.case, "case_id", "case"))
     opacity = loaded_case.foreground_opacity
 
-    with _temporary_display(loaded_case, pet_node, pet_scale) as pet_color:
+    with _temporary_display(loaded_case, pet_node, pet_scale) as (pet_color, percentile_window):
         window_text = _window_text(background)
+        if percentile_window:
+            window_text += f" (from the {PERCENTILE_WINDOW[0]:g}–{PERCENTILE_WINDOW[1]:g}th percentiles)"
         pet_text = ""
         if pet_node is not None:
             low, high, visible_from = pet_display_range(pet_node, pet_scale)
@@ -478,13 +503,19 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
         side_left = GAP + len(views) * column
         three_d_box = Box(side_left, HEADER_HEIGHT + CAPTION_HEIGHT, side_left + panel_size,
                           HEADER_HEIGHT + CAPTION_HEIGHT + panel_size)
-        pixels = render_3d_image(scene, _bounds_3d(everything, background), (panel_size, panel_size))
-        canvas.paste(Image.fromarray(pixels), (three_d_box.left, three_d_box.top))
-        layout.place("3D · seen from the front", [(side_left + 2, HEADER_HEIGHT + CAPTION_HEIGHT - 3, "bl")],
-                     Box(side_left, HEADER_HEIGHT, side_left + panel_size, HEADER_HEIGHT + CAPTION_HEIGHT),
-                     "caption", backing=None, size=14)
-        layout.orientation_labels(three_d_box, right="L", left="R", up="S", down="I")
-        panels.append(Panel("3D", None, three_d_box))
+        if single_view:
+            # Surfaces of a slab a few voxels thick show nothing a reader can use.
+            layout.place(f"No 3D view: the volume is {_slice_count(background)} slice(s) thick",
+                         [(side_left + 2, three_d_box.top + 4, "tl")], three_d_box, "caption", backing=None,
+                         size=13, color=(200, 200, 200))
+        else:
+            pixels = render_3d_image(scene, _bounds_3d(everything, background), (panel_size, panel_size))
+            canvas.paste(Image.fromarray(pixels), (three_d_box.left, three_d_box.top))
+            layout.place("3D · seen from the front", [(side_left + 2, HEADER_HEIGHT + CAPTION_HEIGHT - 3, "bl")],
+                         Box(side_left, HEADER_HEIGHT, side_left + panel_size, HEADER_HEIGHT + CAPTION_HEIGHT),
+                         "caption", backing=None, size=14)
+            layout.orientation_labels(three_d_box, right="L", left="R", up="S", down="I")
+            panels.append(Panel("3D", None, three_d_box))
         legend_region = Box(side_left, three_d_box.bottom + GAP, side_left + panel_size,
                             height - GAP - (70 if pet_node else 0))
         short = [(_without_case_id(name, case_id), color) for name, color in entries]
@@ -502,7 +533,7 @@ def render_case_preview(scene: Any, loaded_case: Any, panel_size: int = 320, max
     if left_out > 0:
         notes.append(f"{left_out} more finding(s) not shown")
     if single_view:
-        notes.append(f"single-slice image: {single_view.lower()} view only")
+        notes.append(f"{_slice_count(background)}-slice volume: {single_view.lower()} view only")
     header = Box(0, 0, width, HEADER_HEIGHT)
     layout.place(caption, [(GAP, 4, "tl")], header, "title", size=16, backing=None)
     detail = " · ".join(part for part in [window_text, pet_text, *notes] if part)  # = CasePreview.description
@@ -545,13 +576,20 @@ def _render_row(scene: Any, canvas: Image.Image, layout: LabelLayout, panels: Li
 
 @contextmanager
 def _focused_outline(loaded_case: Any, annotation: Optional[Annotation]) -> Iterator[None]:
-    """While drawing a finding's row, only its outline is drawn; other segments keep their light fill.
+    """While drawing a finding's row, only its outline is drawn; other segments keep their light fill, other ROIs dim.
 
     Outlines of overlapping segments (ISPY1's FTV and STV masks) coincide and
     hide one another; the row of a finding must show that finding's outline.
     """
     changed: List[Tuple[Any, str, float]] = []
+    dimmed: List[Tuple[Any, float]] = []
     try:
+        if annotation is not None and annotation.kind == "roi":
+            # Boxes of one colour (a tumour boxed on two reconstructions) are told apart by dimming the others.
+            for roi in _shown_rois(loaded_case):
+                if roi.GetID() != annotation.node_id:
+                    dimmed.append((roi.GetDisplayNode(), roi.GetDisplayNode().GetOpacity()))
+                    roi.GetDisplayNode().SetOpacity(OTHER_ROI_OPACITY)
         if annotation is not None and annotation.kind == "segment":
             for node in shown_segmentations(loaded_case):
                 display = node.GetDisplayNode()
@@ -566,6 +604,8 @@ def _focused_outline(loaded_case: Any, annotation: Optional[Annotation]) -> Iter
     finally:
         for display, segment_id, previous in reversed(changed):
             display.SetSegmentOpacity2DOutline(segment_id, previous)
+        for display, opacity in reversed(dimmed):
+            display.SetOpacity(opacity)
 
 
 def _without_case_id(name: str, case_id: str) -> str:
