@@ -209,3 +209,29 @@ def test_report_shows_the_montage_with_its_caption_click_to_enlarge(builder, tmp
     (tmp_path / "not.png").write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match="not.png is not a PNG"):
         read_montage(tmp_path / "not.png")
+
+
+def test_a_dejavu_font_is_installed_with_the_project():
+    from SarcomaLungLiverBrowserLib.scene.preview_layout import find_font_path
+
+    # matplotlib (requirements-lock.txt) ships DejaVu Sans; Debian's fonts-dejavu-core is the other source.
+    assert find_font_path(), "no DejaVu Sans: install the locked requirements or fonts-dejavu-core"
+
+
+def test_real_sarcoma_pet_is_fused_in_suvbw(external_data):
+    root = external_data / "oncoray__mirp" / "test" / "data" / "sts_images"
+    with HeadlessSlicer() as environment:
+        browser = CollectionBrowser(environment.scene)
+        browser.open(root)
+        loaded = browser.load_case("STS_002")
+        by_modality = {node.GetAttribute("SarcomaLungLiverBrowser.modality"): node for node in loaded.volumes}
+        pet = by_modality["PT"]
+        assert pet.GetAttribute("SarcomaLungLiverBrowser.pet.is_suv") == "1"  # Units GML in the real header
+        loaded.metrics.update(background_volume_id=by_modality["CT"].GetID(), foreground_volume_id=pet.GetID())
+        preview = render_case_preview(environment.scene, loaded, panel_size=192, max_findings=1)
+    assert preview.pet_text.startswith("PET SUVbw (g/ml) 0–8")
+    assert not any("not in SUV" in note for note in preview.notes)
+    bar = next(label for label in preview.labels if label.kind == "colour bar")
+    strip = crop(preview.image, bar.box)
+    assert strip[:, 0].max() < 40 and strip[:, -1].min() > 200, "the PET colour bar runs from dark to bright"
+    assert [a.name for a in preview.shown] == ["GTV_Mass"]

@@ -36,6 +36,7 @@ from ..formats.rtstruct import (
     rasterize_roi_on_volume, read_rtstruct, volume_kind,
 )
 from ..scene.builder import SceneBuilder, SegmentSpec, WindowPreset
+from ..formats.suv import scale_attributes_of_file
 from ..formats.tables import read_table
 
 __all__ = ["SoftTissueSarcomaCollection", "COLLECTIONS", "normalise_roi_name", "read_clinical_table",
@@ -292,7 +293,8 @@ class SoftTissueSarcomaCollection(Collection):
                             "kind": kind, "aligned_to_pet": int(aligned),
                             "series_instance_uid": first.series_instance_uid,
                             "series_description": first.series_description,
-                            "frame_of_reference_uid": first.frame_of_reference_uid},
+                            "frame_of_reference_uid": first.frame_of_reference_uid,
+                            **(scale_attributes_of_file(first.path) if first.modality == "PT" else {})},
             )
             for problem in volume.problems():
                 loaded.findings.append(Finding(WARNING, "sts.slice_stack", f"{name}: {problem}",

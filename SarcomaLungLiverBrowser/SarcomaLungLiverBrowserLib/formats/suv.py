@@ -30,6 +30,7 @@ __all__ = [
     "suv_bw_scale",
     "scale_attributes",
     "scale_from_attributes",
+    "scale_attributes_of_file",
     "STORED_UNIT_NAMES",
 ]
 
@@ -190,3 +191,19 @@ def scale_from_attributes(attributes: Mapping[str, Optional[str]]) -> Optional[P
         return None
     return PetScale(value, attributes.get(_UNITS) or "stored units", attributes.get(_IS_SUV) == "1",
                     attributes.get(_EXPLANATION) or "")
+
+
+def scale_attributes_of_file(path: Any) -> Dict[str, str]:
+    """:func:`scale_attributes` of the PET image file at ``path`` (header only).
+
+    A header that cannot be read gives stored units with the reason, so a
+    volume that loaded is never refused for its SUV information.
+    """
+    import pydicom  # imported here: this module's functions otherwise take datasets
+
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError) as error:
+        return scale_attributes(PetScale(1.0, "stored units", False,
+                                         f"stored units: the header of {path} could not be read ({error})"))
+    return scale_attributes(suv_bw_scale(dataset))
