@@ -401,7 +401,7 @@ def _single_slice_view(volume_node: Any) -> Optional[str]:
     thin = [axis for axis in range(3) if dimensions[axis] <= THIN_VOLUME_SLICES]
     if not thin:
         return None
-    matrix = slicer_matrix(volume_node)
+    matrix = _ijk_to_ras_matrix(volume_node)
     normal = matrix[:3, thin[0]]
     axis = int(np.argmax(np.abs(normal)))
     return ("Sagittal", "Coronal", "Axial")[axis]
@@ -411,7 +411,7 @@ def _slice_count(volume_node: Any) -> int:
     return int(min(volume_node.GetImageData().GetDimensions()))
 
 
-def slicer_matrix(volume_node: Any) -> np.ndarray:
+def _ijk_to_ras_matrix(volume_node: Any) -> np.ndarray:
     import vtk
 
     matrix = vtk.vtkMatrix4x4()
