@@ -529,6 +529,9 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         for otherId in previous:
             if otherId != loaded.case.case_id:
                 self.browser.unload_case(otherId)
+        from SarcomaLungLiverBrowserLib.scene.layout import show_case
+
+        show_case(self.browser.scene, loaded)  # layout, layers, slices through the first finding, 3D surfaces
         return loaded
 
     def closeCase(self, caseId: str) -> None:

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("case_id", nargs="?", help="the case to load (default: the first)")
     load.add_argument("--collection", help="collection key, if detection should be skipped")
     load.add_argument("--mrb", type=Path, help="write the scene as a Slicer scene bundle (.mrb)")
-    load.add_argument("--png", type=Path, help="write a slice-view snapshot (.png)")
+    load.add_argument("--png", type=Path, help="write the case preview (.png): three planes through each finding, 3D, legend")
     load.set_defaults(func=command_load)
 
     demo = subparsers.add_parser("demo", help="generate the sample collections and load a case of each")

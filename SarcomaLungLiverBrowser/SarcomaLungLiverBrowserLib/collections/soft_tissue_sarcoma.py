@@ -294,6 +294,7 @@ class _CaseReader:
     def _read_images(self, series_list: Sequence[_Series], progress: Optional[ProgressCallback]) -> List[_ReadImage]:
         from ..formats.dicom_series import read_series, split_stackable
         from ..formats.rtstruct import volume_kind
+        from ..formats.suv import scale_attributes_of_file
 
         images: List[_ReadImage] = []
         for index, series in enumerate(series_list):
@@ -327,7 +328,9 @@ class _CaseReader:
                              "kind": kind, "aligned_to_pet": str(int(aligned)),
                              "series_instance_uid": first.series_instance_uid,
                              "series_description": first.series_description,
-                             "frame_of_reference_uid": first.frame_of_reference_uid},
+                             "frame_of_reference_uid": first.frame_of_reference_uid,
+                             # SUVbw scale from the PET headers, so previews and users see SUV where possible.
+                             **(scale_attributes_of_file(first.path) if first.modality == "PT" else {})},
             )))
             for problem in volume.problems():
                 self.finding(WARNING, "sts.slice_stack", f"{name}: {problem}", node_name=name,

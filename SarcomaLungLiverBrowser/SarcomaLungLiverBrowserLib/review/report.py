@@ -10,7 +10,6 @@ so an interrupted export never leaves half a report under the real name.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import datetime
 import html
@@ -21,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 from ..findings import Finding
 from ..formats.output_paths import safe_output_path
 from ..progress import ProgressCallback, report
+from ..scene.preview_layout import read_montage
 from .qa import CaseQA, CollectionQA
 
 __all__ = [
@@ -42,9 +42,6 @@ FINDINGS_CSV_COLUMNS = ["case_id", "collection", "severity", "check", "message",
 REVIEW_CSV_COLUMNS = ["case_id", "collection", "diagnosis", "qa_status", "errors", "warnings", "findings", "verdict",
                       "comment", "reviewer", "time", "annotation_verdicts"]
 
-#: The first bytes of every PNG file.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 #: Characters that make a spreadsheet read a cell as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -59,7 +56,11 @@ dt { font-weight: bold; } dd { margin: 0; }
 .errors { color: #a00; } .warnings { color: #a60; }
 .comment { white-space: pre-wrap; }
 section.case { border-top: 2px solid #ccc; padding-top: 0.5em; }
-img { max-width: 384px; border: 1px solid #888; }
+figure.montage { margin: 0.5em 0 1em; }
+figure.montage img { max-width: 100%; height: auto; border: 1px solid #888; cursor: zoom-in; }
+figure.montage img.zoomed { position: fixed; inset: 0; margin: auto; max-width: 98vw; max-height: 98vh;
+  width: auto; z-index: 10; cursor: zoom-out; box-shadow: 0 0 0 100vmax rgba(0, 0, 0, 0.85); }
+figure.montage figcaption { color: #444; font-size: 0.9em; }
 """
 
 CaseLike = Union[str, Any]
@@ -171,18 +172,19 @@ def _text(value: Any) -> str:
 
 
 def _image_tag(path: Optional[Path], alt: str) -> str:
-    """The PNG at ``path`` as an inline image, or a note when there is none (or it is not a PNG)."""
+    """The case's preview montage inline with its caption (click to enlarge), or a note when it is unusable."""
     if path is None:
         return ""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        montage = read_montage(path)
     except OSError:
         return f"<p>Snapshot {_text(path.name)} could not be read.</p>"
-    if not data.startswith(_PNG_SIGNATURE):
+    except ValueError:
         return f"<p>Snapshot {_text(path.name)} is not a PNG image; left out.</p>"
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img alt="{_text(alt)}" src="data:image/png;base64,{encoded}">'
+    return (f'<figure class="montage"><img alt="{_text(alt)}" src="{montage.data_uri}" width="{montage.width}" '
+            f'title="Click to enlarge" onclick="this.classList.toggle(\'zoomed\')">'
+            f"<figcaption>{_text(montage.caption)}</figcaption></figure>")
 
 
 def _where(finding: Finding) -> str:
