@@ -211,6 +211,11 @@ def volume_data(collection_key: str, case_id: str, series: ReadSeries, layer: st
     if layer:
         attributes["layer"] = layer
     is_pet = volume.modality == "PT"
+    if is_pet:
+        from ...formats.suv import scale_attributes_of_file
+
+        # SUVbw scale from the PET headers (or why there is none), for previews and users.
+        attributes.update(scale_attributes_of_file(volume.instances[0].path))
     return VolumeData(
         key=series.key,
         name=series.name,
