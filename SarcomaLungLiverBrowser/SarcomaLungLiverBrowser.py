@@ -466,57 +466,52 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     def __init__(self, scene: Any = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._scene = scene
-        self._browser: Any = None
-        self._reviewStore: Any = None
-        self._reviewStorePath: Optional[Path] = None
+        self._service: Any = None
 
     # The library is imported on first use, after the widget has made sure its packages are installed.
     @property
-    def browser(self) -> Any:
-        if self._browser is None:
-            from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+    def service(self) -> Any:
+        """The :class:`ReviewService` shared with the command line; this class only adapts its names."""
+        if self._service is None:
+            from SarcomaLungLiverBrowserLib.service import ReviewService
 
-            self._browser = CollectionBrowser(self._scene if self._scene is not None else slicer.mrmlScene)
-            self._enableHeaderCache()
-        return self._browser
+            self._service = ReviewService(self._scene if self._scene is not None else slicer.mrmlScene,
+                                          header_cache=self._headerCachePath(), snapshots=True)
+        return self._service
 
     @staticmethod
-    def _enableHeaderCache() -> None:
-        """Keep DICOM headers between sessions (in Slicer's cache folder), so re-opening is quick."""
-        from SarcomaLungLiverBrowserLib.formats.dicom_series import set_default_index_cache
-        from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache, default_cache_path
+    def _headerCachePath() -> Any:
+        """DICOM headers are kept between sessions in Slicer's cache folder (the library's default outside Slicer)."""
+        from SarcomaLungLiverBrowserLib.service import DEFAULT_HEADER_CACHE
 
         application = getattr(slicer, "app", None)
         cachePath = getattr(application, "cachePath", None)
-        path = Path(cachePath) / MODULE_NAME / "dicom-index.sqlite" if isinstance(cachePath, str) else default_cache_path()
-        try:
-            set_default_index_cache(IndexCache(path))
-        except Exception as error:  # a read-only or full disk: index without the cache
-            logging.warning(f"DICOM header cache unavailable at {path}: {error}")
+        return Path(cachePath) / MODULE_NAME / "dicom-index.sqlite" if isinstance(cachePath, str) \
+            else DEFAULT_HEADER_CACHE
+
+    @property
+    def browser(self) -> Any:
+        return self.service.browser
 
     @property
     def collection(self) -> Any:
         """The open collection, or None."""
-        return self._browser.collection if self._browser is not None else None
+        return self._service.collection if self._service is not None else None
 
     # ------------------------------------------------------------------ browsing
     def openCollection(self, folder: str, collectionKey: Optional[str] = None) -> Any:
         """Open a collection folder (detected unless ``collectionKey`` names it)."""
-        if self._reviewStore is not None:
-            self._reviewStore.close()
-        self._reviewStore = None
-        self._reviewStorePath = None
-        return self.browser.open(Path(folder), collectionKey)
+        return self.service.open(Path(folder), collectionKey)
 
     def cases(self, progressCallback: Any = None) -> List[Any]:
         """The cases of the open collection (CaseInfo objects)."""
-        return self.browser.cases(progressCallback)
+        return self.service.cases(progressCallback)
 
     def caseTable(self, progressCallback: Any = None) -> Any:
         """The open collection's cases as a pandas DataFrame."""
         from SarcomaLungLiverBrowserLib.browser import cases_table
 
-        return cases_table(self.browser.cases(progressCallback))
+        return cases_table(self.service.cases(progressCallback))
 
     def loadCase(self, caseId: str, progressCallback: Any = None, closeOthers: bool = True) -> Any:
         """Load one case into the scene; returns a LoadedCase with the created nodes and findings.
@@ -524,12 +519,7 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         The case loads whole or not at all; a data problem raises an error naming the file.
         With ``closeOthers`` the previously loaded case is removed once this one has loaded.
         """
-        previous = list(self.browser.loaded) if closeOthers else []
-        loaded = self.browser.load_case(caseId, progressCallback)
-        for otherId in previous:
-            if otherId != loaded.case.case_id:
-                self.browser.unload_case(otherId)
-        return loaded
+        return self.service.load_case(caseId, progressCallback, close_others=closeOthers)
 
     def closeCase(self, caseId: str) -> None:
         """Remove a loaded case's nodes from the scene."""
@@ -537,8 +527,8 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def forgetLoadedCases(self) -> None:
         """Drop the record of loaded cases (their nodes are gone, e.g. the scene was closed)."""
-        if self._browser is not None:
-            self._browser.loaded.clear()
+        if self._service is not None and self._service._browser is not None:
+            self._service._browser.loaded.clear()
 
     def saveSceneBundle(self, mrbPath: str) -> Path:
         """Save the scene as a Slicer scene bundle (.mrb)."""
@@ -570,73 +560,71 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ review
     def setReviewStorePath(self, path: str) -> None:
         """Keep verdicts in ``path`` instead of beside the collection (e.g. a read-only collection)."""
-        if self._reviewStore is not None:
-            self._reviewStore.close()
-        self._reviewStore = None
-        self._reviewStorePath = Path(path)
+        self.service.set_store_path(Path(path) if path else None)
+
+    def reviewStoreLocationProblem(self) -> Optional[str]:
+        """Why verdicts cannot be kept beside the collection (read-only folder), or None; then ask for a file."""
+        return self.service.store_location_problem()
 
     def reviewStore(self) -> Any:
         """The open review store (created beside the collection unless another path was set)."""
-        if self._reviewStore is None:
-            from SarcomaLungLiverBrowserLib.review.store import ReviewStore, default_store_path
+        return self.service.store()
 
-            if self.collection is None:
-                raise RuntimeError("open a collection folder first")
-            path = self._reviewStorePath or default_store_path(self.collection.root)
-            self._reviewStore = ReviewStore(path)
-        return self._reviewStore
+    def setReader(self, reader: str, blinded: Optional[bool] = None) -> None:
+        """Who is reading, and whether other readers' verdicts stay hidden until the reader has given their own."""
+        self.service.set_reader(reader, blinded)
 
-    def setVerdict(self, caseId: str, verdict: str, comment: str, reviewer: str, annotation: str = "") -> Any:
+    def setVerdict(self, caseId: str, verdict: str, comment: str, reviewer: str = "", annotation: str = "",
+                   itemType: str = "") -> Any:
         """Record a verdict (accepted / needs correction / rejected); it is on disk when this returns."""
-        return self.reviewStore().set_verdict(caseId, annotation, verdict, comment, reviewer)
+        return self.service.set_verdict(caseId, verdict, comment, reviewer or None, annotation, itemType)
+
+    def adjudicate(self, caseId: str, verdict: str, comment: str, adjudicator: str, annotation: str = "") -> Any:
+        """Record the final verdict on a case (or annotation), linked to the readers' verdicts it settles."""
+        return self.service.adjudicate(caseId, verdict, comment, adjudicator, annotation)
+
+    def reads(self, caseId: str, annotation: str = "") -> List[Any]:
+        """Every reader's verdict on a case (or annotation) side by side, as far as the current reader may see."""
+        return self.service.reads(caseId, annotation)
 
     def verdictOf(self, caseId: str, annotation: str = "") -> str:
-        """The current verdict of a case (or one of its annotations), or "" if none."""
-        record = self.reviewStore().verdict(caseId, annotation)
+        """The verdict of a case (or annotation) to show: the current reader's own, or "" if none."""
+        record = self.service.verdict_of(caseId, annotation)
         return record.verdict if record is not None else ""
 
     def commentOf(self, caseId: str, annotation: str = "") -> str:
-        record = self.reviewStore().verdict(caseId, annotation)
+        record = self.service.verdict_of(caseId, annotation)
         return record.comment if record is not None else ""
 
     def caseIds(self) -> List[str]:
-        return [case.case_id for case in self.browser.cases()]
+        return self.service.case_ids()
 
     def reviewProgress(self) -> Any:
         """(cases with a verdict, number of cases)."""
-        return self.reviewStore().progress(self.caseIds())
+        return self.service.review_progress()
 
     def neighbourCaseId(self, caseId: Optional[str], step: int) -> Optional[str]:
         """The case ``step`` places after ``caseId`` in the case list (wrapping), or None."""
-        caseIds = self.caseIds()
-        if not caseIds:
-            return None
-        if caseId not in caseIds:
-            return caseIds[0]
-        return caseIds[(caseIds.index(caseId) + step) % len(caseIds)]
+        return self.service.neighbour_case_id(caseId, step)
 
     def nextUnreviewedCaseId(self, caseId: Optional[str] = None) -> Optional[str]:
         """The first case after ``caseId`` (wrapping) without a verdict, or None when all have one."""
-        return self.reviewStore().next_unreviewed(self.caseIds(), after=caseId)
+        return self.service.next_unreviewed_case_id(caseId)
 
     def runCollectionQA(self, progressCallback: Any = None) -> Any:
-        """Run every quality check over every case of the collection (cancellable through the callback)."""
-        from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa
+        """Run every quality check over every case, with a snapshot each (cancellable through the callback).
 
-        # Cases load into this logic's scene one at a time and are removed again.
-        return run_collection_qa(self.collection, progressCallback, scene=self.browser.scene)
+        Cases load into this logic's scene one at a time and are removed again.
+        """
+        return self.service.run_qa(progressCallback)
 
     def describeQA(self, result: Any) -> str:
-        from SarcomaLungLiverBrowserLib.review.qa import describe_collection_qa
+        return self.service.describe_qa(result)
 
-        return describe_collection_qa(result)
-
-    def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None) -> List[Path]:
-        """Write the review as CSV and a self-contained HTML report into ``outputFolder``."""
-        from SarcomaLungLiverBrowserLib.review.report import export_review
-
-        return export_review(Path(outputFolder), self.collection, self.reviewStore(), qaResult,
-                             progress=progressCallback)
+    def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None,
+                     reviewer: Optional[str] = None) -> List[Path]:
+        """Write the review as CSV and a self-contained HTML report (the command line's report) into ``outputFolder``."""
+        return self.service.export_report(Path(outputFolder), qaResult, progressCallback, reviewer=reviewer)
 
     def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
         """Write the loaded case's (edited) annotations in the collection's own format; never over the sources."""

@@ -2,6 +2,7 @@
 
     sllb qa <collection folder> --out report/ [--reviewer NAME] [--store review.sqlite] [--snapshots]
     sllb review <collection folder> <case id> --verdict accepted [--annotation KEY] --comment "..." --reviewer NAME
+    sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
 
 The review store is ``.sllb_review.sqlite`` in the collection folder unless
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import DataError
-from .store import VERDICTS, ReviewStore, default_store_path, open_review_store
+from ..service import DEFAULT_HEADER_CACHE, ReviewService
+from .store import VERDICTS
 
 __all__ = ["add_subcommands", "command_qa", "command_review"]
 
@@ -30,81 +32,72 @@ def _progress_printer(arguments: argparse.Namespace) -> Optional[Callable[[str, 
     return show
 
 
-def _store_for_report(arguments: argparse.Namespace, collection: Any) -> Optional[ReviewStore]:
-    """The store whose verdicts go into the QA report, or None (with a note) when there is none to read.
-
-    QA only reads verdicts, so it never creates a store file in the collection
-    folder, and a store it cannot open does not stop the report.
-    """
-    if arguments.store is None and not default_store_path(collection.root).is_file():
-        print(f"note: no review store at {default_store_path(collection.root)}; the report lists no verdicts",
-              file=sys.stderr)
-        return None
-    try:
-        return open_review_store(collection.root, arguments.store)
-    except DataError as error:
-        print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
-        return None
+def _service(arguments: argparse.Namespace) -> ReviewService:
+    """The review service the command runs on, with the header cache unless ``--no-cache``."""
+    return ReviewService(header_cache=None if getattr(arguments, "no_cache", False) else DEFAULT_HEADER_CACHE,
+                         snapshots=bool(getattr(arguments, "snapshots", False)))
 
 
 def command_qa(arguments: argparse.Namespace) -> int:
     """Run QA over every case; write findings.csv, review.csv and report.html into --out."""
-    from .qa import describe_collection_qa, run_collection_qa
-    from ..registry import open_collection
-    from .report import export_review
-
-    collection = open_collection(Path(arguments.folder), arguments.collection)
     out = Path(arguments.out)
-    if arguments.snapshots:
+    with _service(arguments) as service:
+        service.open(Path(arguments.folder), arguments.collection)
+        service.set_store_path(arguments.store)
+        result = service.run_qa(_progress_printer(arguments),
+                                snapshot_folder=out / "snapshots" if service.snapshots else None)
+        print(service.describe_qa(result))
+        # QA only reads verdicts: it never creates a store file, and a store it cannot open does not stop it.
+        if arguments.store is None and not service.store_path.is_file():
+            print(f"note: no review store at {service.store_path}; the report lists no verdicts", file=sys.stderr)
         try:
-            from ..scene import render  # noqa: F401 - only to learn whether snapshots can be drawn here
-        except ImportError as error:
-            print(f"warning: snapshots skipped, the renderer is not available ({error})", file=sys.stderr)
-            arguments.snapshots = False
-    result = run_collection_qa(collection, _progress_printer(arguments),
-                               snapshot_folder=out / "snapshots" if arguments.snapshots else None)
-    print(describe_collection_qa(result))
-    store = _store_for_report(arguments, collection)
-    try:
-        for path in export_review(out, collection, store, result, reviewer=arguments.reviewer):
+            verdicts = arguments.store is not None or service.existing_store() is not None
+        except DataError as error:
+            print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
+            verdicts = False
+        written = service.export_report(out, reviewer=arguments.reviewer, verdicts=verdicts)
+        for path in written:
             print(f"written: {path}")
-    finally:
-        if store is not None:
-            store.close()
     return 0
 
 
 def command_review(arguments: argparse.Namespace) -> int:
-    """Record one verdict, or export every verdict as CSV."""
-    from ..registry import open_collection
+    """Record one verdict (or adjudication), or export every verdict as CSV."""
+    if arguments.export_csv:
+        from .report import write_verdicts_csv
 
-    collection = open_collection(Path(arguments.folder), arguments.collection)
-    if not arguments.export_csv and (not arguments.case_id or not arguments.verdict or not arguments.reviewer):
+        with _service(arguments) as service:
+            service.open(Path(arguments.folder), arguments.collection)
+            service.set_store_path(arguments.store)
+            store = service.store()
+            path = write_verdicts_csv(Path(arguments.export_csv), store, service.case_ids())
+            print(f"written: {path} (verdicts from {store.path})")
+        return 0
+    if not arguments.case_id or not arguments.verdict or not arguments.reviewer:
         print("error: give a case ID, --verdict and --reviewer (or --export-csv PATH)", file=sys.stderr)
         return 2
-    cases = collection.discover_cases()
-    with open_review_store(collection.root, arguments.store) as store:
-        if arguments.export_csv:
-            path = store.export_csv(Path(arguments.export_csv), [case.case_id for case in cases])
-            print(f"written: {path} (verdicts from {store.path})")
-            return 0
-        case_ids = {case.case_id.lower(): case.case_id for case in cases}
-        case_id = case_ids.get(arguments.case_id.lower())
-        if case_id is None:
-            known = ", ".join(case.case_id for case in cases[:5])
-            print(f"error: {collection.root}: has no case {arguments.case_id!r} (cases found: {known or 'none'})",
-                  file=sys.stderr)
-            return 2
+    with _service(arguments) as service:
+        # Light: when the store knows this folder's cases, nothing is detected or indexed.
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
         try:
-            record = store.set_verdict(case_id, arguments.annotation, arguments.verdict, arguments.comment,
-                                       arguments.reviewer)
+            if arguments.adjudicate:
+                final = service.adjudicate(arguments.case_id, arguments.verdict, arguments.comment,
+                                           arguments.reviewer, arguments.annotation)
+                reads = ", ".join(f"{read.reviewer}: {read.verdict}" for read in final.settles)
+                on = f" ({final.annotation})" if final.annotation else ""
+                print(f"{final.case_id}{on}: adjudicated {final.verdict} by {final.adjudicator} at {final.time}, "
+                      f"settling {reads} (saved in {service.store_path})")
+                return 0
+            record = service.set_verdict(arguments.case_id, arguments.verdict, arguments.comment,
+                                         arguments.reviewer, arguments.annotation)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        reviewed, total = store.progress([case.case_id for case in cases])
+        service.set_reader(record.reviewer)
+        reviewed, total = service.review_progress()
         on = f" ({record.annotation})" if record.annotation else ""
         print(f"{record.case_id}{on}: {record.verdict} by {record.reviewer} at {record.time} "
-              f"({reviewed} of {total} reviewed; saved in {store.path})")
+              f"({reviewed} of {total} reviewed by {record.reviewer}; saved in {service.store_path})")
     return 0
 
 
@@ -130,5 +123,7 @@ def add_subcommands(subparsers: Any) -> None:
     review.add_argument("--collection", help="collection key, if detection should be skipped")
     review.add_argument("--store", type=Path, help="review store (default: .sllb_review.sqlite in the collection; "
                                                     "needed when the collection folder is read-only)")
-    review.add_argument("--export-csv", type=Path, help="write every verdict to this CSV file")
+    review.add_argument("--export-csv", type=Path, help="write every reader's verdicts to this CSV file")
+    review.add_argument("--adjudicate", action="store_true",
+                        help="record the final verdict on the case (or --annotation), settling the readers' verdicts")
     review.set_defaults(func=command_review)

@@ -11,6 +11,7 @@ so an interrupted export never leaves half a report under the real name.
 from __future__ import annotations
 
 import base64
+import collections
 import csv
 import datetime
 import html
@@ -30,6 +31,7 @@ __all__ = [
     "write_csv",
     "write_findings_csv",
     "write_review_csv",
+    "write_verdicts_csv",
     "write_html_report",
     "export_review",
 ]
@@ -127,12 +129,48 @@ def write_findings_csv(path: Path, qa_result: CollectionQA) -> Path:
     return write_csv(path, FINDINGS_CSV_COLUMNS, rows)
 
 
+def write_verdicts_csv(path: Path, store: Any, case_ids: Optional[Iterable[str]] = None) -> Path:
+    """Every reader's current verdict (columns :data:`~.store.REVIEW_STORE_CSV_COLUMNS`), one row per reader
+    and item, with the item's adjudicated verdict and the reader's own history of it (oldest first).
+
+    Cases in ``case_ids`` without any verdict get a row with empty verdict
+    columns, so the file lists every case that still needs review.
+    """
+    from .store import REVIEW_STORE_CSV_COLUMNS
+
+    history: Dict[Any, List[str]] = {}
+    for record in store.history():
+        history.setdefault((record.case_id, record.annotation, record.reviewer), []).append(
+            f"{record.time} {record.verdict}")
+    adjudicated = {(item.case_id, item.annotation): item for item in store.adjudications()}
+    rows = []
+    seen = set()
+    for record in store.verdicts():
+        final = adjudicated.get((record.case_id, record.annotation))
+        rows.append([record.case_id, record.annotation, record.item_type, record.verdict, record.comment,
+                     record.reviewer, record.time, final.verdict if final else "", final.adjudicator if final else "",
+                     " | ".join(history.get((record.case_id, record.annotation, record.reviewer), []))])
+        seen.add(record.case_id)
+    rows.extend([case_id] + [""] * (len(REVIEW_STORE_CSV_COLUMNS) - 1)
+                for case_id in case_ids or [] if case_id not in seen)
+    return write_csv(path, REVIEW_STORE_CSV_COLUMNS, rows)
+
+
 def _case_id(case: CaseLike) -> str:
     return case if isinstance(case, str) else case.case_id
 
 
 def _qa_index(qa_result: Optional[CollectionQA]) -> Dict[str, CaseQA]:
     return {case.case.case_id: case for case in qa_result.cases} if qa_result is not None else {}
+
+
+def _annotation_verdicts(records: Sequence[Any]) -> str:
+    """``"Tumor_8: rejected; ..."``; with several readers on an annotation, each verdict names its reader."""
+    readers_per_annotation = collections.Counter(record.annotation for record in records if record.annotation)
+    return "; ".join(
+        f"{record.annotation}: {record.verdict}" + (f" ({record.reviewer})"
+                                                    if readers_per_annotation[record.annotation] > 1 else "")
+        for record in records if record.annotation)
 
 
 def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
@@ -149,7 +187,7 @@ def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
         case_qa = by_id.get(case_id)
         info = case_qa.case if case_qa is not None else (None if isinstance(case, str) else case)
         records = store.verdicts(case_id) if store is not None else []
-        whole = next((record for record in records if not record.annotation), None)
+        whole = store.verdict(case_id) if store is not None else None
         rows.append([
             case_id,
             info.collection if info is not None else "",
@@ -160,7 +198,7 @@ def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
             len(case_qa.findings) if case_qa else "",
             whole.verdict if whole else "", whole.comment if whole else "",
             whole.reviewer if whole else "", whole.time if whole else "",
-            "; ".join(f"{record.annotation}: {record.verdict}" for record in records if record.annotation),
+            _annotation_verdicts(records),
         ])
     return write_csv(path, REVIEW_CSV_COLUMNS, rows)
 
@@ -240,7 +278,7 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
     for number, case in enumerate(cases, start=1):
         case_qa = by_id.get(case.case_id)
         records = store.verdicts(case.case_id) if store is not None else []
-        whole = next((record for record in records if not record.annotation), None)
+        whole = store.verdict(case.case_id) if store is not None else None
         reviewed += whole is not None
         status = case_qa.status if case_qa else ""
         # Anchors by position: case IDs may hold any character and may sanitise alike.
