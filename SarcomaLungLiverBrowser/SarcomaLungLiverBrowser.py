@@ -587,6 +587,20 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         """Every reader's verdict on a case (or annotation) side by side, as far as the current reader may see."""
         return self.service.reads(caseId, annotation)
 
+    def agreement(self) -> List[Any]:
+        """Agreement between readers over the collection and per item type (Agreement objects)."""
+        return self.service.agreement()
+
+    def agreementTableNode(self) -> Any:
+        """The agreement between readers as a table node in the scene (shown in Slicer's table view)."""
+        import pandas as pd
+        from SarcomaLungLiverBrowserLib.review.agreement import AGREEMENT_COLUMNS, agreement_rows
+
+        table = pd.DataFrame(agreement_rows(self.service.agreement()), columns=AGREEMENT_COLUMNS)
+        for column in ("items", "percent_agreement", "kappa"):  # numbers, empty where undefined
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+        return self.browser.builder.add_table("Reader agreement", table)
+
     def verdictOf(self, caseId: str, annotation: str = "") -> str:
         """The verdict of a case (or annotation) to show: the current reader's own, or "" if none."""
         record = self.service.verdict_of(caseId, annotation)

@@ -209,10 +209,9 @@ def test_cohen_kappa_matches_hand_computation_and_statsmodels():
 
 
 def test_fleiss_kappa_matches_hand_computation_and_statsmodels():
-    # Four items, three readers; hand: P_i = 1, 1/3, 1/3, 1 -> P = 2/3; shares 5/12, 4/12, 3/12
-    # -> P_e = (25 + 16 + 9) / 144 = 50/144; kappa = (2/3 - 50/144) / (1 - 50/144) = 46/94.
+    # Four items, three readers, counts per category. By hand: P_i = 1, 1/3, 0, 1 -> P = 7/12;
+    # category shares 5/12, 3/12, 4/12 -> P_e = (25 + 9 + 16) / 144 = 50/144; kappa = (7/12 - 50/144) / (94/144).
     counts = [[3, 0, 0], [1, 2, 0], [1, 1, 1], [0, 0, 3]]
-    # Item 3 (one of each): P = 0, so redo by hand: P = (1 + 1/3 + 0 + 1)/4 = 7/12.
     assert fleiss_kappa(counts) == pytest.approx((7 / 12 - 50 / 144) / (1 - 50 / 144))
     assert fleiss_kappa(counts) == pytest.approx(inter_rater.fleiss_kappa(np.array(counts), method="fleiss"))
     rng = np.random.default_rng(7)
@@ -245,3 +244,25 @@ def test_agreement_per_collection_and_item_type_from_the_store(tmp_path):
     assert "one category" in tumour.note
     three = reader_agreement([ReviewRecord("C1", "", "accepted", "", reader, "t", "case") for reader in "XYZ"])
     assert three[0].statistic == FLEISS and three[0].items == 1
+
+
+def test_report_shows_each_reader_adjudications_history_and_agreement_escaped(tmp_path):
+    from SarcomaLungLiverBrowserLib.registry import CaseInfo
+    from SarcomaLungLiverBrowserLib.review.report import write_html_report
+
+    cases = [CaseInfo("named", f"C{index}", tmp_path, diagnosis="x") for index in range(3)]
+    with ReviewStore(tmp_path / "r.sqlite") as store:
+        store.set_verdict("C0", "", "accepted", "<b>looks fine</b>", "Ann <a>")
+        store.set_verdict("C0", "", "rejected", "first", "Bob")
+        store.set_verdict("C0", "", "needs correction", "second thoughts", "Bob")
+        store.set_verdict("C1", "", "accepted", "", "Ann <a>")
+        store.set_verdict("C1", "", "accepted", "", "Bob")
+        store.adjudicate("C0", "", "needs correction", "agreed with Bob", "Ada")
+        page = write_html_report(tmp_path / "report.html", "Study", cases, store).read_text(encoding="utf-8")
+    assert "<b>looks fine</b>" not in page and "&lt;b&gt;looks fine&lt;/b&gt;" in page
+    assert "Ann &lt;a&gt;" in page and "<a>" not in page.replace('<a href="#', "")
+    assert "needs correction (adjudicated)" in page and "Ada (adjudicator)" in page
+    assert "settles Ann &lt;a&gt;: accepted, Bob: needs correction" in page
+    assert "History (3 verdict(s))" in page and "first" in page  # Bob's changed verdict stays in the history
+    assert "Agreement between readers" in page and "Cohen&#x27;s kappa" in page
+    assert "overflow-wrap: anywhere" in page and 'src="http' not in page and "<link" not in page

@@ -137,3 +137,44 @@ def test_service_store_location_reading_and_a_read_only_collection(crlm_root, tm
         assert service.store_location_problem() is None
         service.set_verdict("CRLM-CT-1001", "accepted", "", reviewer="Bob")
         assert service.store().path == tmp_path / "elsewhere.sqlite"
+
+
+def test_blinded_readers_adjudication_and_agreement_through_the_logic_and_the_command_line(headless, crlm_root,
+                                                                                            tmp_path):
+    store_path = tmp_path / "study.sqlite"
+    module = import_module_file()
+    logic = module.SarcomaLungLiverBrowserLogic(headless.scene)
+    logic.openCollection(str(crlm_root))
+    logic.setReviewStorePath(str(store_path))
+    case_ids = logic.caseIds()
+    logic.setReader("Ann", blinded=True)
+    for case_id in case_ids:
+        logic.setVerdict(case_id, "accepted", f"Ann on {case_id}")
+    logic.setReader("Bob", blinded=True)
+    # Bob has read nothing: Ann's verdicts and comments are hidden from every call he can make.
+    assert logic.verdictOf(case_ids[0]) == "" and logic.commentOf(case_ids[0]) == ""
+    assert logic.reads(case_ids[0]) == [] and logic.service.history() == []
+    assert logic.reviewProgress() == (0, 3) and logic.nextUnreviewedCaseId() == case_ids[0]
+    with pytest.raises(PermissionError, match="blinded"):
+        logic.agreement()
+    logic.setVerdict(case_ids[0], "rejected", "Bob disagrees")
+    assert [(r.reviewer, r.verdict) for r in logic.reads(case_ids[0])] == [("Ann", "accepted"), ("Bob", "rejected")]
+    assert logic.reads(case_ids[1]) == []
+    for case_id in case_ids[1:]:
+        logic.setVerdict(case_id, "accepted", "")
+    kinds = {row.item_type: row for row in logic.agreement()}
+    assert kinds["case"].items == 3 and kinds["case"].percent_agreement == pytest.approx(200 / 3)
+
+    logic.setReader("Ada", blinded=False)
+    final = logic.adjudicate(case_ids[0].lower(), "needs-correction", "both half right", "Ada")
+    assert final.case_id == case_ids[0] and [r.reviewer for r in final.settles] == ["Ann", "Bob"]
+    node = logic.agreementTableNode()
+    assert node.GetTable().GetNumberOfRows() == 2 and node.GetTable().GetColumnByName("kappa") is not None
+
+    result = sllb("review", crlm_root, "--agreement", "--store", store_path, "--agreement-csv", tmp_path / "a.csv")
+    assert result.returncode == 0, result.stderr
+    assert "Cohen's kappa" in result.stdout and "Ann, Bob" in result.stdout
+    assert (tmp_path / "a.csv").read_text(encoding="utf-8").startswith("group,item_type,readers,items,")
+    adjudicated = sllb("review", crlm_root, case_ids[1], "--verdict", "accepted", "--adjudicate", "--reviewer", "Ada",
+                       "--store", store_path)
+    assert adjudicated.returncode == 0 and "settling Ann: accepted, Bob: accepted" in adjudicated.stdout

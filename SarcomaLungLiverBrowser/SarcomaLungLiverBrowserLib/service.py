@@ -334,6 +334,22 @@ class ReviewService:
         """The verdict history (of one case), as far as the current reader may see it."""
         return self.view().history(case_id)
 
+    def agreement(self) -> List[Any]:
+        """Agreement between the readers, over the collection and per item type (see :mod:`.review.agreement`).
+
+        A blinded reader gets it only once they have read every item the
+        statistics would use; until then it would hint at the others' verdicts.
+        """
+        from .review.agreement import reader_agreement
+
+        store = self.store()
+        if self.reader and self.blinded:
+            mine = {(r.case_id, r.annotation) for r in store.verdicts(reader=self.reader)}
+            if any((r.case_id, r.annotation) not in mine for r in store.verdicts()):
+                raise PermissionError(f"{self.reader} reads blinded and has not yet read every item; "
+                                      "agreement is shown once they have")
+        return reader_agreement(store.verdicts())
+
     def review_progress(self) -> Tuple[int, int]:
         """(cases with a whole-case verdict (by the current reader, if set), number of cases)."""
         return self.store().progress(self.case_ids(), reader=self.reader)

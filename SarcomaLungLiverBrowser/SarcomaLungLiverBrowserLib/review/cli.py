@@ -4,6 +4,7 @@
     sllb review <collection folder> <case id> --verdict accepted [--annotation KEY] --comment "..." --reviewer NAME
     sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
+    sllb review <collection folder> --agreement [--agreement-csv agreement.csv]
 
 The review store is ``.sllb_review.sqlite`` in the collection folder unless
 ``--store`` names another file; a read-only collection folder needs ``--store``.
@@ -61,6 +62,23 @@ def command_qa(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _print_agreement(arguments: argparse.Namespace) -> int:
+    """Print agreement between readers (collection, then per item type); optionally write it as CSV."""
+    from .agreement import AGREEMENT_COLUMNS, agreement_rows
+    from .report import write_csv
+
+    with _service(arguments) as service:
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        rows = agreement_rows(service.agreement())
+    widths = [max(len(str(value)) for value in [column] + [row[index] for row in rows])
+              for index, column in enumerate(AGREEMENT_COLUMNS)]
+    for values in [AGREEMENT_COLUMNS] + rows:
+        print("  ".join(str(value).ljust(width) for value, width in zip(values, widths)).rstrip())
+    if arguments.agreement_csv:
+        print(f"written: {write_csv(Path(arguments.agreement_csv), AGREEMENT_COLUMNS, rows)}")
+    return 0
+
+
 def command_review(arguments: argparse.Namespace) -> int:
     """Record one verdict (or adjudication), or export every verdict as CSV."""
     if arguments.export_csv:
@@ -73,6 +91,8 @@ def command_review(arguments: argparse.Namespace) -> int:
             path = write_verdicts_csv(Path(arguments.export_csv), store, service.case_ids())
             print(f"written: {path} (verdicts from {store.path})")
         return 0
+    if arguments.agreement:
+        return _print_agreement(arguments)
     if not arguments.case_id or not arguments.verdict or not arguments.reviewer:
         print("error: give a case ID, --verdict and --reviewer (or --export-csv PATH)", file=sys.stderr)
         return 2
@@ -126,4 +146,7 @@ def add_subcommands(subparsers: Any) -> None:
     review.add_argument("--export-csv", type=Path, help="write every reader's verdicts to this CSV file")
     review.add_argument("--adjudicate", action="store_true",
                         help="record the final verdict on the case (or --annotation), settling the readers' verdicts")
+    review.add_argument("--agreement", action="store_true",
+                        help="print agreement between readers (percent, Cohen's / Fleiss' kappa, item counts)")
+    review.add_argument("--agreement-csv", type=Path, help="with --agreement: also write it to this CSV file")
     review.set_defaults(func=command_review)
