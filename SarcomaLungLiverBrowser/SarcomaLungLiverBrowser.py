@@ -100,6 +100,21 @@ class SarcomaLungLiverBrowser(ScriptedLoadableModule):
 
 VERDICTS = ("accepted", "needs correction", "rejected")
 WHOLE_CASE = ""
+SETTINGS_BLINDED = MODULE_NAME + "/Blinded"
+
+#: Keyboard-only review: (keys, what it does, widget method). Active only while the module is shown
+#: (created in ``enter``, removed in ``exit``); shown in the review panel from this same table.
+#: Ctrl+Shift keeps them clear of Slicer's own Ctrl shortcuts and of the slice views' plain keys.
+REVIEW_SHORTCUTS = (
+    ("Ctrl+N", "next case", "onNextCase"),
+    ("Ctrl+P", "previous case", "onPreviousCase"),
+    ("Ctrl+U", "next unreviewed case", "onNextUnreviewed"),
+    ("Ctrl+Shift+A", "accept", "onAccept"),
+    ("Ctrl+Shift+C", "needs correction", "onNeedsCorrection"),
+    ("Ctrl+Shift+R", "reject", "onReject"),
+    ("Ctrl+J", "jump to the next finding", "onNextFinding"),
+    ("Ctrl+Shift+M", "write a comment", "onFocusComment"),
+)
 
 
 class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -132,10 +147,17 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.previousCaseButton.connect("clicked(bool)", lambda: self.onStep(-1))
         self.ui.nextCaseButton.connect("clicked(bool)", lambda: self.onStep(1))
         self.ui.nextUnreviewedButton.connect("clicked(bool)", self.onNextUnreviewed)
-        self.ui.acceptButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[0]))
-        self.ui.needsCorrectionButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[1]))
-        self.ui.rejectButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[2]))
+        self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
+        self.ui.needsCorrectionButton.connect("clicked(bool)", self.onNeedsCorrection)
+        self.ui.rejectButton.connect("clicked(bool)", self.onReject)
         self.ui.reviewerLineEdit.connect("editingFinished()", self.onReviewerChanged)
+        self.ui.blindedCheckBox.connect("toggled(bool)", self.onBlindedToggled)
+        self.ui.annotationComboBox.connect("currentIndexChanged(int)", self.showReads)
+        self.ui.shortcutsLabel.text = "\n".join(f"{keys}: {_translate(action)}" for keys, action, _ in REVIEW_SHORTCUTS)
+        keysOf = {methodName: keys for keys, _, methodName in REVIEW_SHORTCUTS}
+        for button, methodName in ((self.ui.acceptButton, "onAccept"), (self.ui.needsCorrectionButton,
+                                   "onNeedsCorrection"), (self.ui.rejectButton, "onReject")):
+            button.toolTip = _translate("Record this verdict ({keys})").format(keys=keysOf[methodName])
         self.ui.runQAButton.connect("clicked(bool)", self.onRunQA)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.saveCorrectionsButton.connect("clicked(bool)", self.onSaveCorrections)
@@ -144,6 +166,8 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
         settings = qt.QSettings()
         self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "")
+        self.ui.blindedCheckBox.checked = str(settings.value(SETTINGS_BLINDED, "false")).lower() == "true"
+        self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
         lastOutput = settings.value(SETTINGS_OUTPUT_FOLDER, "")
         if lastOutput:
             self.ui.outputDirectoryButton.directory = lastOutput
@@ -156,10 +180,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
     def enter(self) -> None:
         # Keyboard shortcuts only while the module is shown, so they never clash with other modules.
         mainWindow = slicer.util.mainWindow()
-        for keys, slot in (("Ctrl+N", lambda: self.onStep(1)), ("Ctrl+P", lambda: self.onStep(-1)),
-                           ("Ctrl+U", self.onNextUnreviewed)):
+        for keys, _, methodName in REVIEW_SHORTCUTS:
             shortcut = qt.QShortcut(qt.QKeySequence(keys), mainWindow)
-            shortcut.connect("activated()", slot)
+            shortcut.connect("activated()", getattr(self, methodName))
             self._shortcuts.append(shortcut)
 
     def exit(self) -> None:
@@ -358,6 +381,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.ui.annotationComboBox.addItem(key, key)
         self.ui.commentTextEdit.plainText = self.logic.commentOf(loaded.case.case_id)
         self.ui.caseLabel.text = f"{loaded.case.case_id}  ({loaded.case.diagnosis or loaded.case.collection})"
+        self.showReads()
         self.updateReviewProgress()
 
     def onFindingClicked(self, item: Any) -> None:
@@ -368,7 +392,61 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if location is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(location[0], location[1], location[2], True)
 
+    def onNextFinding(self) -> None:
+        """Select the next finding (wrapping) and jump the views to it."""
+        count = self.ui.findingsList.count
+        if self.loadedCase is None or count == 0:
+            return
+        row = (self.ui.findingsList.currentRow + 1) % count
+        self.ui.findingsList.setCurrentRow(row)
+        self.onFindingClicked(self.ui.findingsList.item(row))
+
+    def onFocusComment(self) -> None:
+        self.ui.commentTextEdit.setFocus()
+
+    def _currentAnnotation(self) -> str:
+        combo = self.ui.annotationComboBox
+        return combo.itemData(combo.currentIndex) or WHOLE_CASE
+
+    def showReads(self, *unused: Any) -> None:
+        """Other readers' verdicts on the chosen item; in blinded reading only after the reader gave their own."""
+        if self.loadedCase is None or self.logic is None:
+            self.ui.readsLabel.text = ""
+            return
+        caseId, annotation = self.loadedCase.case.case_id, self._currentAnnotation()
+        reads = self.logic.reads(caseId, annotation)
+        if not reads and self.ui.blindedCheckBox.checked:
+            self.ui.readsLabel.text = _translate("Blinded: other readers' verdicts show once you have given yours.")
+            return
+        lines = [f"{read.reviewer}: {read.verdict}" + (f" — {read.comment}" if read.comment else "") for read in reads]
+        final = self.logic.service.view().adjudication(caseId, annotation)
+        if final is not None:
+            lines.append(_translate("Adjudicated by {name}: {verdict}").format(name=final.adjudicator,
+                                                                               verdict=final.verdict))
+        self.ui.readsLabel.text = "\n".join(lines) or _translate("No verdicts yet.")
+
     # ------------------------------------------------------------------ review
+    def onNextCase(self) -> None:
+        self.onStep(1)
+
+    def onPreviousCase(self) -> None:
+        self.onStep(-1)
+
+    def onAccept(self) -> None:
+        self.onVerdict(VERDICTS[0])
+
+    def onNeedsCorrection(self) -> None:
+        self.onVerdict(VERDICTS[1])
+
+    def onReject(self) -> None:
+        self.onVerdict(VERDICTS[2])
+
+    def onBlindedToggled(self, blinded: bool) -> None:
+        qt.QSettings().setValue(SETTINGS_BLINDED, "true" if blinded else "false")
+        self.logic.setReader(self.ui.reviewerLineEdit.text, blinded)
+        if self.loadedCase is not None:
+            self.showLoadedCase(self.loadedCase)
+
     def onStep(self, step: int) -> None:
         if self.logic is None or self.logic.collection is None:
             return
@@ -389,6 +467,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
     def onReviewerChanged(self) -> None:
         qt.QSettings().setValue(SETTINGS_REVIEWER, self.ui.reviewerLineEdit.text)
+        self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
+        if self.loadedCase is not None:
+            self.showLoadedCase(self.loadedCase)
 
     def onVerdict(self, verdict: str) -> None:
         if self.loadedCase is None:
@@ -397,13 +478,31 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if not reviewer:
             slicer.util.warningDisplay(_translate("Enter your name as reviewer first; every verdict records it."))
             return
-        combo = self.ui.annotationComboBox
-        annotation = combo.itemData(combo.currentIndex) or WHOLE_CASE
+        annotation = self._currentAnnotation()
+        if not self._ensureStoreLocation():
+            return
+        caseId = self.loadedCase.case.case_id
         with slicer.util.tryWithErrorDisplay(_translate("The verdict could not be saved."), waitCursor=True):
-            self.logic.setVerdict(self.loadedCase.case.case_id, verdict, self.ui.commentTextEdit.plainText,
-                                  reviewer, annotation)
-            self._markVerdictInTable(self.loadedCase.case.case_id, self.logic.verdictOf(self.loadedCase.case.case_id))
+            if self.ui.adjudicateCheckBox.checked:
+                self.logic.adjudicate(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
+            else:
+                self.logic.setVerdict(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
+            self._markVerdictInTable(caseId, self.logic.verdictOf(caseId))
+        self.showReads()
         self.updateReviewProgress()
+
+    def _ensureStoreLocation(self) -> bool:
+        """A read-only collection folder cannot hold the review store: ask where to keep it instead."""
+        problem = self.logic.reviewStoreLocationProblem()
+        if problem is None:
+            return True
+        path = qt.QFileDialog.getSaveFileName(
+            slicer.util.mainWindow(), _translate("The collection folder is read-only: where should verdicts be kept?"),
+            os.path.join(os.path.expanduser("~"), "sllb_review.sqlite"), "SQLite (*.sqlite)")
+        if not path:
+            return False
+        self.logic.setReviewStorePath(path)
+        return True
 
     def _markVerdictInTable(self, caseId: str, verdict: str) -> None:
         widget = self.ui.casesTable
