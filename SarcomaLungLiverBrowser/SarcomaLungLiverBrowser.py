@@ -388,9 +388,11 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if self.loadedCase is None:
             return
         row = self.ui.findingsList.row(item)
-        location = self.logic.findingLocation(self.loadedCase.findings[row], self.loadedCase)
+        location, whyNot = self.logic.findingPlace(self.loadedCase.findings[row], self.loadedCase)
         if location is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(location[0], location[1], location[2], True)
+        else:
+            slicer.util.showStatusMessage(_translate("No place to show: {reason}").format(reason=whyNot), 5000)
 
     def onNextFinding(self) -> None:
         """Select the next finding (wrapping) and jump the views to it."""
@@ -646,9 +648,13 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def findingLocation(self, finding: Any, loaded: Any) -> Optional[Any]:
         """The RAS point a finding should be shown at, or None."""
-        from SarcomaLungLiverBrowserLib.browser import finding_location
+        return self.findingPlace(finding, loaded)[0]
 
-        return finding_location(finding, loaded)
+    def findingPlace(self, finding: Any, loaded: Any) -> Any:
+        """(RAS point a finding should be shown at, or None; why there is none, or "")."""
+        from SarcomaLungLiverBrowserLib.browser import finding_place
+
+        return finding_place(finding, loaded)
 
     def placeVocFiles(self, paths: List[str]) -> Any:
         """Place PASCAL VOC boxes on the loaded DICOM volumes holding their slices; returns (ROIs, findings)."""
