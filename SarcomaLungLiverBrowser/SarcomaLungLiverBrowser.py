@@ -706,6 +706,19 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
             table[column] = pd.to_numeric(table[column], errors="coerce")
         return self.browser.builder.add_table("Reader agreement", table)
 
+    def annotationTable(self, progressCallback: Any = None) -> Any:
+        """Every box, lesion, segment and contour of the collection as a pandas DataFrame (one row each:
+        case, series, label, class, volume/area, RAS bounds and centre, source file, each reader's verdict)."""
+        return self.service.annotation_table(progressCallback)
+
+    def exportAnnotationTable(self, csvPath: Optional[str] = None, parquetPath: Optional[str] = None,
+                              progressCallback: Any = None) -> List[Path]:
+        """Write the annotation table as CSV and/or Parquet."""
+        from SarcomaLungLiverBrowserLib.review.annotations import write_annotation_table
+
+        return write_annotation_table(self.annotationTable(progressCallback), Path(csvPath) if csvPath else None,
+                                      Path(parquetPath) if parquetPath else None)
+
     def verdictOf(self, caseId: str, annotation: str = "") -> str:
         """The verdict of a case (or annotation) to show: the current reader's own, or "" if none."""
         record = self.service.verdict_of(caseId, annotation)

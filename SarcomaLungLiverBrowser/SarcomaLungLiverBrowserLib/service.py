@@ -409,6 +409,22 @@ class ReviewService:
         return export_review(Path(output_folder), self._require_collection(), store, qa_result, progress=progress,
                              cases=self.cases() if qa_result is None else None, reviewer=reviewer)
 
+    def annotation_table(self, progress: Optional[ProgressCallback] = None) -> Any:
+        """Every annotation of the collection as a pandas DataFrame (see :mod:`.review.annotations`), with
+        each reader's latest verdict when a review store exists (blinded: as far as the reader may see).
+
+        Cases load one at a time into a private headless scene (as QA with
+        snapshots does) so the user's scene is never touched.
+        """
+        from .review.annotations import add_verdict_columns, collection_annotation_table
+
+        table = collection_annotation_table(self._require_collection(), self.cases(), None, progress)
+        store = self.existing_store()
+        if store is not None:
+            view = store.as_reader(self.reader, self.blinded) if self.reader else store
+            add_verdict_columns(table, view.verdicts(), view.adjudications())
+        return table
+
     def close(self) -> None:
         """Close the store and remove this service's own snapshot folder."""
         self.close_store()

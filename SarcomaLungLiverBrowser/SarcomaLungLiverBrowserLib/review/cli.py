@@ -5,6 +5,7 @@
     sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
     sllb review <collection folder> --agreement [--agreement-csv agreement.csv]
+    sllb annotations <collection folder> --csv annotations.csv --parquet annotations.parquet
 
 The review store is ``.sllb_review.sqlite`` in the collection folder unless
 ``--store`` names another file; a read-only collection folder needs ``--store``.
@@ -121,6 +122,25 @@ def command_review(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_annotations(arguments: argparse.Namespace) -> int:
+    """Write the collection's annotation table (one row per box, lesion, segment, contour) as CSV and/or Parquet."""
+    from .annotations import write_annotation_table
+
+    if not arguments.csv and not arguments.parquet:
+        print("error: give --csv PATH and/or --parquet PATH", file=sys.stderr)
+        return 2
+    with _service(arguments) as service:
+        service.open(Path(arguments.folder), arguments.collection)
+        service.set_store_path(arguments.store)
+        table = service.annotation_table(_progress_printer(arguments))
+        for path in write_annotation_table(table, arguments.csv, arguments.parquet):
+            print(f"written: {path}")
+        print(f"{len(table)} annotation(s) in {table['case_id'].nunique()} case(s)")
+        for skipped in table.attrs.get("skipped", []):
+            print(f"warning: left out {skipped}", file=sys.stderr)
+    return 0
+
+
 def add_subcommands(subparsers: Any) -> None:
     """Add ``qa`` and ``review`` to the ``sllb`` command line (each sets ``func`` returning an exit code)."""
     qa = subparsers.add_parser("qa", help="run every quality check on every case; write CSV and HTML reports")
@@ -150,3 +170,13 @@ def add_subcommands(subparsers: Any) -> None:
                         help="print agreement between readers (percent, Cohen's / Fleiss' kappa, item counts)")
     review.add_argument("--agreement-csv", type=Path, help="with --agreement: also write it to this CSV file")
     review.set_defaults(func=command_review)
+
+    annotations = subparsers.add_parser(
+        "annotations", help="one table of every box, lesion, segment and contour (CSV and/or Parquet)")
+    annotations.add_argument("folder", type=Path, help="the collection folder")
+    annotations.add_argument("--csv", type=Path, help="write the table as CSV")
+    annotations.add_argument("--parquet", type=Path, help="write the table as Parquet (needs pyarrow)")
+    annotations.add_argument("--collection", help="collection key, if detection should be skipped")
+    annotations.add_argument("--store", type=Path, help="review store whose verdicts are added "
+                                                        "(default: .sllb_review.sqlite in the collection, if any)")
+    annotations.set_defaults(func=command_annotations)
