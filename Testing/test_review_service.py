@@ -178,3 +178,21 @@ def test_blinded_readers_adjudication_and_agreement_through_the_logic_and_the_co
     adjudicated = sllb("review", crlm_root, case_ids[1], "--verdict", "accepted", "--adjudicate", "--reviewer", "Ada",
                        "--store", store_path)
     assert adjudicated.returncode == 0 and "settling Ann: accepted, Bob: accepted" in adjudicated.stdout
+
+
+def test_command_line_reads_side_by_side_and_blinded(crlm_root, tmp_path):
+    store = tmp_path / "study.sqlite"
+    assert sllb("review", crlm_root, "CRLM-CT-1001", "--verdict", "rejected", "--comment", "Ann's reason",
+                "--reviewer", "Ann", "--store", store).returncode == 0
+    blinded = sllb("review", crlm_root, "CRLM-CT-1001", "--reads", "--reviewer", "Bob", "--blinded", "--store", store)
+    assert blinded.returncode == 0, blinded.stderr
+    assert "no verdicts (blinded" in blinded.stdout and "Ann" not in blinded.stdout
+    exported = sllb("review", crlm_root, "--export-csv", tmp_path / "bob.csv", "--reviewer", "Bob", "--blinded",
+                    "--store", store)
+    assert exported.returncode == 0 and "Ann" not in (tmp_path / "bob.csv").read_text(encoding="utf-8")
+    refused = sllb("review", crlm_root, "--agreement", "--reviewer", "Bob", "--blinded", "--store", store)
+    assert refused.returncode == 2 and "blinded" in refused.stderr
+    assert sllb("review", crlm_root, "CRLM-CT-1001", "--verdict", "accepted", "--reviewer", "Bob",
+                "--store", store).returncode == 0
+    both = sllb("review", crlm_root, "crlm-ct-1001", "--reads", "--reviewer", "Bob", "--blinded", "--store", store)
+    assert "CRLM-CT-1001: Ann: rejected — Ann's reason" in both.stdout and "CRLM-CT-1001: Bob: accepted" in both.stdout

@@ -5,6 +5,7 @@
     sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
     sllb review <collection folder> --agreement [--agreement-csv agreement.csv]
+    sllb review <collection folder> <case id> --reads [--reviewer NAME --blinded]
     sllb annotations <collection folder> --csv annotations.csv --parquet annotations.parquet
 
 The review store is ``.sllb_review.sqlite`` in the collection folder unless
@@ -63,6 +64,34 @@ def command_qa(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _print_reads(arguments: argparse.Namespace) -> int:
+    """Print every reader's verdict on a case (or --annotation) side by side, and its adjudication.
+
+    With ``--reviewer NAME --blinded`` only what that reader may see: nothing
+    of the others until they have given their own verdict on it.
+    """
+    if not arguments.case_id:
+        print("error: --reads needs a case ID", file=sys.stderr)
+        return 2
+    with _service(arguments) as service:
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.set_reader(arguments.reviewer, arguments.blinded)
+        case_id = service.canonical_case_id(arguments.case_id)
+        view = service.view()
+        reads = view.reads(case_id, arguments.annotation)
+        on = f"{case_id} ({arguments.annotation})" if arguments.annotation else case_id
+        if not reads:
+            hidden = " (blinded: others' verdicts show once you have given yours)" if service.blinded else ""
+            print(f"{on}: no verdicts{hidden}")
+        for read in reads:
+            comment = f" — {read.comment}" if read.comment else ""
+            print(f"{on}: {read.reviewer}: {read.verdict}{comment} ({read.time})")
+        final = view.adjudication(case_id, arguments.annotation)
+        if final is not None:
+            print(f"{on}: adjudicated {final.verdict} by {final.adjudicator} ({final.time})")
+    return 0
+
+
 def _print_agreement(arguments: argparse.Namespace) -> int:
     """Print agreement between readers (collection, then per item type); optionally write it as CSV."""
     from .agreement import AGREEMENT_COLUMNS, agreement_rows
@@ -70,7 +99,12 @@ def _print_agreement(arguments: argparse.Namespace) -> int:
 
     with _service(arguments) as service:
         service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
-        rows = agreement_rows(service.agreement())
+        service.set_reader(arguments.reviewer, arguments.blinded)
+        try:
+            rows = agreement_rows(service.agreement())
+        except PermissionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     widths = [max(len(str(value)) for value in [column] + [row[index] for row in rows])
               for index, column in enumerate(AGREEMENT_COLUMNS)]
     for values in [AGREEMENT_COLUMNS] + rows:
@@ -88,10 +122,13 @@ def command_review(arguments: argparse.Namespace) -> int:
         with _service(arguments) as service:
             service.open(Path(arguments.folder), arguments.collection)
             service.set_store_path(arguments.store)
-            store = service.store()
-            path = write_verdicts_csv(Path(arguments.export_csv), store, service.case_ids())
-            print(f"written: {path} (verdicts from {store.path})")
+            service.set_reader(arguments.reviewer, arguments.blinded)
+            path = write_verdicts_csv(Path(arguments.export_csv), service.view(), service.case_ids())
+            print(f"written: {path} (verdicts from {service.store_path}"
+                  + (f", as {service.reader} may see them blinded)" if service.reader and service.blinded else ")"))
         return 0
+    if arguments.reads:
+        return _print_reads(arguments)
     if arguments.agreement:
         return _print_agreement(arguments)
     if not arguments.case_id or not arguments.verdict or not arguments.reviewer:
@@ -166,6 +203,11 @@ def add_subcommands(subparsers: Any) -> None:
     review.add_argument("--export-csv", type=Path, help="write every reader's verdicts to this CSV file")
     review.add_argument("--adjudicate", action="store_true",
                         help="record the final verdict on the case (or --annotation), settling the readers' verdicts")
+    review.add_argument("--reads", action="store_true",
+                        help="print every reader's verdict on the case (or --annotation) side by side")
+    review.add_argument("--blinded", action="store_true",
+                        help="with --reviewer: show (--reads, --export-csv, --agreement) only what that reader may "
+                             "see: no other reader's verdict on an item before their own")
     review.add_argument("--agreement", action="store_true",
                         help="print agreement between readers (percent, Cohen's / Fleiss' kappa, item counts)")
     review.add_argument("--agreement-csv", type=Path, help="with --agreement: also write it to this CSV file")
