@@ -58,7 +58,8 @@ def test_a_store_written_by_main_opens_after_migration_with_every_verdict_intact
         assert [(r.case_id, r.verdict, r.reviewer, r.time) for r in store.history()] == [
             (case, verdict, reviewer, stamp) for case, _, verdict, _, reviewer, stamp in MAIN_WRITES]
         assert store.verdict("C1").reviewer == "Bob"  # what main showed as current is still current
-        assert store.verdict("C2", "Tumor_1").item_type == "" and store.readers() == ["Ann", "Bob", "Cy"]
+        assert store.verdict("C2", "Tumor_1").item_type == "Tumor" and store.readers() == ["Ann", "Bob", "Cy"]
+        assert {r.item_type for r in store.history("C1")} == {"case"}
         store.set_verdict("C1", "", "rejected", "", "Cy")
     connection = sqlite3.connect(str(path))
     assert connection.execute("PRAGMA user_version").fetchone()[0] == review_store.SCHEMA_VERSION == 2

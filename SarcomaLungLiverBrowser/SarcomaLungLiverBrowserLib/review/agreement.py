@@ -19,7 +19,7 @@ import collections
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .store import VERDICTS, ReviewRecord
+from .store import VERDICTS, ReviewRecord, default_item_type
 
 __all__ = ["Agreement", "AGREEMENT_COLUMNS", "cohen_kappa", "fleiss_kappa", "percent_agreement",
            "reader_agreement", "agreement_rows"]
@@ -140,7 +140,7 @@ def reader_agreement(records: Iterable[ReviewRecord]) -> List[Agreement]:
     records = list(records)
     by_type: Dict[str, List[ReviewRecord]] = collections.defaultdict(list)
     for record in records:
-        by_type[record.item_type or "case"].append(record)
+        by_type[record.item_type or default_item_type(record.annotation)].append(record)
     result = [_group_agreement("collection", "", records)]
     result.extend(_group_agreement("item type", item_type, by_type[item_type]) 
                   for item_type in sorted(by_type, key=lambda name: (name != "case", name.lower())))

@@ -82,6 +82,13 @@ def _readers_version_2(connection: sqlite3.Connection) -> None:
         " SELECT case_id, annotation, reviewer, verdict, comment, time, 0 FROM verdicts")
     connection.execute("DROP TABLE verdicts")
     connection.execute("ALTER TABLE verdicts_by_reader RENAME TO verdicts")
+    # Version 1 recorded no item types: derive them as new verdicts without a given type get theirs.
+    annotations = [row[0] for row in connection.execute("SELECT DISTINCT annotation FROM history"
+                                                         " UNION SELECT DISTINCT annotation FROM verdicts")]
+    for annotation in annotations:
+        for table in ("verdicts", "history"):
+            connection.execute(f"UPDATE {table} SET item_type = ? WHERE annotation = ?",
+                               (default_item_type(annotation), annotation))
     connection.execute("CREATE INDEX IF NOT EXISTS history_item ON history (case_id, annotation, reviewer)")
     connection.execute(
         "CREATE TABLE adjudications ("
