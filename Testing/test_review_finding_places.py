@@ -47,9 +47,12 @@ def _contains(node, point) -> bool:
                                           for axis in range(3))
 
 
-def test_a_lung_case_with_boxes_placed_from_their_xml_files(headless, sample_collections):
+def test_a_lung_case_with_boxes_placed_from_their_xml_files(headless, tmp_path):
+    from SarcomaLungLiverBrowserLib.samples import lung_pet_ct_dx
+
+    # A fresh sample: the session's shared one may have gained files from other tests.
     service = ReviewService(headless.scene, header_cache=None, snapshots=False)
-    service.open(root_of(sample_collections, "lung_pet_ct_dx"))
+    service.open(lung_pet_ct_dx.generate(tmp_path / "data"))
     loaded = service.load_case("Lung_Dx-A0001")
     places = [finding_place(finding, loaded) for finding in loaded.findings]
     # Issue 17 measured 2 of 7 on this case; every one of them now has a place.
