@@ -100,6 +100,21 @@ class SarcomaLungLiverBrowser(ScriptedLoadableModule):
 
 VERDICTS = ("accepted", "needs correction", "rejected")
 WHOLE_CASE = ""
+SETTINGS_BLINDED = MODULE_NAME + "/Blinded"
+
+#: Keyboard-only review: (keys, what it does, widget method). Active only while the module is shown
+#: (created in ``enter``, removed in ``exit``); shown in the review panel from this same table.
+#: Ctrl+Shift keeps them clear of Slicer's own Ctrl shortcuts and of the slice views' plain keys.
+REVIEW_SHORTCUTS = (
+    ("Ctrl+N", "next case", "onNextCase"),
+    ("Ctrl+P", "previous case", "onPreviousCase"),
+    ("Ctrl+U", "next unreviewed case", "onNextUnreviewed"),
+    ("Ctrl+Shift+A", "accept", "onAccept"),
+    ("Ctrl+Shift+C", "needs correction", "onNeedsCorrection"),
+    ("Ctrl+Shift+R", "reject", "onReject"),
+    ("Ctrl+J", "jump to the next finding", "onNextFinding"),
+    ("Ctrl+Shift+M", "write a comment", "onFocusComment"),
+)
 
 
 class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -132,10 +147,17 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.previousCaseButton.connect("clicked(bool)", lambda: self.onStep(-1))
         self.ui.nextCaseButton.connect("clicked(bool)", lambda: self.onStep(1))
         self.ui.nextUnreviewedButton.connect("clicked(bool)", self.onNextUnreviewed)
-        self.ui.acceptButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[0]))
-        self.ui.needsCorrectionButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[1]))
-        self.ui.rejectButton.connect("clicked(bool)", lambda: self.onVerdict(VERDICTS[2]))
+        self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
+        self.ui.needsCorrectionButton.connect("clicked(bool)", self.onNeedsCorrection)
+        self.ui.rejectButton.connect("clicked(bool)", self.onReject)
         self.ui.reviewerLineEdit.connect("editingFinished()", self.onReviewerChanged)
+        self.ui.blindedCheckBox.connect("toggled(bool)", self.onBlindedToggled)
+        self.ui.annotationComboBox.connect("currentIndexChanged(int)", self.showReads)
+        self.ui.shortcutsLabel.text = "\n".join(f"{keys}: {_translate(action)}" for keys, action, _ in REVIEW_SHORTCUTS)
+        keysOf = {methodName: keys for keys, _, methodName in REVIEW_SHORTCUTS}
+        for button, methodName in ((self.ui.acceptButton, "onAccept"), (self.ui.needsCorrectionButton,
+                                   "onNeedsCorrection"), (self.ui.rejectButton, "onReject")):
+            button.toolTip = _translate("Record this verdict ({keys})").format(keys=keysOf[methodName])
         self.ui.runQAButton.connect("clicked(bool)", self.onRunQA)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.saveCorrectionsButton.connect("clicked(bool)", self.onSaveCorrections)
@@ -144,6 +166,8 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
         settings = qt.QSettings()
         self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "")
+        self.ui.blindedCheckBox.checked = str(settings.value(SETTINGS_BLINDED, "false")).lower() == "true"
+        self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
         lastOutput = settings.value(SETTINGS_OUTPUT_FOLDER, "")
         if lastOutput:
             self.ui.outputDirectoryButton.directory = lastOutput
@@ -156,10 +180,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
     def enter(self) -> None:
         # Keyboard shortcuts only while the module is shown, so they never clash with other modules.
         mainWindow = slicer.util.mainWindow()
-        for keys, slot in (("Ctrl+N", lambda: self.onStep(1)), ("Ctrl+P", lambda: self.onStep(-1)),
-                           ("Ctrl+U", self.onNextUnreviewed)):
+        for keys, _, methodName in REVIEW_SHORTCUTS:
             shortcut = qt.QShortcut(qt.QKeySequence(keys), mainWindow)
-            shortcut.connect("activated()", slot)
+            shortcut.connect("activated()", getattr(self, methodName))
             self._shortcuts.append(shortcut)
 
     def exit(self) -> None:
@@ -358,17 +381,74 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.ui.annotationComboBox.addItem(key, key)
         self.ui.commentTextEdit.plainText = self.logic.commentOf(loaded.case.case_id)
         self.ui.caseLabel.text = f"{loaded.case.case_id}  ({loaded.case.diagnosis or loaded.case.collection})"
+        self.showReads()
         self.updateReviewProgress()
 
     def onFindingClicked(self, item: Any) -> None:
         if self.loadedCase is None:
             return
         row = self.ui.findingsList.row(item)
-        location = self.logic.findingLocation(self.loadedCase.findings[row], self.loadedCase)
+        location, whyNot = self.logic.findingPlace(self.loadedCase.findings[row], self.loadedCase)
         if location is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(location[0], location[1], location[2], True)
+        else:
+            slicer.util.showStatusMessage(_translate("No place to show: {reason}").format(reason=whyNot), 5000)
+
+    def onNextFinding(self) -> None:
+        """Select the next finding (wrapping) and jump the views to it."""
+        count = self.ui.findingsList.count
+        if self.loadedCase is None or count == 0:
+            return
+        row = (self.ui.findingsList.currentRow + 1) % count
+        self.ui.findingsList.setCurrentRow(row)
+        self.onFindingClicked(self.ui.findingsList.item(row))
+
+    def onFocusComment(self) -> None:
+        self.ui.commentTextEdit.setFocus()
+
+    def _currentAnnotation(self) -> str:
+        combo = self.ui.annotationComboBox
+        return combo.itemData(combo.currentIndex) or WHOLE_CASE
+
+    def showReads(self, *unused: Any) -> None:
+        """Other readers' verdicts on the chosen item; in blinded reading only after the reader gave their own."""
+        if self.loadedCase is None or self.logic is None:
+            self.ui.readsLabel.text = ""
+            return
+        caseId, annotation = self.loadedCase.case.case_id, self._currentAnnotation()
+        reads = self.logic.reads(caseId, annotation)
+        if not reads and self.ui.blindedCheckBox.checked:
+            self.ui.readsLabel.text = _translate("Blinded: other readers' verdicts show once you have given yours.")
+            return
+        lines = [f"{read.reviewer}: {read.verdict}" + (f" — {read.comment}" if read.comment else "") for read in reads]
+        final = self.logic.service.view().adjudication(caseId, annotation)
+        if final is not None:
+            lines.append(_translate("Adjudicated by {name}: {verdict}").format(name=final.adjudicator,
+                                                                               verdict=final.verdict))
+        self.ui.readsLabel.text = "\n".join(lines) or _translate("No verdicts yet.")
 
     # ------------------------------------------------------------------ review
+    def onNextCase(self) -> None:
+        self.onStep(1)
+
+    def onPreviousCase(self) -> None:
+        self.onStep(-1)
+
+    def onAccept(self) -> None:
+        self.onVerdict(VERDICTS[0])
+
+    def onNeedsCorrection(self) -> None:
+        self.onVerdict(VERDICTS[1])
+
+    def onReject(self) -> None:
+        self.onVerdict(VERDICTS[2])
+
+    def onBlindedToggled(self, blinded: bool) -> None:
+        qt.QSettings().setValue(SETTINGS_BLINDED, "true" if blinded else "false")
+        self.logic.setReader(self.ui.reviewerLineEdit.text, blinded)
+        if self.loadedCase is not None:
+            self.showLoadedCase(self.loadedCase)
+
     def onStep(self, step: int) -> None:
         if self.logic is None or self.logic.collection is None:
             return
@@ -389,6 +469,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
     def onReviewerChanged(self) -> None:
         qt.QSettings().setValue(SETTINGS_REVIEWER, self.ui.reviewerLineEdit.text)
+        self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
+        if self.loadedCase is not None:
+            self.showLoadedCase(self.loadedCase)
 
     def onVerdict(self, verdict: str) -> None:
         if self.loadedCase is None:
@@ -397,13 +480,31 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if not reviewer:
             slicer.util.warningDisplay(_translate("Enter your name as reviewer first; every verdict records it."))
             return
-        combo = self.ui.annotationComboBox
-        annotation = combo.itemData(combo.currentIndex) or WHOLE_CASE
+        annotation = self._currentAnnotation()
+        if not self._ensureStoreLocation():
+            return
+        caseId = self.loadedCase.case.case_id
         with slicer.util.tryWithErrorDisplay(_translate("The verdict could not be saved."), waitCursor=True):
-            self.logic.setVerdict(self.loadedCase.case.case_id, verdict, self.ui.commentTextEdit.plainText,
-                                  reviewer, annotation)
-            self._markVerdictInTable(self.loadedCase.case.case_id, self.logic.verdictOf(self.loadedCase.case.case_id))
+            if self.ui.adjudicateCheckBox.checked:
+                self.logic.adjudicate(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
+            else:
+                self.logic.setVerdict(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
+            self._markVerdictInTable(caseId, self.logic.verdictOf(caseId))
+        self.showReads()
         self.updateReviewProgress()
+
+    def _ensureStoreLocation(self) -> bool:
+        """A read-only collection folder cannot hold the review store: ask where to keep it instead."""
+        problem = self.logic.reviewStoreLocationProblem()
+        if problem is None:
+            return True
+        path = qt.QFileDialog.getSaveFileName(
+            slicer.util.mainWindow(), _translate("The collection folder is read-only: where should verdicts be kept?"),
+            os.path.join(os.path.expanduser("~"), "sllb_review.sqlite"), "SQLite (*.sqlite)")
+        if not path:
+            return False
+        self.logic.setReviewStorePath(path)
+        return True
 
     def _markVerdictInTable(self, caseId: str, verdict: str) -> None:
         widget = self.ui.casesTable
@@ -466,57 +567,52 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     def __init__(self, scene: Any = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._scene = scene
-        self._browser: Any = None
-        self._reviewStore: Any = None
-        self._reviewStorePath: Optional[Path] = None
+        self._service: Any = None
 
     # The library is imported on first use, after the widget has made sure its packages are installed.
     @property
-    def browser(self) -> Any:
-        if self._browser is None:
-            from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+    def service(self) -> Any:
+        """The :class:`ReviewService` shared with the command line; this class only adapts its names."""
+        if self._service is None:
+            from SarcomaLungLiverBrowserLib.service import ReviewService
 
-            self._browser = CollectionBrowser(self._scene if self._scene is not None else slicer.mrmlScene)
-            self._enableHeaderCache()
-        return self._browser
+            self._service = ReviewService(self._scene if self._scene is not None else slicer.mrmlScene,
+                                          header_cache=self._headerCachePath(), snapshots=True)
+        return self._service
 
     @staticmethod
-    def _enableHeaderCache() -> None:
-        """Keep DICOM headers between sessions (in Slicer's cache folder), so re-opening is quick."""
-        from SarcomaLungLiverBrowserLib.formats.dicom_series import set_default_index_cache
-        from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache, default_cache_path
+    def _headerCachePath() -> Any:
+        """DICOM headers are kept between sessions in Slicer's cache folder (the library's default outside Slicer)."""
+        from SarcomaLungLiverBrowserLib.service import DEFAULT_HEADER_CACHE
 
         application = getattr(slicer, "app", None)
         cachePath = getattr(application, "cachePath", None)
-        path = Path(cachePath) / MODULE_NAME / "dicom-index.sqlite" if isinstance(cachePath, str) else default_cache_path()
-        try:
-            set_default_index_cache(IndexCache(path))
-        except Exception as error:  # a read-only or full disk: index without the cache
-            logging.warning(f"DICOM header cache unavailable at {path}: {error}")
+        return Path(cachePath) / MODULE_NAME / "dicom-index.sqlite" if isinstance(cachePath, str) \
+            else DEFAULT_HEADER_CACHE
+
+    @property
+    def browser(self) -> Any:
+        return self.service.browser
 
     @property
     def collection(self) -> Any:
         """The open collection, or None."""
-        return self._browser.collection if self._browser is not None else None
+        return self._service.collection if self._service is not None else None
 
     # ------------------------------------------------------------------ browsing
     def openCollection(self, folder: str, collectionKey: Optional[str] = None) -> Any:
         """Open a collection folder (detected unless ``collectionKey`` names it)."""
-        if self._reviewStore is not None:
-            self._reviewStore.close()
-        self._reviewStore = None
-        self._reviewStorePath = None
-        return self.browser.open(Path(folder), collectionKey)
+        return self.service.open(Path(folder), collectionKey)
 
     def cases(self, progressCallback: Any = None) -> List[Any]:
         """The cases of the open collection (CaseInfo objects)."""
-        return self.browser.cases(progressCallback)
+        return self.service.cases(progressCallback)
 
     def caseTable(self, progressCallback: Any = None) -> Any:
         """The open collection's cases as a pandas DataFrame."""
         from SarcomaLungLiverBrowserLib.browser import cases_table
 
-        return cases_table(self.browser.cases(progressCallback))
+        return cases_table(self.service.cases(progressCallback))
 
     def loadCase(self, caseId: str, progressCallback: Any = None, closeOthers: bool = True) -> Any:
         """Load one case into the scene; returns a LoadedCase with the created nodes and findings.
@@ -524,11 +620,7 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         The case loads whole or not at all; a data problem raises an error naming the file.
         With ``closeOthers`` the previously loaded case is removed once this one has loaded.
         """
-        previous = list(self.browser.loaded) if closeOthers else []
-        loaded = self.browser.load_case(caseId, progressCallback)
-        for otherId in previous:
-            if otherId != loaded.case.case_id:
-                self.browser.unload_case(otherId)
+        loaded = self.service.load_case(caseId, progressCallback, close_others=closeOthers)
         from SarcomaLungLiverBrowserLib.scene.layout import show_case
 
         show_case(self.browser.scene, loaded)  # layout, layers, slices through the first finding, 3D surfaces
@@ -540,8 +632,8 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def forgetLoadedCases(self) -> None:
         """Drop the record of loaded cases (their nodes are gone, e.g. the scene was closed)."""
-        if self._browser is not None:
-            self._browser.loaded.clear()
+        if self._service is not None and self._service._browser is not None:
+            self._service._browser.loaded.clear()
 
     def saveSceneBundle(self, mrbPath: str) -> Path:
         """Save the scene as a Slicer scene bundle (.mrb)."""
@@ -560,9 +652,13 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def findingLocation(self, finding: Any, loaded: Any) -> Optional[Any]:
         """The RAS point a finding should be shown at, or None."""
-        from SarcomaLungLiverBrowserLib.browser import finding_location
+        return self.findingPlace(finding, loaded)[0]
 
-        return finding_location(finding, loaded)
+    def findingPlace(self, finding: Any, loaded: Any) -> Any:
+        """(RAS point a finding should be shown at, or None; why there is none, or "")."""
+        from SarcomaLungLiverBrowserLib.browser import finding_place
+
+        return finding_place(finding, loaded)
 
     def placeVocFiles(self, paths: List[str]) -> Any:
         """Place PASCAL VOC boxes on the loaded DICOM volumes holding their slices; returns (ROIs, findings)."""
@@ -573,73 +669,98 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ review
     def setReviewStorePath(self, path: str) -> None:
         """Keep verdicts in ``path`` instead of beside the collection (e.g. a read-only collection)."""
-        if self._reviewStore is not None:
-            self._reviewStore.close()
-        self._reviewStore = None
-        self._reviewStorePath = Path(path)
+        self.service.set_store_path(Path(path) if path else None)
+
+    def reviewStoreLocationProblem(self) -> Optional[str]:
+        """Why verdicts cannot be kept beside the collection (read-only folder), or None; then ask for a file."""
+        return self.service.store_location_problem()
 
     def reviewStore(self) -> Any:
         """The open review store (created beside the collection unless another path was set)."""
-        if self._reviewStore is None:
-            from SarcomaLungLiverBrowserLib.review.store import ReviewStore, default_store_path
+        return self.service.store()
 
-            if self.collection is None:
-                raise RuntimeError("open a collection folder first")
-            path = self._reviewStorePath or default_store_path(self.collection.root)
-            self._reviewStore = ReviewStore(path)
-        return self._reviewStore
+    def setReader(self, reader: str, blinded: Optional[bool] = None) -> None:
+        """Who is reading, and whether other readers' verdicts stay hidden until the reader has given their own."""
+        self.service.set_reader(reader, blinded)
 
-    def setVerdict(self, caseId: str, verdict: str, comment: str, reviewer: str, annotation: str = "") -> Any:
+    def setVerdict(self, caseId: str, verdict: str, comment: str, reviewer: str = "", annotation: str = "",
+                   itemType: str = "") -> Any:
         """Record a verdict (accepted / needs correction / rejected); it is on disk when this returns."""
-        return self.reviewStore().set_verdict(caseId, annotation, verdict, comment, reviewer)
+        return self.service.set_verdict(caseId, verdict, comment, reviewer or None, annotation, itemType)
+
+    def adjudicate(self, caseId: str, verdict: str, comment: str, adjudicator: str, annotation: str = "") -> Any:
+        """Record the final verdict on a case (or annotation), linked to the readers' verdicts it settles."""
+        return self.service.adjudicate(caseId, verdict, comment, adjudicator, annotation)
+
+    def reads(self, caseId: str, annotation: str = "") -> List[Any]:
+        """Every reader's verdict on a case (or annotation) side by side, as far as the current reader may see."""
+        return self.service.reads(caseId, annotation)
+
+    def agreement(self) -> List[Any]:
+        """Agreement between readers over the collection and per item type (Agreement objects)."""
+        return self.service.agreement()
+
+    def agreementTableNode(self) -> Any:
+        """The agreement between readers as a table node in the scene (shown in Slicer's table view)."""
+        import pandas as pd
+        from SarcomaLungLiverBrowserLib.review.agreement import AGREEMENT_COLUMNS, agreement_rows
+
+        table = pd.DataFrame(agreement_rows(self.service.agreement()), columns=AGREEMENT_COLUMNS)
+        for column in ("items", "percent_agreement", "kappa"):  # numbers, empty where undefined
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+        return self.browser.builder.add_table("Reader agreement", table)
+
+    def annotationTable(self, progressCallback: Any = None) -> Any:
+        """Every box, lesion, segment and contour of the collection as a pandas DataFrame (one row each:
+        case, series, label, class, volume/area, RAS bounds and centre, source file, each reader's verdict)."""
+        return self.service.annotation_table(progressCallback)
+
+    def exportAnnotationTable(self, csvPath: Optional[str] = None, parquetPath: Optional[str] = None,
+                              progressCallback: Any = None) -> List[Path]:
+        """Write the annotation table as CSV and/or Parquet."""
+        from SarcomaLungLiverBrowserLib.review.annotations import write_annotation_table
+
+        return write_annotation_table(self.annotationTable(progressCallback), Path(csvPath) if csvPath else None,
+                                      Path(parquetPath) if parquetPath else None)
 
     def verdictOf(self, caseId: str, annotation: str = "") -> str:
-        """The current verdict of a case (or one of its annotations), or "" if none."""
-        record = self.reviewStore().verdict(caseId, annotation)
+        """The verdict of a case (or annotation) to show: the current reader's own, or "" if none."""
+        record = self.service.verdict_of(caseId, annotation)
         return record.verdict if record is not None else ""
 
     def commentOf(self, caseId: str, annotation: str = "") -> str:
-        record = self.reviewStore().verdict(caseId, annotation)
+        record = self.service.verdict_of(caseId, annotation)
         return record.comment if record is not None else ""
 
     def caseIds(self) -> List[str]:
-        return [case.case_id for case in self.browser.cases()]
+        return self.service.case_ids()
 
     def reviewProgress(self) -> Any:
         """(cases with a verdict, number of cases)."""
-        return self.reviewStore().progress(self.caseIds())
+        return self.service.review_progress()
 
     def neighbourCaseId(self, caseId: Optional[str], step: int) -> Optional[str]:
         """The case ``step`` places after ``caseId`` in the case list (wrapping), or None."""
-        caseIds = self.caseIds()
-        if not caseIds:
-            return None
-        if caseId not in caseIds:
-            return caseIds[0]
-        return caseIds[(caseIds.index(caseId) + step) % len(caseIds)]
+        return self.service.neighbour_case_id(caseId, step)
 
     def nextUnreviewedCaseId(self, caseId: Optional[str] = None) -> Optional[str]:
         """The first case after ``caseId`` (wrapping) without a verdict, or None when all have one."""
-        return self.reviewStore().next_unreviewed(self.caseIds(), after=caseId)
+        return self.service.next_unreviewed_case_id(caseId)
 
     def runCollectionQA(self, progressCallback: Any = None) -> Any:
-        """Run every quality check over every case of the collection (cancellable through the callback)."""
-        from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa
+        """Run every quality check over every case, with a snapshot each (cancellable through the callback).
 
-        # Cases load into this logic's scene one at a time and are removed again.
-        return run_collection_qa(self.collection, progressCallback, scene=self.browser.scene)
+        Cases load into this logic's scene one at a time and are removed again.
+        """
+        return self.service.run_qa(progressCallback)
 
     def describeQA(self, result: Any) -> str:
-        from SarcomaLungLiverBrowserLib.review.qa import describe_collection_qa
+        return self.service.describe_qa(result)
 
-        return describe_collection_qa(result)
-
-    def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None) -> List[Path]:
-        """Write the review as CSV and a self-contained HTML report into ``outputFolder``."""
-        from SarcomaLungLiverBrowserLib.review.report import export_review
-
-        return export_review(Path(outputFolder), self.collection, self.reviewStore(), qaResult,
-                             progress=progressCallback)
+    def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None,
+                     reviewer: Optional[str] = None) -> List[Path]:
+        """Write the review as CSV and a self-contained HTML report (the command line's report) into ``outputFolder``."""
+        return self.service.export_report(Path(outputFolder), qaResult, progressCallback, reviewer=reviewer)
 
     def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
         """Write the loaded case's (edited) annotations in the collection's own format; never over the sources."""

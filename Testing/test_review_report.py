@@ -13,7 +13,7 @@ from SarcomaLungLiverBrowserLib.findings import WARNING, Finding
 from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa, snapshot_paths
 from SarcomaLungLiverBrowserLib.registry import CaseInfo, Collection, LoadedCase
 from SarcomaLungLiverBrowserLib.review.report import (FINDINGS_CSV_COLUMNS, REVIEW_CSV_COLUMNS, csv_cell,
-                                                      export_review, write_html_report)
+                                                      export_review, write_html_report, write_verdicts_csv)
 from SarcomaLungLiverBrowserLib.review.store import ReviewStore
 from SarcomaLungLiverBrowserLib.scene.builder import SegmentSpec
 
@@ -127,7 +127,7 @@ def test_csv_columns_rows_and_spreadsheet_safe_cells(tmp_path):
         store.set_verdict("P2", "Lesion", "rejected", "too small", "Bob")
         store.set_verdict("P2", "ROI 2", "accepted", "", "Bob")
         export_review(tmp_path / "out", collection, store, qa_result)
-        store.export_csv(tmp_path / "out" / "verdicts.csv", ["P1", "P2", "P3"])
+        write_verdicts_csv(tmp_path / "out" / "verdicts.csv", store, ["P1", "P2", "P3"])
 
     with open(tmp_path / "out" / "review.csv", encoding="utf-8", newline="") as stream:
         reader = csv.DictReader(stream)
@@ -151,9 +151,12 @@ def test_csv_columns_rows_and_spreadsheet_safe_cells(tmp_path):
 
     with open(tmp_path / "out" / "verdicts.csv", encoding="utf-8", newline="") as stream:
         verdicts = list(csv.reader(stream))
-    assert verdicts[0] == ["case_id", "annotation", "verdict", "comment", "reviewer", "time"]
-    assert [row[:3] for row in verdicts[1:]] == [["P1", "", "needs correction"], ["P2", "Lesion", "rejected"],
-                                                 ["P2", "ROI 2", "accepted"], ["P3", "", ""]]
+    assert verdicts[0] == ["case_id", "annotation", "item_type", "verdict", "comment", "reviewer", "time",
+                           "adjudicated_verdict", "adjudicator", "history"]
+    assert [row[:4] for row in verdicts[1:]] == [["P1", "", "case", "needs correction"],
+                                                 ["P2", "Lesion", "Lesion", "rejected"],
+                                                 ["P2", "ROI 2", "ROI", "accepted"], ["P3", "", "", ""]]
+    assert verdicts[1][5] == "'@Ann" and verdicts[1][9].endswith(" needs correction")
 
 
 def test_csv_cells_and_reports_without_qa_or_store(tmp_path):

@@ -17,7 +17,7 @@ from .registry import CaseInfo, Collection, LoadedCase, open_collection
 from .collections.base import case_location
 from .scene.builder import SceneBuilder
 
-__all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location"]
+__all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location", "finding_place"]
 
 #: Columns of the case table shown in the module and written by ``sllb index``.
 CASE_TABLE_COLUMNS = ["collection", "case_id", "diagnosis", "summary", "location"]
@@ -39,14 +39,36 @@ def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CASE_TABLE_COLUMNS)
 
 
-def finding_location(finding: Any, loaded: LoadedCase) -> Optional[Tuple[float, float, float]]:
-    """Where the slice views should jump to show a finding (RAS), or None.
+def _node_center(node: Any) -> Optional[Tuple[float, float, float]]:
+    bounds = [0.0] * 6
+    node.GetRASBounds(bounds)
+    if bounds[0] <= bounds[1]:
+        return ((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2)
+    return None
 
-    The finding's own point if it has one; else the centre of the segment it
-    names; else the centre of the node it names.
+
+def _nodes_from_file(path: str, loaded: LoadedCase) -> List[Any]:
+    """Loaded nodes made from the file ``path`` names (their attributes record the source file's name or path)."""
+    from .scene.builder import ATTRIBUTE_PREFIX
+
+    wanted = {str(path), Path(path).name}
+    found = []
+    for node in loaded.nodes:
+        names = node.GetAttributeNames() or ()
+        if any(name.startswith(ATTRIBUTE_PREFIX) and node.GetAttribute(name) in wanted for name in names):
+            found.append(node)
+    return found
+
+
+def finding_place(finding: Any, loaded: LoadedCase) -> Tuple[Optional[Tuple[float, float, float]], str]:
+    """Where the slice views should jump to show a finding (RAS), or None and why there is no such place.
+
+    In order: the finding's own point; the centre of the segment it names;
+    the centre of the node it names; the centre of an annotation made from the
+    file it names (e.g. the box of a VOC XML file whose size or label is off).
     """
     if finding.ras is not None:
-        return tuple(float(value) for value in finding.ras)  # type: ignore[return-value]
+        return tuple(float(value) for value in finding.ras), ""  # type: ignore[return-value]
     nodes = [node for node in loaded.nodes if finding.node_name and node.GetName() == finding.node_name]
     if finding.segment_id:
         for segmentation in nodes or loaded.segmentations:
@@ -54,13 +76,23 @@ def finding_location(finding: Any, loaded: LoadedCase) -> Optional[Tuple[float, 
                 continue
             center = segmentation.GetSegmentCenterRAS(finding.segment_id)
             if center is not None:
-                return tuple(float(value) for value in center)  # type: ignore[return-value]
-    for node in nodes:
-        bounds = [0.0] * 6
-        node.GetRASBounds(bounds)
-        if bounds[0] <= bounds[1]:
-            return ((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2)
-    return None
+                return tuple(float(value) for value in center), ""  # type: ignore[return-value]
+    for node in nodes + (_nodes_from_file(finding.path, loaded) if finding.path else []):
+        center = _node_center(node)
+        if center is not None:
+            return center, ""
+    if finding.segment_id:
+        return None, f"segment {finding.segment_id} is empty or not in the scene"
+    if finding.node_name:
+        return None, f"{finding.node_name} is not in the scene (or is empty)"
+    if finding.path:
+        return None, f"{Path(finding.path).name} has no annotation in the scene (it was left out; see the message)"
+    return None, "the finding concerns the case or collection as a whole, not one place in the images"
+
+
+def finding_location(finding: Any, loaded: LoadedCase) -> Optional[Tuple[float, float, float]]:
+    """Where the slice views should jump to show a finding (RAS), or None (see :func:`finding_place` for why)."""
+    return finding_place(finding, loaded)[0]
 
 
 def save_scene_bundle(scene: Any, mrb_path: Path) -> Path:

@@ -13,9 +13,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from .errors import DataError, LoadCancelled
+
+if TYPE_CHECKING:
+    from .service import ReviewService
 
 __all__ = ["main", "build_parser"]
 
@@ -46,12 +49,20 @@ def command_samples(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _service(arguments: argparse.Namespace, scene: object = None) -> "ReviewService":
+    """The review service shared with the Slicer module, with the header cache unless ``--no-cache``."""
+    from .service import DEFAULT_HEADER_CACHE, ReviewService
+
+    return ReviewService(scene, header_cache=None if getattr(arguments, "no_cache", False) else DEFAULT_HEADER_CACHE)
+
+
 def command_index(arguments: argparse.Namespace) -> int:
     from .browser import cases_table
-    from .registry import open_collection
 
-    collection = open_collection(Path(arguments.folder), arguments.collection)
-    cases = collection.discover_cases(_progress_printer(arguments.verbose))
+    with _service(arguments) as service:
+        collection = service.open(Path(arguments.folder), arguments.collection)
+        # An existing review store learns the case IDs, so later verdicts need no indexing.
+        cases = service.cases(_progress_printer(arguments.verbose))
     table = cases_table(cases)
     if arguments.csv:
         Path(arguments.csv).parent.mkdir(parents=True, exist_ok=True)
@@ -64,20 +75,21 @@ def command_index(arguments: argparse.Namespace) -> int:
 
 
 def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png: Optional[Path],
-                  collection_key: Optional[str] = None, verbose: bool = False) -> int:
+                  collection_key: Optional[str] = None, verbose: bool = False, header_cache: bool = True) -> int:
     """Load one case into a fresh headless scene, then write the bundle and snapshot."""
-    from .browser import CollectionBrowser, save_scene_bundle
+    from .browser import save_scene_bundle
     from .scene.headless import HeadlessSlicer
     from .scene.render import render_case_snapshot
+    from .service import DEFAULT_HEADER_CACHE, ReviewService
 
-    with HeadlessSlicer() as slicer_environment:
-        browser = CollectionBrowser(slicer_environment.scene)
-        collection = browser.open(folder, collection_key)
-        cases = browser.cases()
+    with HeadlessSlicer() as slicer_environment, \
+            ReviewService(slicer_environment.scene, DEFAULT_HEADER_CACHE if header_cache else None) as service:
+        collection = service.open(folder, collection_key)
+        cases = service.cases()
         if not cases:
             raise DataError(folder, f"holds {collection.title} but no cases were found")
         case_id = case_id or cases[0].case_id
-        loaded = browser.load_case(case_id, _progress_printer(verbose))
+        loaded = service.load_case(case_id, _progress_printer(verbose))
         print(f"{collection.title} / {loaded.case.case_id}: {len(loaded.volumes)} volume(s), "
               f"{len(loaded.segmentations)} segmentation(s), {len(loaded.rois)} ROI(s), {len(loaded.tables)} table(s)")
         _print_findings(loaded.findings)
@@ -90,7 +102,7 @@ def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png
 
 def command_load(arguments: argparse.Namespace) -> int:
     return load_and_save(Path(arguments.folder), arguments.case_id, arguments.mrb, arguments.png,
-                         arguments.collection, arguments.verbose)
+                         arguments.collection, arguments.verbose, header_cache=not arguments.no_cache)
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
@@ -105,7 +117,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
     failures = 0
     for name, root in roots.items():
         try:
-            load_and_save(root, None, out / name / "case.mrb", out / name / "case.png", verbose=arguments.verbose)
+            load_and_save(root, None, out / name / "case.mrb", out / name / "case.png", verbose=arguments.verbose,
+                          header_cache=not arguments.no_cache)
         except (DataError, LoadCancelled) as error:
             failures += 1
             print(f"{name}: {error}", file=sys.stderr)
@@ -154,23 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _enable_index_cache(arguments: argparse.Namespace) -> None:
-    """Keep DICOM headers between runs, so re-indexing an unchanged folder is quick."""
-    if arguments.no_cache:
-        return
-    from .formats.dicom_series import set_default_index_cache
-    from .formats.index_cache import IndexCache, default_cache_path
-
-    try:
-        set_default_index_cache(IndexCache(default_cache_path()))
-    except (OSError, Exception) as error:  # sqlite3.Error, read-only home: index without a cache
-        logger.warning("DICOM header cache unavailable (%s); indexing without it", error)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     arguments = build_parser().parse_args(argv)
-    _enable_index_cache(arguments)
+    # The header cache is set up by the review service of the commands that index (never to record a verdict).
     try:
         return int(arguments.func(arguments) or 0)
     except DataError as error:

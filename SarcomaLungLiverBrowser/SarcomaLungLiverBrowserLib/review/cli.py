@@ -2,7 +2,11 @@
 
     sllb qa <collection folder> --out report/ [--reviewer NAME] [--store review.sqlite] [--snapshots]
     sllb review <collection folder> <case id> --verdict accepted [--annotation KEY] --comment "..." --reviewer NAME
+    sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
+    sllb review <collection folder> --agreement [--agreement-csv agreement.csv]
+    sllb review <collection folder> <case id> --reads [--reviewer NAME --blinded]
+    sllb annotations <collection folder> --csv annotations.csv --parquet annotations.parquet
 
 The review store is ``.sllb_review.sqlite`` in the collection folder unless
 ``--store`` names another file; a read-only collection folder needs ``--store``.
@@ -15,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import DataError
-from .store import VERDICTS, ReviewStore, default_store_path, open_review_store
+from ..service import DEFAULT_HEADER_CACHE, ReviewService
+from .store import VERDICTS
 
 __all__ = ["add_subcommands", "command_qa", "command_review"]
 
@@ -30,81 +35,146 @@ def _progress_printer(arguments: argparse.Namespace) -> Optional[Callable[[str, 
     return show
 
 
-def _store_for_report(arguments: argparse.Namespace, collection: Any) -> Optional[ReviewStore]:
-    """The store whose verdicts go into the QA report, or None (with a note) when there is none to read.
-
-    QA only reads verdicts, so it never creates a store file in the collection
-    folder, and a store it cannot open does not stop the report.
-    """
-    if arguments.store is None and not default_store_path(collection.root).is_file():
-        print(f"note: no review store at {default_store_path(collection.root)}; the report lists no verdicts",
-              file=sys.stderr)
-        return None
-    try:
-        return open_review_store(collection.root, arguments.store)
-    except DataError as error:
-        print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
-        return None
+def _service(arguments: argparse.Namespace) -> ReviewService:
+    """The review service the command runs on, with the header cache unless ``--no-cache``."""
+    return ReviewService(header_cache=None if getattr(arguments, "no_cache", False) else DEFAULT_HEADER_CACHE,
+                         snapshots=bool(getattr(arguments, "snapshots", False)))
 
 
 def command_qa(arguments: argparse.Namespace) -> int:
     """Run QA over every case; write findings.csv, review.csv and report.html into --out."""
-    from .qa import describe_collection_qa, run_collection_qa
-    from ..registry import open_collection
-    from .report import export_review
-
-    collection = open_collection(Path(arguments.folder), arguments.collection)
     out = Path(arguments.out)
-    if arguments.snapshots:
+    with _service(arguments) as service:
+        service.open(Path(arguments.folder), arguments.collection)
+        service.set_store_path(arguments.store)
+        result = service.run_qa(_progress_printer(arguments),
+                                snapshot_folder=out / "snapshots" if service.snapshots else None)
+        print(service.describe_qa(result))
+        # QA only reads verdicts: it never creates a store file, and a store it cannot open does not stop it.
+        if arguments.store is None and not service.store_path.is_file():
+            print(f"note: no review store at {service.store_path}; the report lists no verdicts", file=sys.stderr)
         try:
-            from ..scene import render  # noqa: F401 - only to learn whether snapshots can be drawn here
-        except ImportError as error:
-            print(f"warning: snapshots skipped, the renderer is not available ({error})", file=sys.stderr)
-            arguments.snapshots = False
-    result = run_collection_qa(collection, _progress_printer(arguments),
-                               snapshot_folder=out / "snapshots" if arguments.snapshots else None)
-    print(describe_collection_qa(result))
-    store = _store_for_report(arguments, collection)
-    try:
-        for path in export_review(out, collection, store, result, reviewer=arguments.reviewer):
+            verdicts = arguments.store is not None or service.existing_store() is not None
+        except DataError as error:
+            print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
+            verdicts = False
+        written = service.export_report(out, reviewer=arguments.reviewer, verdicts=verdicts)
+        for path in written:
             print(f"written: {path}")
-    finally:
-        if store is not None:
-            store.close()
+    return 0
+
+
+def _print_reads(arguments: argparse.Namespace) -> int:
+    """Print every reader's verdict on a case (or --annotation) side by side, and its adjudication.
+
+    With ``--reviewer NAME --blinded`` only what that reader may see: nothing
+    of the others until they have given their own verdict on it.
+    """
+    if not arguments.case_id:
+        print("error: --reads needs a case ID", file=sys.stderr)
+        return 2
+    with _service(arguments) as service:
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.set_reader(arguments.reviewer, arguments.blinded)
+        case_id = service.canonical_case_id(arguments.case_id)
+        view = service.view()
+        reads = view.reads(case_id, arguments.annotation)
+        on = f"{case_id} ({arguments.annotation})" if arguments.annotation else case_id
+        if not reads:
+            hidden = " (blinded: others' verdicts show once you have given yours)" if service.blinded else ""
+            print(f"{on}: no verdicts{hidden}")
+        for read in reads:
+            comment = f" — {read.comment}" if read.comment else ""
+            print(f"{on}: {read.reviewer}: {read.verdict}{comment} ({read.time})")
+        final = view.adjudication(case_id, arguments.annotation)
+        if final is not None:
+            print(f"{on}: adjudicated {final.verdict} by {final.adjudicator} ({final.time})")
+    return 0
+
+
+def _print_agreement(arguments: argparse.Namespace) -> int:
+    """Print agreement between readers (collection, then per item type); optionally write it as CSV."""
+    from .agreement import AGREEMENT_COLUMNS, agreement_rows
+    from .report import write_csv
+
+    with _service(arguments) as service:
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.set_reader(arguments.reviewer, arguments.blinded)
+        try:
+            rows = agreement_rows(service.agreement())
+        except PermissionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    widths = [max(len(str(value)) for value in [column] + [row[index] for row in rows])
+              for index, column in enumerate(AGREEMENT_COLUMNS)]
+    for values in [AGREEMENT_COLUMNS] + rows:
+        print("  ".join(str(value).ljust(width) for value, width in zip(values, widths)).rstrip())
+    if arguments.agreement_csv:
+        print(f"written: {write_csv(Path(arguments.agreement_csv), AGREEMENT_COLUMNS, rows)}")
     return 0
 
 
 def command_review(arguments: argparse.Namespace) -> int:
-    """Record one verdict, or export every verdict as CSV."""
-    from ..registry import open_collection
+    """Record one verdict (or adjudication), or export every verdict as CSV."""
+    if arguments.export_csv:
+        from .report import write_verdicts_csv
 
-    collection = open_collection(Path(arguments.folder), arguments.collection)
-    if not arguments.export_csv and (not arguments.case_id or not arguments.verdict or not arguments.reviewer):
+        with _service(arguments) as service:
+            service.open(Path(arguments.folder), arguments.collection)
+            service.set_store_path(arguments.store)
+            service.set_reader(arguments.reviewer, arguments.blinded)
+            path = write_verdicts_csv(Path(arguments.export_csv), service.view(), service.case_ids())
+            print(f"written: {path} (verdicts from {service.store_path}"
+                  + (f", as {service.reader} may see them blinded)" if service.reader and service.blinded else ")"))
+        return 0
+    if arguments.reads:
+        return _print_reads(arguments)
+    if arguments.agreement:
+        return _print_agreement(arguments)
+    if not arguments.case_id or not arguments.verdict or not arguments.reviewer:
         print("error: give a case ID, --verdict and --reviewer (or --export-csv PATH)", file=sys.stderr)
         return 2
-    cases = collection.discover_cases()
-    with open_review_store(collection.root, arguments.store) as store:
-        if arguments.export_csv:
-            path = store.export_csv(Path(arguments.export_csv), [case.case_id for case in cases])
-            print(f"written: {path} (verdicts from {store.path})")
-            return 0
-        case_ids = {case.case_id.lower(): case.case_id for case in cases}
-        case_id = case_ids.get(arguments.case_id.lower())
-        if case_id is None:
-            known = ", ".join(case.case_id for case in cases[:5])
-            print(f"error: {collection.root}: has no case {arguments.case_id!r} (cases found: {known or 'none'})",
-                  file=sys.stderr)
-            return 2
+    with _service(arguments) as service:
+        # Light: when the store knows this folder's cases, nothing is detected or indexed.
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
         try:
-            record = store.set_verdict(case_id, arguments.annotation, arguments.verdict, arguments.comment,
-                                       arguments.reviewer)
+            if arguments.adjudicate:
+                final = service.adjudicate(arguments.case_id, arguments.verdict, arguments.comment,
+                                           arguments.reviewer, arguments.annotation)
+                reads = ", ".join(f"{read.reviewer}: {read.verdict}" for read in final.settles)
+                on = f" ({final.annotation})" if final.annotation else ""
+                print(f"{final.case_id}{on}: adjudicated {final.verdict} by {final.adjudicator} at {final.time}, "
+                      f"settling {reads} (saved in {service.store_path})")
+                return 0
+            record = service.set_verdict(arguments.case_id, arguments.verdict, arguments.comment,
+                                         arguments.reviewer, arguments.annotation)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        reviewed, total = store.progress([case.case_id for case in cases])
+        service.set_reader(record.reviewer)
+        reviewed, total = service.review_progress()
         on = f" ({record.annotation})" if record.annotation else ""
         print(f"{record.case_id}{on}: {record.verdict} by {record.reviewer} at {record.time} "
-              f"({reviewed} of {total} reviewed; saved in {store.path})")
+              f"({reviewed} of {total} reviewed by {record.reviewer}; saved in {service.store_path})")
+    return 0
+
+
+def command_annotations(arguments: argparse.Namespace) -> int:
+    """Write the collection's annotation table (one row per box, lesion, segment, contour) as CSV and/or Parquet."""
+    from .annotations import write_annotation_table
+
+    if not arguments.csv and not arguments.parquet:
+        print("error: give --csv PATH and/or --parquet PATH", file=sys.stderr)
+        return 2
+    with _service(arguments) as service:
+        service.open(Path(arguments.folder), arguments.collection)
+        service.set_store_path(arguments.store)
+        table = service.annotation_table(_progress_printer(arguments))
+        for path in write_annotation_table(table, arguments.csv, arguments.parquet):
+            print(f"written: {path}")
+        print(f"{len(table)} annotation(s) in {table['case_id'].nunique()} case(s)")
+        for skipped in table.attrs.get("skipped", []):
+            print(f"warning: left out {skipped}", file=sys.stderr)
     return 0
 
 
@@ -130,5 +200,25 @@ def add_subcommands(subparsers: Any) -> None:
     review.add_argument("--collection", help="collection key, if detection should be skipped")
     review.add_argument("--store", type=Path, help="review store (default: .sllb_review.sqlite in the collection; "
                                                     "needed when the collection folder is read-only)")
-    review.add_argument("--export-csv", type=Path, help="write every verdict to this CSV file")
+    review.add_argument("--export-csv", type=Path, help="write every reader's verdicts to this CSV file")
+    review.add_argument("--adjudicate", action="store_true",
+                        help="record the final verdict on the case (or --annotation), settling the readers' verdicts")
+    review.add_argument("--reads", action="store_true",
+                        help="print every reader's verdict on the case (or --annotation) side by side")
+    review.add_argument("--blinded", action="store_true",
+                        help="with --reviewer: show (--reads, --export-csv, --agreement) only what that reader may "
+                             "see: no other reader's verdict on an item before their own")
+    review.add_argument("--agreement", action="store_true",
+                        help="print agreement between readers (percent, Cohen's / Fleiss' kappa, item counts)")
+    review.add_argument("--agreement-csv", type=Path, help="with --agreement: also write it to this CSV file")
     review.set_defaults(func=command_review)
+
+    annotations = subparsers.add_parser(
+        "annotations", help="one table of every box, lesion, segment and contour (CSV and/or Parquet)")
+    annotations.add_argument("folder", type=Path, help="the collection folder")
+    annotations.add_argument("--csv", type=Path, help="write the table as CSV")
+    annotations.add_argument("--parquet", type=Path, help="write the table as Parquet (needs pyarrow)")
+    annotations.add_argument("--collection", help="collection key, if detection should be skipped")
+    annotations.add_argument("--store", type=Path, help="review store whose verdicts are added "
+                                                        "(default: .sllb_review.sqlite in the collection, if any)")
+    annotations.set_defaults(func=command_annotations)

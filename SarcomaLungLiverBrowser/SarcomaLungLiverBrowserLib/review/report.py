@@ -10,6 +10,7 @@ so an interrupted export never leaves half a report under the real name.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import datetime
 import html
@@ -30,6 +31,7 @@ __all__ = [
     "write_csv",
     "write_findings_csv",
     "write_review_csv",
+    "write_verdicts_csv",
     "write_html_report",
     "export_review",
 ]
@@ -48,7 +50,12 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+table { max-width: 100%; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; word-break: break-word; }
+dd { overflow-wrap: anywhere; }
+.path { font-family: monospace; font-size: 0.9em; }
+.adjudication { background: #eef5ff; }
 th { background: #eee; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
 dt { font-weight: bold; } dd { margin: 0; }
@@ -128,12 +135,48 @@ def write_findings_csv(path: Path, qa_result: CollectionQA) -> Path:
     return write_csv(path, FINDINGS_CSV_COLUMNS, rows)
 
 
+def write_verdicts_csv(path: Path, store: Any, case_ids: Optional[Iterable[str]] = None) -> Path:
+    """Every reader's current verdict (columns :data:`~.store.REVIEW_STORE_CSV_COLUMNS`), one row per reader
+    and item, with the item's adjudicated verdict and the reader's own history of it (oldest first).
+
+    Cases in ``case_ids`` without any verdict get a row with empty verdict
+    columns, so the file lists every case that still needs review.
+    """
+    from .store import REVIEW_STORE_CSV_COLUMNS
+
+    history: Dict[Any, List[str]] = {}
+    for record in store.history():
+        history.setdefault((record.case_id, record.annotation, record.reviewer), []).append(
+            f"{record.time} {record.verdict}")
+    adjudicated = {(item.case_id, item.annotation): item for item in store.adjudications()}
+    rows = []
+    seen = set()
+    for record in store.verdicts():
+        final = adjudicated.get((record.case_id, record.annotation))
+        rows.append([record.case_id, record.annotation, record.item_type, record.verdict, record.comment,
+                     record.reviewer, record.time, final.verdict if final else "", final.adjudicator if final else "",
+                     " | ".join(history.get((record.case_id, record.annotation, record.reviewer), []))])
+        seen.add(record.case_id)
+    rows.extend([case_id] + [""] * (len(REVIEW_STORE_CSV_COLUMNS) - 1)
+                for case_id in case_ids or [] if case_id not in seen)
+    return write_csv(path, REVIEW_STORE_CSV_COLUMNS, rows)
+
+
 def _case_id(case: CaseLike) -> str:
     return case if isinstance(case, str) else case.case_id
 
 
 def _qa_index(qa_result: Optional[CollectionQA]) -> Dict[str, CaseQA]:
     return {case.case.case_id: case for case in qa_result.cases} if qa_result is not None else {}
+
+
+def _annotation_verdicts(records: Sequence[Any]) -> str:
+    """``"Tumor_8: rejected; ..."``; with several readers on an annotation, each verdict names its reader."""
+    readers_per_annotation = collections.Counter(record.annotation for record in records if record.annotation)
+    return "; ".join(
+        f"{record.annotation}: {record.verdict}" + (f" ({record.reviewer})"
+                                                    if readers_per_annotation[record.annotation] > 1 else "")
+        for record in records if record.annotation)
 
 
 def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
@@ -150,7 +193,7 @@ def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
         case_qa = by_id.get(case_id)
         info = case_qa.case if case_qa is not None else (None if isinstance(case, str) else case)
         records = store.verdicts(case_id) if store is not None else []
-        whole = next((record for record in records if not record.annotation), None)
+        whole = store.verdict(case_id) if store is not None else None
         rows.append([
             case_id,
             info.collection if info is not None else "",
@@ -161,7 +204,7 @@ def write_review_csv(path: Path, cases: Sequence[CaseLike], store: Any = None,
             len(case_qa.findings) if case_qa else "",
             whole.verdict if whole else "", whole.comment if whole else "",
             whole.reviewer if whole else "", whole.time if whole else "",
-            "; ".join(f"{record.annotation}: {record.verdict}" for record in records if record.annotation),
+            _annotation_verdicts(records),
         ])
     return write_csv(path, REVIEW_CSV_COLUMNS, rows)
 
@@ -187,9 +230,13 @@ def _image_tag(path: Optional[Path], alt: str) -> str:
             f"<figcaption>{_text(montage.caption)}</figcaption></figure>")
 
 
-def _where(finding: Finding) -> str:
-    parts = [finding.node_name, finding.segment_id and f"segment {finding.segment_id}", finding.path]
-    return " · ".join(part for part in parts if part)
+def _where_html(finding: Finding) -> str:
+    """Where a finding is, with its path in a wrapping monospace span (long paths must not widen the page)."""
+    parts = [_text(part) for part in (finding.node_name, finding.segment_id and f"segment {finding.segment_id}")
+             if part]
+    if finding.path:
+        parts.append(f'<span class="path">{_text(finding.path)}</span>')
+    return " · ".join(parts)
 
 
 def _findings_table(findings: Sequence[Finding]) -> str:
@@ -197,23 +244,63 @@ def _findings_table(findings: Sequence[Finding]) -> str:
         return "<p>No findings.</p>"
     rows = "".join(
         f'<tr class="{_text(f.severity)}"><td>{_text(f.severity)}</td><td>{_text(f.check)}</td>'
-        f"<td>{_text(f.message)}</td><td>{_text(_where(f))}</td></tr>"
+        f"<td>{_text(f.message)}</td><td>{_where_html(f)}</td></tr>"
         for f in findings)
     return f"<table><tr><th>severity</th><th>check</th><th>finding</th><th>where</th></tr>{rows}</table>"
 
 
-def _verdicts_table(records: Sequence[Any]) -> str:
-    if not records:
+def _verdicts_table(records: Sequence[Any], adjudications: Sequence[Any] = ()) -> str:
+    """Every reader's current verdict per item, side by side, and the adjudicated verdicts."""
+    if not records and not adjudications:
         return "<p>Not reviewed yet.</p>"
     rows = "".join(
-        f"<tr><td>{_text(r.annotation or 'whole case')}</td><td>{_text(r.verdict)}</td>"
-        f'<td class="comment">{_text(r.comment)}</td><td>{_text(r.reviewer)}</td><td>{_text(r.time)}</td></tr>'
+        f"<tr><td>{_text(r.annotation or 'whole case')}</td><td>{_text(r.reviewer)}</td><td>{_text(r.verdict)}</td>"
+        f'<td class="comment">{_text(r.comment)}</td><td>{_text(r.time)}</td></tr>'
         for r in records)
-    return f"<table><tr><th>on</th><th>verdict</th><th>comment</th><th>reviewer</th><th>time (UTC)</th></tr>{rows}</table>"
+    rows += "".join(
+        f'<tr class="adjudication"><td>{_text(a.annotation or "whole case")}</td>'
+        f"<td>{_text(a.adjudicator)} (adjudicator)</td><td>{_text(a.verdict)}</td>"
+        f'<td class="comment">{_text(a.comment)}'
+        f"{_text(' — settles ' + ', '.join(f'{r.reviewer}: {r.verdict}' for r in a.settles))}</td>"
+        f"<td>{_text(a.time)}</td></tr>"
+        for a in adjudications)
+    return ("<table><tr><th>on</th><th>reader</th><th>verdict</th><th>comment</th><th>time (UTC)</th></tr>"
+            f"{rows}</table>")
+
+
+def _summary_verdict(store: Any, case_id: str) -> str:
+    """The whole-case verdict for the summary: the adjudicated one, else each reader's."""
+    final = store.adjudication(case_id)
+    if final is not None:
+        return f"{final.verdict} (adjudicated)"
+    reads = store.reads(case_id)
+    if len(reads) == 1:
+        return reads[0].verdict
+    return "; ".join(f"{read.reviewer}: {read.verdict}" for read in reads)
+
+
+def _history_list(history: Sequence[Any]) -> str:
+    """Every verdict ever given on the case, oldest first (collapsed, so long histories stay out of the way)."""
+    if not history:
+        return ""
+    items = "".join(
+        f"<li>{_text(r.time)}: {_text(r.reviewer)} — {_text(r.annotation or 'whole case')}: {_text(r.verdict)}"
+        + (f' <span class="comment">({_text(r.comment)})</span>' if r.comment else "") + "</li>"
+        for r in history)
+    return f"<details><summary>History ({len(history)} verdict(s))</summary><ol>{items}</ol></details>"
+
+
+def _agreement_table(agreements: Sequence[Any]) -> str:
+    from .agreement import AGREEMENT_COLUMNS
+
+    header = "".join(f"<th>{_text(column.replace('_', ' '))}</th>" for column in AGREEMENT_COLUMNS)
+    rows = "".join("<tr>" + "".join(f"<td>{_text(value)}</td>" for value in agreement.row()) + "</tr>"
+                   for agreement in agreements)
+    return f"<h2>Agreement between readers</h2><table><tr>{header}</tr>{rows}</table>"
 
 
 def _case_section(anchor: str, case: Any, case_qa: Optional[CaseQA], records: Sequence[Any],
-                  snapshot: Optional[Path]) -> str:
+                  snapshot: Optional[Path], adjudications: Sequence[Any] = (), history: Sequence[Any] = ()) -> str:
     findings = case_qa.findings if case_qa else []
     status = case_qa.status if case_qa else "not checked"
     facts = [("Case", case.case_id), ("Collection", case.collection), ("Diagnosis", case.diagnosis or "—"),
@@ -221,7 +308,7 @@ def _case_section(anchor: str, case: Any, case_qa: Optional[CaseQA], records: Se
     details = "".join(f"<dt>{_text(name)}</dt><dd>{_text(value)}</dd>" for name, value in facts)
     return (f'<section class="case" id="{_text(anchor)}"><h2>{_text(case.case_id)}</h2><dl>{details}</dl>'
             f"{_image_tag(snapshot, case.case_id)}<h3>Findings</h3>{_findings_table(findings)}"
-            f"<h3>Review</h3>{_verdicts_table(records)}</section>")
+            f"<h3>Review</h3>{_verdicts_table(records, adjudications)}{_history_list(history)}</section>")
 
 
 def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any = None,
@@ -242,7 +329,7 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
     for number, case in enumerate(cases, start=1):
         case_qa = by_id.get(case.case_id)
         records = store.verdicts(case.case_id) if store is not None else []
-        whole = next((record for record in records if not record.annotation), None)
+        whole = store.verdict(case.case_id) if store is not None else None
         reviewed += whole is not None
         status = case_qa.status if case_qa else ""
         # Anchors by position: case IDs may hold any character and may sanitise alike.
@@ -250,9 +337,11 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
         summary_rows.append(
             f'<tr><td><a href="#{anchor}">{_text(case.case_id)}</a></td><td>{_text(case.diagnosis)}</td>'
             f'<td class="{_text(status)}">{_text(status)}</td><td>{len(case_qa.findings) if case_qa else ""}</td>'
-            f"<td>{_text(whole.verdict if whole else '')}</td></tr>")
+            f"<td>{_text(_summary_verdict(store, case.case_id) if store is not None else '')}</td></tr>")
         snapshot = snapshots.get(case.case_id) or (case_qa.snapshot if case_qa else None)
-        sections.append(_case_section(anchor, case, case_qa, records, snapshot))
+        adjudications = store.adjudications(case.case_id) if store is not None else []
+        history = store.history(case.case_id) if store is not None else []
+        sections.append(_case_section(anchor, case, case_qa, records, snapshot, adjudications, history))
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = [f"Generated {generated}", f"{reviewed} of {len(cases)} case(s) reviewed"]
     if reviewer:
@@ -262,12 +351,20 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
         notes = "".join(f"<li>{_text(note)}</li>" for note in qa_result.notes)
         collection_part = ("<h2>The collection as a whole</h2>" + _findings_table(qa_result.collection_findings)
                            + (f"<ul>{notes}</ul>" if notes else ""))
+    agreement_part = ""
+    if store is not None:
+        from .agreement import reader_agreement
+
+        verdicts = store.verdicts()
+        if verdicts:
+            agreement_part = _agreement_table(reader_agreement(verdicts))
     document = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{_text(title)}</h1><p>{_text('; '.join(header))}.</p>"
         "<table><tr><th>case</th><th>diagnosis</th><th>QA status</th><th>findings</th><th>verdict</th></tr>"
-        + "".join(summary_rows) + "</table>" + collection_part + "".join(sections) + "</body></html>\n")
+        + "".join(summary_rows) + "</table>" + agreement_part + collection_part + "".join(sections)
+        + "</body></html>\n")
     return _write_atomically(Path(path), lambda stream: stream.write(document))
 
 
