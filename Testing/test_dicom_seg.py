@@ -250,3 +250,25 @@ def test_terminology_entry_round_trip() -> None:
     assert parsed["type"] == SegCode("10200004", "SCT", "Liver")
     assert parsed["type_modifier"] is None and parsed["anatomic_region"] is None
     assert terminology_entry(None, None) == ""
+
+
+def test_reading_a_seg_header_does_not_import_highdicom(external_data: Path) -> None:
+    """Indexing reads SEG headers only; highdicom is imported by decoding and writing, not before."""
+    import subprocess
+    import sys
+
+    library = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser"
+    seg = external_data / "QIICR__dcmqi" / "data" / "segmentations" / "liver.dcm"
+    script = (
+        "import sys\n"
+        "from SarcomaLungLiverBrowserLib.formats import dicom_seg\n"
+        f"header = dicom_seg.read_seg_header({str(seg)!r})\n"
+        "assert header.segment_labels == ['Liver'], header.segment_labels\n"
+        "print('highdicom' in sys.modules)\n"
+        "dicom_seg.SegCode('85756007', 'SCT', 'Tissue').to_concept()\n"
+        "print('highdicom' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               env={**__import__("os").environ, "PYTHONPATH": str(library)})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "True"]
