@@ -44,7 +44,7 @@ def _highdicom_masks(seg_path: Path, volume: DicomVolume) -> Dict[int, np.ndarra
     """Each segment's voxels as highdicom decodes them, placed on the CT grid by SOP instance."""
     seg = hd.seg.segread(str(seg_path))
     referenced = {str(uids[2]) for uids in seg.get_source_image_uids()}
-    used = [instance.sop_instance_uid for instance in volume.instances if instance.sop_instance_uid in referenced]
+    used = [instance.sop_instance_uid for instance in volume.present_instances if instance.sop_instance_uid in referenced]
     pixels = seg.get_pixels_by_source_instance(used, combine_segments=False, ignore_spatial_locations=True)
     masks = {}
     for index, number in enumerate(seg.segment_numbers):

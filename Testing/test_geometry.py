@@ -29,6 +29,8 @@ def dicom_position_ras(path: Path, column: int, row: int) -> np.ndarray:
 def assert_every_voxel_matches_its_file(volume, tolerance=1e-3):
     rows, columns = volume.voxels.shape[1:]
     for k, instance in enumerate(volume.instances):
+        if instance is None:
+            continue  # an empty grid position (missing slice)
         for column, row in [(0, 0), (columns - 1, 0), (0, rows - 1), (columns - 1, rows - 1), (columns // 2, rows // 3)]:
             expected = dicom_position_ras(instance.path, column, row)
             actual = apply_matrix(volume.ijk_to_ras, [column, row, k])
@@ -55,14 +57,25 @@ def test_pydicom_ct_series_with_decreasing_z_is_sorted_by_position():
     assert np.array_equal(volume.voxels[2], expected)
 
 
-def test_pydicom_ct_series_with_a_gap_reports_non_uniform_spacing():
+def test_pydicom_ct_series_with_a_202_mm_jump_keeps_every_slice_at_its_position():
+    """CT2: three slices 1.25 mm apart and one 202.5 mm away; stacked as contiguous, three sat ~200 mm off."""
     folder = PYDICOM_TEST_FILES / "dicomdirtests" / "77654033" / "CT2"
     instances = [read_header(path) for path in sorted(folder.iterdir())]
     volume = read_series(instances)
     report = volume.stack_report
     assert not report.uniform
     assert report.gaps and report.gaps[0][0] == 0 and report.gaps[0][1] == pytest.approx(202.5, abs=0.01)
-    assert any("spacing" in problem or "missing" in problem for problem in volume.problems())
+    assert report.slice_spacing == pytest.approx(1.25) and volume.voxels.shape[0] == 165
+    assert volume.empty_slices == list(range(1, 162)) and report.empty_slices == volume.empty_slices
+    assert any("no image file" in problem for problem in volume.problems())
+    assert_every_voxel_matches_its_file(volume)
+    for k, instance in enumerate(volume.instances):
+        if instance is not None:
+            reference = pydicom.dcmread(str(instance.path))
+            expected = reference.pixel_array * float(reference.RescaleSlope) + float(reference.RescaleIntercept)
+            assert np.array_equal(volume.voxels[k], expected)
+        else:
+            assert np.all(volume.voxels[k] == volume.empty_value)
 
 
 def test_series_with_different_orientations_is_refused_naming_a_file():
@@ -111,8 +124,9 @@ def test_missing_slice_is_counted(tmp_path):
     )
     written = write_series(spec, tmp_path)
     volume = read_series([read_header(path) for path in written.paths])
-    assert volume.stack_report.missing_slices == 1
-    assert "missing" in volume.problems()[0]
+    assert volume.stack_report.missing_slices == 1 and volume.empty_slices == [3]
+    assert volume.voxels.shape[0] == 6
+    assert "no image file" in volume.problems()[0]
 
 
 def test_duplicate_positions_are_reported_and_first_kept(tmp_path):

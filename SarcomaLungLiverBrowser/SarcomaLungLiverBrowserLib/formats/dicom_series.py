@@ -20,7 +20,9 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
 from .fast_header import read_raw_header
-from ..geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
+from ..geometry import (
+    IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
+)
 from ..progress import ProgressCallback, report
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
     "looks_like_dicom",
     "set_default_index_cache",
     "split_stackable",
+    "split_regular",
     "mixed_series_folders",
+    "MAX_EMPTY_SLICE_FRACTION",
 ]
 
 #: Tags read when indexing; pixel data is never read while indexing.
@@ -52,6 +56,13 @@ HEADER_PREFIX_BYTES = 16384
 
 #: (7FE0,0010) Pixel Data as it appears in a little-endian file.
 PIXEL_DATA_TAG_BYTES = b"\xe0\x7f\x10\x00"
+
+#: A regular grid may hold at most this many empty positions per slice read
+#: (besides :data:`MIN_EMPTY_SLICES_ALLOWED`): pydicom's CT2 (3 slices 1.25 mm
+#: apart and one 202.5 mm away) fits; a 2-slice series 600 mm apart does not
+#: allocate 480 empty slices, it is refused with a pointer to :func:`split_regular`.
+MAX_EMPTY_SLICE_FRACTION = 64
+MIN_EMPTY_SLICES_ALLOWED = 256
 
 #: Transfer syntaxes whose pixel data is stored raw at the end of the file.
 UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -432,15 +443,30 @@ def group_by_series(instances: Sequence[InstanceHeader]) -> Dict[str, List[Insta
 class DicomVolume:
     """A DICOM series stacked into a volume on Slicer's conventions.
 
-    ``voxels`` is indexed [k, j, i]; ``instances[k]`` is the file of slice k.
+    ``voxels`` is indexed [k, j, i] on a regular grid that puts every slice
+    where its file says (see :func:`~..geometry.slice_grid`); ``instances[k]``
+    is the file of slice k, or None where the series has no file for that
+    position (a missing slice: its voxels hold :attr:`empty_value`). The first
+    and last slices always have a file.
     """
 
     voxels: np.ndarray
     ijk_to_ras: np.ndarray
-    instances: List[InstanceHeader]
+    instances: List[Optional[InstanceHeader]]
     stack_report: SliceStackReport
     duplicates: List[InstanceHeader] = field(default_factory=list)
     window: Optional[Tuple[float, float]] = None
+    empty_value: float = 0.0
+
+    @property
+    def empty_slices(self) -> List[int]:
+        """Grid indices k with no image file (left empty at their true position)."""
+        return [k for k, instance in enumerate(self.instances) if instance is None]
+
+    @property
+    def present_instances(self) -> List[InstanceHeader]:
+        """The files of the volume in k order, without the empty positions."""
+        return [instance for instance in self.instances if instance is not None]
 
     @property
     def series_instance_uid(self) -> str:
@@ -453,7 +479,7 @@ class DicomVolume:
     def slice_index(self, sop_instance_uid: str) -> Optional[int]:
         """k index of the slice with this SOPInstanceUID, or None."""
         for index, instance in enumerate(self.instances):
-            if instance.sop_instance_uid == sop_instance_uid:
+            if instance is not None and instance.sop_instance_uid == sop_instance_uid:
                 return index
         for instance in self.duplicates:
             if instance.sop_instance_uid == sop_instance_uid:
@@ -462,7 +488,7 @@ class DicomVolume:
 
     def _index_of_position(self, instance: InstanceHeader) -> Optional[int]:
         for index, kept in enumerate(self.instances):
-            if kept.image_position == instance.image_position:
+            if kept is not None and kept.image_position == instance.image_position:
                 return index
         return None
 
@@ -471,7 +497,8 @@ class DicomVolume:
         problems = self.stack_report.problems()
         for duplicate in self.duplicates:
             k = self._index_of_position(duplicate)
-            kept = self.instances[k].path.name if k is not None else "another slice"
+            found = self.instances[k] if k is not None else None
+            kept = found.path.name if found is not None else "another slice"
             problems.append(f"{duplicate.path.name} lies at the position of {kept} and was left out")
         return problems
 
@@ -485,6 +512,9 @@ def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
         if instance.missing_geometry:
             raise DataError(instance.path, "lacks " + ", ".join(instance.missing_geometry)
                             + "; its slice cannot be placed in space")
+        orientation = orientation_problem(instance.image_orientation)  # type: ignore[arg-type]
+        if orientation:
+            raise DataError(instance.path, orientation + "; its slice cannot be placed in space as given")
         if (instance.rows, instance.columns) != (first.rows, first.columns):
             raise DataError(instance.path, f"is {instance.rows}x{instance.columns} pixels but "
                                            f"{first.path.name} is {first.rows}x{first.columns}")
@@ -510,6 +540,9 @@ def _unstackable_alone(instance: InstanceHeader) -> Optional[str]:
         return f"is a multi-frame image ({instance.number_of_frames} frames); only single-frame series are stacked"
     if instance.missing_geometry:
         return "lacks " + ", ".join(instance.missing_geometry) + "; its slice cannot be placed in space"
+    orientation = orientation_problem(instance.image_orientation)  # type: ignore[arg-type]
+    if orientation:
+        return orientation + "; its slice cannot be placed in space as given"
     if instance.samples_per_pixel != 1:
         return "is a colour image; only greyscale series are stacked"
     if not instance.rows or not instance.columns or instance.rows <= 0 or instance.columns <= 0:
@@ -697,55 +730,122 @@ def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[Instanc
     return kept, duplicates
 
 
+def _max_grid_slices(count: int) -> int:
+    return count + max(MIN_EMPTY_SLICES_ALLOWED, MAX_EMPTY_SLICE_FRACTION * count)
+
+
+def _ordered_unique(instances: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
+    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
+    return _unique_by_position([instances[index] for index in order])
+
+
+def split_regular(instances: Sequence[InstanceHeader]) -> List[List[InstanceHeader]]:
+    """Split a stackable series into consecutive parts that each lie on one regular grid.
+
+    :func:`read_series` refuses a series whose slices no single grid holds
+    (variable spacing); each part returned here reads as its own exact volume.
+    Duplicates of a position stay with their part (read_series reports them).
+    """
+    if not instances:
+        return []
+    _check_stackable(instances)
+    kept, duplicates = _ordered_unique(instances)
+    runs = regular_runs([instance.plane for instance in kept],  # type: ignore[misc]
+                        max_slices=_max_grid_slices(len(kept)))
+    parts = [[kept[n] for n in run] for run in runs]
+    for duplicate in duplicates:
+        for part in parts:
+            if any(member.image_position == duplicate.image_position for member in part):
+                part.append(duplicate)
+                break
+    return parts
+
+
+def _grid_of(kept: Sequence[InstanceHeader]) -> Tuple[np.ndarray, List[int], SliceStackReport]:
+    try:
+        grid = slice_grid([instance.plane for instance in kept], kept[0].slice_thickness,  # type: ignore[misc]
+                          max_slices=_max_grid_slices(len(kept)))
+    except IrregularSlices as error:
+        parts = len(regular_runs([instance.plane for instance in kept],  # type: ignore[misc]
+                                 max_slices=_max_grid_slices(len(kept))))
+        raise DataError(kept[error.plane_index].path, (
+            f"{error}; series {kept[0].series_instance_uid} is not read as one volume "
+            f"(it splits into {parts} regular part(s): split_regular)")) from error
+    return grid.ijk_to_ras, grid.slice_indices, grid.report
+
+
 def read_series(instances: Sequence[InstanceHeader], progress: Optional[ProgressCallback] = None) -> DicomVolume:
     """Stack a single-frame series into a volume with real-world values.
 
     Slices are ordered along the normal; instances at the same position are
-    reported as duplicates (the first is kept); gaps and non-uniform spacing
-    are reported in :attr:`DicomVolume.stack_report`. RescaleSlope and
-    RescaleIntercept are applied per slice; the result is int16 when every
-    value fits, float32 otherwise. The volume is allocated once, so peak
-    memory stays close to the voxel bytes.
+    reported as duplicates (the first is kept). Every slice is put on a
+    regular grid at its own position (:func:`~..geometry.slice_grid`): a
+    missing slice leaves an empty grid position (filled with the volume's
+    lowest value and listed in :attr:`DicomVolume.empty_slices` and the stack
+    report), so nothing past a gap moves. RescaleSlope and RescaleIntercept
+    are applied per slice; the result is int16 when every value fits,
+    float32 otherwise. The volume is allocated once, so peak memory stays
+    close to the voxel bytes.
 
-    :raises DataError: naming the file, for anything that prevents stacking.
+    :raises DataError: naming the file, for anything that prevents stacking,
+        including a tilted (sheared) stack and spacing that no regular grid
+        holds (see :func:`split_regular`).
     """
     if not instances:
         raise ValueError("no instances to read")
     _check_stackable(instances)
-    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
-    ordered = [instances[index] for index in order]
-    kept, duplicates = _unique_by_position(ordered)
-    ijk_to_ras, stack_report = ijk_to_ras_from_slices(
-        [instance.plane for instance in kept], kept[0].slice_thickness  # type: ignore[misc]
-    )
-    stack_report.duplicate_positions = [ordered.index(instance) for instance in duplicates]
+    kept, duplicates = _ordered_unique(instances)
+    ijk_to_ras, slice_indices, stack_report = _grid_of(kept)
+    stack_report.duplicate_positions = [_grid_index_of(duplicate, kept, slice_indices) for duplicate in duplicates]
     dtype = _output_dtype(kept)
+    depth = stack_report.number_of_slices
     try:
-        voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
+        voxels = np.empty((depth, int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
     except MemoryError as error:
-        raise DataError(kept[0].path.parent, f"a volume of {len(kept)}x{kept[0].rows}x{kept[0].columns} voxels "
+        raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
-    for index, instance in enumerate(kept):
+    grid_instances: List[Optional[InstanceHeader]] = [None] * depth
+    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
         if index % 16 == 0:
             report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        stored = _stored_pixels(instance)
-        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
-            voxels[index] = stored
-        elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
-            # In place: the stored values and the result both fit int16 (checked from the header).
-            voxels[index] = stored
-            voxels[index] += int(instance.rescale_intercept)
-        elif dtype == np.int16:
-            # Integer arithmetic in int32: the range check above guarantees the result fits int16.
-            voxels[index] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
-        else:
-            voxels[index] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
-                + np.float32(instance.rescale_intercept)
+        grid_instances[k] = instance
+        _fill_slice(voxels, k, instance, dtype)
+    empty_value = 0.0
+    if stack_report.empty_slices:
+        present = voxels[np.asarray(slice_indices)]
+        empty_value = float(present.min()) if present.size else 0.0
+        voxels[np.asarray(stack_report.empty_slices)] = empty_value
     return DicomVolume(
         voxels=voxels,
         ijk_to_ras=ijk_to_ras,
-        instances=kept,
+        instances=grid_instances,
         stack_report=stack_report,
         duplicates=duplicates,
         window=next((instance.window for instance in kept if instance.window), None),
+        empty_value=empty_value,
     )
+
+
+def _grid_index_of(duplicate: InstanceHeader, kept: Sequence[InstanceHeader], slice_indices: Sequence[int]) -> int:
+    """Grid index k of the kept slice at a duplicate's position."""
+    normal = kept[0].plane.normal  # type: ignore[union-attr]
+    distances = np.array([np.dot(instance.image_position, normal) for instance in kept])  # type: ignore[arg-type]
+    nearest = int(np.argmin(np.abs(distances - np.dot(duplicate.image_position, normal))))  # type: ignore[arg-type]
+    return int(slice_indices[nearest])
+
+
+def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader, dtype: np.dtype) -> None:
+    """Write one file's rescaled values into slice k (values exactly as pydicom's rescale gives)."""
+    stored = _stored_pixels(instance)
+    if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
+        voxels[k] = stored
+    elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
+        # In place: the stored values and the result both fit int16 (checked from the header).
+        voxels[k] = stored
+        voxels[k] += int(instance.rescale_intercept)
+    elif dtype == np.int16:
+        # Integer arithmetic in int32: the range check above guarantees the result fits int16.
+        voxels[k] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
+    else:
+        voxels[k] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
+            + np.float32(instance.rescale_intercept)

@@ -36,7 +36,12 @@ IN_PLANE_TOLERANCE = 0.01
 
 
 class _Grid:
-    """The CT grid: where each slice is and how LPS maps to voxel indices."""
+    """The CT grid: where each slice position is and how LPS maps to voxel indices.
+
+    Positions come from the volume's regular grid, which holds every CT file at
+    its own position and keeps a missing slice as an empty position; a SEG
+    frame drawn there lands on that empty position, never on a neighbour.
+    """
 
     def __init__(self, volume: DicomVolume) -> None:
         self.volume = volume
@@ -44,14 +49,18 @@ class _Grid:
         self.ijk_to_lps = LPS_TO_RAS @ np.asarray(volume.ijk_to_ras, dtype=float)
         self.lps_to_ijk = np.linalg.inv(self.ijk_to_lps)
         first = volume.instances[0]
+        assert first is not None  # the first and last grid positions always hold a file
         self.orientation = np.array(first.image_orientation, dtype=float)
         self.pixel_spacing = tuple(float(v) for v in first.pixel_spacing)  # type: ignore[union-attr]
         self.rows, self.columns = int(first.rows or 0), int(first.columns or 0)
         self.normal = np.cross(self.orientation[:3], self.orientation[3:])
         self.slice_spacing = float(spacing_from_matrix(volume.ijk_to_ras)[2])
-        self.distances = np.array([np.dot(instance.image_position, self.normal) for instance in volume.instances])
+        origins = self.ijk_to_lps[:3, 3] + np.arange(self.shape[0])[:, None] * self.ijk_to_lps[:3, 2]
+        self.slice_origins = origins
+        self.distances = origins @ self.normal
+        self.empty = np.array([instance is None for instance in volume.instances], dtype=bool)
         self.index_of_uid: Dict[str, int] = {
-            instance.sop_instance_uid: k for k, instance in enumerate(volume.instances)
+            instance.sop_instance_uid: k for k, instance in enumerate(volume.instances) if instance is not None
         }
         for duplicate in volume.duplicates:
             k = volume.slice_index(duplicate.sop_instance_uid)
@@ -60,7 +69,7 @@ class _Grid:
         self.frame_of_reference_uid = first.frame_of_reference_uid
 
     def slice_of_position(self, position: np.ndarray) -> Optional[int]:
-        """k of the CT slice at this position, None when between or beyond slices."""
+        """k of the grid position at this position, None when between or beyond positions."""
         distance = float(np.dot(position, self.normal))
         k = int(np.argmin(np.abs(self.distances - distance)))
         if abs(self.distances[k] - distance) > SLICE_POSITION_TOLERANCE * max(self.slice_spacing, 1e-3):
@@ -68,8 +77,8 @@ class _Grid:
         return k
 
     def in_plane_offset(self, position: np.ndarray, k: int) -> np.ndarray:
-        """(columns, rows) from CT slice k's first pixel to ``position``."""
-        delta = position - np.asarray(self.volume.instances[k].image_position, dtype=float)
+        """(columns, rows) from grid slice k's first pixel to ``position``."""
+        delta = position - self.slice_origins[k]
         return np.array([
             np.dot(delta, self.orientation[:3]) / self.pixel_spacing[1],
             np.dot(delta, self.orientation[3:]) / self.pixel_spacing[0],
@@ -272,6 +281,8 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
         if not on_grid and frame.position is None:
             result.unplaced_frames.append(frame.number)
             continue
+        if on_grid and grid.empty[k]:
+            result.frames_on_empty_slices.append(frame.number)
         values = reader.frame(frame.number)
         if labelmap:
             assert label_volume is not None
@@ -392,6 +403,14 @@ def _decode_findings(result: DecodedSegmentation, reference: DicomVolume, case_i
             f"{name}: {len(missing)} frame(s) reference {len(instances)} instance(s) absent from CT series "
             f"{reference.series_instance_uid} (e.g. {instances[0]}); placed by position where possible",
             case_id=case_id, path=str(result.path), value=float(len(missing)),
+        ))
+    if result.frames_on_empty_slices:
+        findings.append(Finding(
+            WARNING, "seg.frames_on_missing_slices",
+            f"{name}: {len(result.frames_on_empty_slices)} frame(s) lie where CT series "
+            f"{reference.series_instance_uid} has no image file (frames {result.frames_on_empty_slices[:10]}); "
+            "they are shown at their own position on the empty slice, not moved to a neighbour",
+            case_id=case_id, path=str(result.path), value=float(len(result.frames_on_empty_slices)),
         ))
     for problem in result.geometry_mismatches:
         findings.append(Finding(WARNING, "seg.geometry_mismatch", f"{name}: {problem}",

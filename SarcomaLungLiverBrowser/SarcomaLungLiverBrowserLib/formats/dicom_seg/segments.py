@@ -79,6 +79,7 @@ class DecodedSegmentation:
     unplaced_frames: List[int] = field(default_factory=list)
     frames_referencing_missing_instances: List[Tuple[int, str]] = field(default_factory=list)
     geometry_mismatches: List[str] = field(default_factory=list)
+    frames_on_empty_slices: List[int] = field(default_factory=list)
 
     def segment(self, number: int) -> DecodedSegment:
         for segment in self.segments:

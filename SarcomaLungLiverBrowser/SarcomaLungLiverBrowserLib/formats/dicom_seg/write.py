@@ -36,10 +36,25 @@ class ExportSegment:
     tracking_uid: str = ""
 
 
+def _refuse_voxels_on_empty_slices(path: Path, segments: Sequence[ExportSegment], reference: DicomVolume,
+                                   used: Sequence[int]) -> None:
+    """A SEG frame must reference its source image; voxels where the series has no file cannot be written."""
+    empty = [k for k in used if reference.instances[k] is None]
+    if not empty:
+        return
+    names = [segment.name for segment in segments if segment.mask[empty].any()]
+    raise DataError(path, (
+        f"not written: segment(s) {', '.join(repr(name) for name in names)} have voxels on slice(s) {empty[:10]}, "
+        f"where series {reference.series_instance_uid} has no image file; a DICOM SEG frame must reference "
+        "its source image (erase those voxels, or add the missing file)"))
+
+
 def _source_datasets(reference: DicomVolume, indices: Sequence[int]) -> List[pydicom.Dataset]:
     datasets = []
     for k in indices:
-        path = reference.instances[k].path
+        instance = reference.instances[k]
+        assert instance is not None  # empty positions were refused before
+        path = instance.path
         try:
             dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception as error:  # pydicom raises many types for damaged files
@@ -125,6 +140,7 @@ def write_seg(
     used = sorted({int(k) for segment in segments for k in np.flatnonzero(segment.mask.any(axis=(1, 2)))})
     if not used:
         used = [0]  # every segment empty: one (omitted) frame still needs a source image
+    _refuse_voxels_on_empty_slices(Path(path), segments, reference, used)
     pixels = np.zeros((len(used), shape[1], shape[2], len(segments)), dtype=bool)
     for index, segment in enumerate(segments):
         pixels[..., index] = segment.mask[used]
