@@ -664,7 +664,25 @@ def _raw_pixels(instance: InstanceHeader) -> Optional[np.ndarray]:
     length = struct.unpack("<I", data[8:12] if explicit else data[4:8])[0]
     if length != size or (explicit and data[4:6] not in (b"OW", b"OB")):
         return None
-    return np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+    raw = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+    return _only_stored_bits(raw, instance)
+
+
+def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
+    """The values of the ``BitsStored`` low bits, as pydicom gives them.
+
+    Bits above BitsStored may hold anything (overlays, garbage): unsigned
+    values are masked, signed values are sign-extended from their own top bit,
+    so a 12-bit signed -1 stored as 0x0FFF is -1, not 4095.
+    """
+    allocated = raw.dtype.itemsize * 8
+    stored = instance.bits_stored or allocated
+    if stored >= allocated:
+        return raw
+    if instance.pixel_representation:
+        shift = allocated - stored
+        return (raw << shift) >> shift  # arithmetic shift on a signed dtype extends the sign
+    return raw & raw.dtype.type((1 << stored) - 1)
 
 
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
@@ -686,32 +704,27 @@ def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
     return pixels if pixels is not None else _decoded_pixels(instance)
 
 
+#: Integer rescale parameters above these are treated as real numbers (the int64 arithmetic stays exact).
+_LARGEST_INTEGER_SLOPE = 2 ** 16
+_LARGEST_INTEGER_INTERCEPT = 2 ** 31
+
+
+def _integer_rescale(instance: InstanceHeader) -> bool:
+    slope, intercept = instance.rescale_slope, instance.rescale_intercept
+    return (slope == int(slope) and intercept == int(intercept) and abs(slope) <= _LARGEST_INTEGER_SLOPE
+            and abs(intercept) <= _LARGEST_INTEGER_INTERCEPT)
+
+
 def _output_dtype(instances: Sequence[InstanceHeader]) -> np.dtype:
-    """int16 when every rescaled value is an integer that fits, float32 otherwise.
+    """int16 when every rescale is integral (values then decide, slice by slice), float32 otherwise.
 
-    Decided from the headers (bits stored, signedness, slope, intercept), so
-    the volume can be allocated once and filled slice by slice.
+    The header range of BitsStored is not used: a 16-bit signed GE CT with
+    intercept -1024 could in theory reach -33792, but its real values fit
+    int16, and storing it as float32 would double its memory.
+    :func:`_fill_slice` widens the volume to float32 only when a real value
+    does not fit.
     """
-    for instance in instances:
-        if instance.rescale_slope != int(instance.rescale_slope) or \
-                instance.rescale_intercept != int(instance.rescale_intercept):
-            return np.dtype(np.float32)
-        bits = instance.bits_stored or instance.bits_allocated or 16
-        if instance.pixel_representation:
-            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        else:
-            low, high = 0, 2 ** bits - 1
-        ends = sorted((low * instance.rescale_slope + instance.rescale_intercept,
-                       high * instance.rescale_slope + instance.rescale_intercept))
-        if ends[0] < np.iinfo(np.int16).min or ends[1] > np.iinfo(np.int16).max:
-            return np.dtype(np.float32)
-    return np.dtype(np.int16)
-
-
-def _fits_int16(instance: InstanceHeader) -> bool:
-    """True when every stored value of the instance fits int16 before rescaling."""
-    bits = instance.bits_stored or instance.bits_allocated or 16
-    return (bool(instance.pixel_representation) and bits <= 16) or bits <= 15
+    return np.dtype(np.int16) if all(_integer_rescale(instance) for instance in instances) else np.dtype(np.float32)
 
 
 def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
@@ -809,7 +822,7 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         if index % 16 == 0:
             report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
         grid_instances[k] = instance
-        _fill_slice(voxels, k, instance, dtype)
+        voxels = _fill_slice(voxels, k, instance)
     empty_value = 0.0
     if stack_report.empty_slices:
         present = voxels[np.asarray(slice_indices)]
@@ -834,18 +847,37 @@ def _grid_index_of(duplicate: InstanceHeader, kept: Sequence[InstanceHeader], sl
     return int(slice_indices[nearest])
 
 
-def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader, dtype: np.dtype) -> None:
-    """Write one file's rescaled values into slice k (values exactly as pydicom's rescale gives)."""
+def _rescaled(stored: np.ndarray, instance: InstanceHeader, integer: bool) -> np.ndarray:
+    """``stored * RescaleSlope + RescaleIntercept``: exact int64, or float64 as pydicom computes it."""
+    if integer:
+        if instance.rescale_slope == 1.0 and stored.dtype.itemsize <= 2 and abs(instance.rescale_intercept) < 2 ** 30:
+            return stored.astype(np.int32) + np.int32(instance.rescale_intercept)  # the common CT case, half the bytes
+        values = stored.astype(np.int64)
+        if instance.rescale_slope != 1.0:
+            values *= int(instance.rescale_slope)
+        if instance.rescale_intercept != 0.0:
+            values += int(instance.rescale_intercept)
+        return values
+    return stored.astype(np.float64) * instance.rescale_slope + instance.rescale_intercept
+
+
+def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader) -> np.ndarray:
+    """Write one file's rescaled values into slice k; returns the volume (widened to float32 if needed).
+
+    Values equal pydicom's ``apply_rescale(pixel_array)``: exactly in int16,
+    or that float64 result rounded once to float32.
+    """
     stored = _stored_pixels(instance)
-    if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
-        voxels[k] = stored
-    elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
-        # In place: the stored values and the result both fit int16 (checked from the header).
-        voxels[k] = stored
-        voxels[k] += int(instance.rescale_intercept)
-    elif dtype == np.int16:
-        # Integer arithmetic in int32: the range check above guarantees the result fits int16.
-        voxels[k] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
-    else:
-        voxels[k] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
-            + np.float32(instance.rescale_intercept)
+    if voxels.dtype == np.int16:
+        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0 and \
+                (stored.dtype.itemsize == 1 or stored.dtype == np.int16):
+            voxels[k] = stored
+            return voxels
+        values = _rescaled(stored, instance, True)
+        if values.size == 0 or (int(values.min()) >= -32768 and int(values.max()) <= 32767):
+            voxels[k] = values
+            return voxels
+        # A real value does not fit int16: widen once (int16 -> float32 is exact).
+        voxels = voxels.astype(np.float32)
+    voxels[k] = _rescaled(stored, instance, _integer_rescale(instance)).astype(np.float32)
+    return voxels
