@@ -20,7 +20,7 @@ import pytest
 from SarcomaLungLiverBrowserLib.errors import DataError
 from SarcomaLungLiverBrowserLib.formats.dicom_seg import ExportSegment, SegCode, decode_seg, write_seg
 from SarcomaLungLiverBrowserLib.formats.dicom_series import (
-    DicomVolume, InstanceHeader, group_by_series, read_header, read_series, scan_folder, split_regular,
+    DicomVolume, InstanceHeader, MissingSlice, group_by_series, read_header, read_series, scan_folder, split_regular,
 )
 from SarcomaLungLiverBrowserLib.formats.rtstruct import rasterize_roi_on_volume, read_rtstruct
 from SarcomaLungLiverBrowserLib.geometry import SlicePlane, apply_matrix, lps_to_ras, pixel_to_lps
@@ -66,7 +66,7 @@ def _assert_voxels_at_their_files(volume: DicomVolume, full: DicomVolume, expect
     ijk_columns = np.array([0, columns - 1, 0, columns - 1, columns // 2])
     ijk_rows = np.array([0, 0, rows - 1, rows - 1, rows // 3])
     for k, instance in enumerate(volume.instances):
-        if instance is None:
+        if isinstance(instance, MissingSlice):
             continue
         ijk = np.stack([ijk_columns, ijk_rows, np.full(5, k)], axis=1)
         actual = apply_matrix(volume.ijk_to_ras, ijk)
@@ -90,6 +90,11 @@ def test_removing_any_middle_slice_leaves_every_voxel_at_its_file(external_data:
             # The missing position stays, empty and flagged, so nothing after it moves.
             assert volume.voxels.shape == full.voxels.shape
             assert volume.empty_slices == [removed]
+            # A stand-in keeps instances[k] aligned with k; it sits where the removed file was.
+            stand_in = volume.instances[removed]
+            assert isinstance(stand_in, MissingSlice) and stand_in.sop_instance_uid == f"missing-slice-{removed}"
+            assert np.allclose(stand_in.image_position, instances[removed].image_position, atol=1e-3)
+            assert volume.slice_index(instances[removed + 1].sop_instance_uid) == removed + 1
             assert np.all(volume.voxels[removed] == volume.empty_value)
             assert volume.empty_value == full.voxels[[k for k in range(len(instances)) if k != removed]].min()
             assert any("no image file" in problem for problem in volume.problems())
@@ -98,7 +103,7 @@ def test_removing_any_middle_slice_leaves_every_voxel_at_its_file(external_data:
 def _assert_remaining_slices_equal(full_mask: np.ndarray, full: DicomVolume, mask: np.ndarray,
                                    volume: DicomVolume) -> None:
     for k, instance in enumerate(volume.instances):
-        if instance is not None:
+        if not isinstance(instance, MissingSlice):
             assert np.array_equal(mask[k], full_mask[full.slice_index(instance.sop_instance_uid)]), instance.path
 
 

@@ -21,12 +21,13 @@ from pydicom.errors import InvalidDicomError
 from ..errors import DataError
 from .fast_header import read_raw_header
 from ..geometry import (
-    IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
+    LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
 )
 from ..progress import ProgressCallback, report
 
 __all__ = [
     "InstanceHeader",
+    "MissingSlice",
     "FolderScan",
     "DicomVolume",
     "read_header",
@@ -119,6 +120,37 @@ class InstanceHeader:
         if self.pixel_spacing is None:
             names.append("PixelSpacing")
         return names
+
+
+@dataclass(frozen=True)
+class MissingSlice(InstanceHeader):
+    """The stand-in for a grid position that no file of the series fills.
+
+    It keeps ``volume.instances`` aligned with k for code that enumerates it
+    (a k -> file mapping, Slicer's ``DICOM.instanceUIDs`` list), while its
+    ``sop_instance_uid`` (``missing-slice-<k>``) matches no annotation and its
+    ``path`` names no file, so nothing can be read from or referenced to it.
+    """
+
+    @classmethod
+    def at(cls, k: int, position: Sequence[float], template: InstanceHeader) -> "MissingSlice":
+        return cls(
+            path=template.path.parent / f"<missing slice {k}>",
+            sop_instance_uid=f"missing-slice-{k}",
+            sop_class_uid=template.sop_class_uid,
+            series_instance_uid=template.series_instance_uid,
+            study_instance_uid=template.study_instance_uid,
+            patient_id=template.patient_id,
+            modality=template.modality,
+            series_description=template.series_description,
+            series_number=template.series_number,
+            frame_of_reference_uid=template.frame_of_reference_uid,
+            rows=template.rows,
+            columns=template.columns,
+            image_position=tuple(float(v) for v in position),  # type: ignore[arg-type]
+            image_orientation=template.image_orientation,
+            pixel_spacing=template.pixel_spacing,
+        )
 
 
 def _floats(value: object, count: int) -> Optional[Tuple[float, ...]]:
@@ -445,14 +477,14 @@ class DicomVolume:
 
     ``voxels`` is indexed [k, j, i] on a regular grid that puts every slice
     where its file says (see :func:`~..geometry.slice_grid`); ``instances[k]``
-    is the file of slice k, or None where the series has no file for that
-    position (a missing slice: its voxels hold :attr:`empty_value`). The first
+    is the file of slice k, or a :class:`MissingSlice` where the series has no
+    file for that position (its voxels hold :attr:`empty_value`). The first
     and last slices always have a file.
     """
 
     voxels: np.ndarray
     ijk_to_ras: np.ndarray
-    instances: List[Optional[InstanceHeader]]
+    instances: List[InstanceHeader]
     stack_report: SliceStackReport
     duplicates: List[InstanceHeader] = field(default_factory=list)
     window: Optional[Tuple[float, float]] = None
@@ -461,12 +493,12 @@ class DicomVolume:
     @property
     def empty_slices(self) -> List[int]:
         """Grid indices k with no image file (left empty at their true position)."""
-        return [k for k, instance in enumerate(self.instances) if instance is None]
+        return [k for k, instance in enumerate(self.instances) if isinstance(instance, MissingSlice)]
 
     @property
     def present_instances(self) -> List[InstanceHeader]:
         """The files of the volume in k order, without the empty positions."""
-        return [instance for instance in self.instances if instance is not None]
+        return [instance for instance in self.instances if not isinstance(instance, MissingSlice)]
 
     @property
     def series_instance_uid(self) -> str:
@@ -479,7 +511,7 @@ class DicomVolume:
     def slice_index(self, sop_instance_uid: str) -> Optional[int]:
         """k index of the slice with this SOPInstanceUID, or None."""
         for index, instance in enumerate(self.instances):
-            if instance is not None and instance.sop_instance_uid == sop_instance_uid:
+            if not isinstance(instance, MissingSlice) and instance.sop_instance_uid == sop_instance_uid:
                 return index
         for instance in self.duplicates:
             if instance.sop_instance_uid == sop_instance_uid:
@@ -488,7 +520,7 @@ class DicomVolume:
 
     def _index_of_position(self, instance: InstanceHeader) -> Optional[int]:
         for index, kept in enumerate(self.instances):
-            if kept is not None and kept.image_position == instance.image_position:
+            if not isinstance(kept, MissingSlice) and kept.image_position == instance.image_position:
                 return index
         return None
 
@@ -497,8 +529,7 @@ class DicomVolume:
         problems = self.stack_report.problems()
         for duplicate in self.duplicates:
             k = self._index_of_position(duplicate)
-            found = self.instances[k] if k is not None else None
-            kept = found.path.name if found is not None else "another slice"
+            kept = self.instances[k].path.name if k is not None else "another slice"
             problems.append(f"{duplicate.path.name} lies at the position of {kept} and was left out")
         return problems
 
@@ -825,13 +856,17 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         voxels = _fill_slice(voxels, k, instance)
     empty_value = 0.0
     if stack_report.empty_slices:
-        present = voxels[np.asarray(slice_indices)]
-        empty_value = float(present.min()) if present.size else 0.0
-        voxels[np.asarray(stack_report.empty_slices)] = empty_value
+        # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.
+        empty_value = float(min(voxels[k].min() for k in slice_indices))
+        step = ijk_to_ras[:3, 2]
+        for k in stack_report.empty_slices:
+            voxels[k] = empty_value
+            position = kept[0].image_position + (LPS_TO_RAS[:3, :3] @ step) * k  # type: ignore[operator]
+            grid_instances[k] = MissingSlice.at(k, position, kept[0])
     return DicomVolume(
         voxels=voxels,
         ijk_to_ras=ijk_to_ras,
-        instances=grid_instances,
+        instances=grid_instances,  # type: ignore[arg-type]
         stack_report=stack_report,
         duplicates=duplicates,
         window=next((instance.window for instance in kept if instance.window), None),

@@ -571,7 +571,7 @@ def choose_reference_image(structure: StructureSet, volumes: Sequence[object]) -
     if referenced:
         hits = []
         for volume in volumes:
-            uids = {i.sop_instance_uid for i in getattr(volume, "instances") if i is not None}
+            uids = {i.sop_instance_uid for i in getattr(volume, "present_instances", getattr(volume, "instances"))}
             uids |= {i.sop_instance_uid for i in getattr(volume, "duplicates", [])}
             hits.append(len(uids & referenced))
         best = int(np.argmax(hits))

@@ -49,7 +49,6 @@ class _Grid:
         self.ijk_to_lps = LPS_TO_RAS @ np.asarray(volume.ijk_to_ras, dtype=float)
         self.lps_to_ijk = np.linalg.inv(self.ijk_to_lps)
         first = volume.instances[0]
-        assert first is not None  # the first and last grid positions always hold a file
         self.orientation = np.array(first.image_orientation, dtype=float)
         self.pixel_spacing = tuple(float(v) for v in first.pixel_spacing)  # type: ignore[union-attr]
         self.rows, self.columns = int(first.rows or 0), int(first.columns or 0)
@@ -58,9 +57,10 @@ class _Grid:
         origins = self.ijk_to_lps[:3, 3] + np.arange(self.shape[0])[:, None] * self.ijk_to_lps[:3, 2]
         self.slice_origins = origins
         self.distances = origins @ self.normal
-        self.empty = np.array([instance is None for instance in volume.instances], dtype=bool)
+        self.empty = np.zeros(self.shape[0], dtype=bool)
+        self.empty[volume.empty_slices] = True
         self.index_of_uid: Dict[str, int] = {
-            instance.sop_instance_uid: k for k, instance in enumerate(volume.instances) if instance is not None
+            volume.instances[k].sop_instance_uid: k for k in range(self.shape[0]) if not self.empty[k]
         }
         for duplicate in volume.duplicates:
             k = volume.slice_index(duplicate.sop_instance_uid)
@@ -171,7 +171,9 @@ def _resample_frame(values: np.ndarray, frame: _FrameInfo, grid: _Grid, shared_o
     """CT voxel indices (n x 3 as k, j, i) and values of a frame not on the CT's pixel grid.
 
     Nearest-neighbour forward mapping of pixel centres; used only when the SEG
-    was drawn on another grid (reported as a geometry mismatch).
+    was drawn on another grid (reported as a geometry mismatch). A frame
+    parallel to the CT slices but lying between them maps nowhere (its pixels
+    would otherwise be rounded onto a neighbouring slice).
     """
     orientation = frame.orientation if frame.orientation is not None else shared_orientation
     spacing = frame.pixel_spacing if frame.pixel_spacing is not None else shared_spacing
@@ -179,8 +181,12 @@ def _resample_frame(values: np.ndarray, frame: _FrameInfo, grid: _Grid, shared_o
     points = (frame.position[None, :]  # type: ignore[index]
               + columns[:, None] * spacing[1] * orientation[None, :3]
               + rows[:, None] * spacing[0] * orientation[None, 3:])
-    ijk = np.rint(points @ grid.lps_to_ijk[:3, :3].T + grid.lps_to_ijk[:3, 3]).astype(int)
+    continuous = points @ grid.lps_to_ijk[:3, :3].T + grid.lps_to_ijk[:3, 3]
+    ijk = np.rint(continuous).astype(int)
     inside = np.all((ijk >= 0) & (ijk < np.array(grid.shape[::-1])), axis=1)
+    frame_normal = np.cross(orientation[:3], orientation[3:])
+    if abs(abs(float(np.dot(frame_normal, grid.normal))) - 1.0) < 1e-3:
+        inside &= np.abs(continuous[:, 2] - ijk[:, 2]) <= SLICE_POSITION_TOLERANCE
     kji = ijk[inside][:, ::-1]
     return kji, values[rows[inside], columns[inside]]
 

@@ -39,7 +39,7 @@ class ExportSegment:
 def _refuse_voxels_on_empty_slices(path: Path, segments: Sequence[ExportSegment], reference: DicomVolume,
                                    used: Sequence[int]) -> None:
     """A SEG frame must reference its source image; voxels where the series has no file cannot be written."""
-    empty = [k for k in used if reference.instances[k] is None]
+    empty = sorted(set(used) & set(reference.empty_slices))
     if not empty:
         return
     names = [segment.name for segment in segments if segment.mask[empty].any()]
@@ -52,9 +52,7 @@ def _refuse_voxels_on_empty_slices(path: Path, segments: Sequence[ExportSegment]
 def _source_datasets(reference: DicomVolume, indices: Sequence[int]) -> List[pydicom.Dataset]:
     datasets = []
     for k in indices:
-        instance = reference.instances[k]
-        assert instance is not None  # empty positions were refused before
-        path = instance.path
+        path = reference.instances[k].path  # never a missing slice: refused before
         try:
             dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
         except Exception as error:  # pydicom raises many types for damaged files
