@@ -272,3 +272,21 @@ def test_reading_a_seg_header_does_not_import_highdicom(external_data: Path) -> 
                                env={**__import__("os").environ, "PYTHONPATH": str(library)})
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["False", "True"]
+
+
+def test_seg_frames_with_invalid_orientation_are_not_placed(external_data: Path, tmp_path: Path) -> None:
+    """A SEG whose ImageOrientationPatient vectors are doubled is refused naming the file, never rescaled."""
+    volume = _volume(external_data / DCMQI / "ct-3slice")
+    dataset = pydicom.dcmread(str(external_data / DCMQI / "partial_overlaps.dcm"))
+    groups = list(dataset.get("SharedFunctionalGroupsSequence", [])) + list(dataset.PerFrameFunctionalGroupsSequence)
+    changed = 0
+    for group in groups:
+        for item in group.get("PlaneOrientationSequence", []):
+            item.ImageOrientationPatient = [2 * float(v) for v in item.ImageOrientationPatient]
+            changed += 1
+    assert changed
+    target = tmp_path / "doubled.dcm"
+    dataset.save_as(str(target))
+    with pytest.raises(DataError) as raised:
+        decode_seg(target, volume)
+    assert "doubled.dcm" in str(raised.value) and "not 1" in str(raised.value)

@@ -251,3 +251,43 @@ def test_fast_header_reader_agrees_with_pydicom_on_every_file_it_accepts():
         accepted += 1
         assert header_from_raw(values, path) == expected, path
     assert accepted >= 20
+
+
+@pytest.mark.parametrize("orientation, words", [
+    ((2.0, 0.0, 0.0, 0.0, 2.0, 0.0), "not 1"),                     # doubled vectors: loaded with doubled pixel size
+    ((1.0, 0.0, 0.0, 0.0, 0.9, 0.1), "not 1"),                     # one axis short
+    ((1.0, 0.0, 0.0, 0.1736482, 0.9848078, 0.0), "not 90"),        # unit axes 80 degrees apart (skewed)
+    ((1.0, 0.0, 0.0, 1.0, 0.0, 0.0), "parallel"),                  # parallel axes
+])
+def test_invalid_orientation_is_refused_naming_the_file(tmp_path, orientation, words):
+    """ImageOrientationPatient must be two orthogonal unit vectors (within 1e-3); never rescaled silently."""
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import split_stackable
+
+    spec = SeriesSpec(
+        patient_id="IOP", study_instance_uid="1.2.8", series_instance_uid="1.2.8.1", frame_of_reference_uid="1.2.8.9",
+        modality="CT", series_number=1, series_description="iop", stored_values=np.zeros((3, 4, 4), np.int16),
+        positions=[[0, 0, 0], [0, 0, 2], [0, 0, 4]],
+        per_instance_extra={1: {"ImageOrientationPatient": [f"{v:.7g}" for v in orientation]}},
+    )
+    written = write_series(spec, tmp_path)
+    headers = [read_header(path) for path in written.paths]
+    with pytest.raises(Exception) as raised:
+        read_series(headers)
+    assert str(written.paths[1]) in str(raised.value) and words in str(raised.value)
+    kept, left_out = split_stackable(headers)
+    assert [Path(error.path) for error in left_out] == [written.paths[1]] and words in str(left_out[0])
+    # Every file doubled: refused as a whole, not loaded with 2x pixel size.
+    for index in (0, 2):
+        spec.per_instance_extra[index] = {"ImageOrientationPatient": [f"{v:.7g}" for v in orientation]}
+    written = write_series(spec, tmp_path / "all")
+    with pytest.raises(Exception) as raised:
+        read_series([read_header(path) for path in written.paths])
+    assert words in str(raised.value)
+
+
+def test_orientation_within_tolerance_is_accepted():
+    from SarcomaLungLiverBrowserLib.geometry import ORIENTATION_TOLERANCE, orientation_problem
+
+    assert orientation_problem((1.0, 0.0, 0.0, 0.0, 0.9999995, -0.000999)) is None
+    assert ORIENTATION_TOLERANCE == 1e-3
+    assert orientation_problem((1.0, 0.0, 0.0, 0.0, 1.002, 0.0)) is not None

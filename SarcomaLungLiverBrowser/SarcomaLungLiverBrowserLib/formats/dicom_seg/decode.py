@@ -19,7 +19,7 @@ from .segments import DecodedSegment, DecodedSegmentation
 from ..dicom_series import DicomVolume
 from ...errors import DataError, LoadCancelled
 from ...findings import ERROR, INFO, WARNING, Finding
-from ...geometry import LPS_TO_RAS, spacing_from_matrix
+from ...geometry import LPS_TO_RAS, orientation_problem, spacing_from_matrix
 from ...progress import ProgressCallback, report
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; highdicom is imported where it is used
@@ -256,6 +256,7 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     pieces: Dict[int, List[Tuple[int, int, int, np.ndarray]]] = {segment.number: [] for segment in segments}
     scattered: Dict[int, List[np.ndarray]] = {segment.number: [] for segment in segments}
     unknown_segments: Dict[int, int] = {}
+    invalid_orientation: Dict[str, List[int]] = {}
     no_reference = 0
     multiframe = 0
     for index, frame in enumerate(frames):
@@ -267,6 +268,12 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
             if frame.segment_number not in by_number:
                 unknown_segments[frame.segment_number or -1] = unknown_segments.get(frame.segment_number or -1, 0) + 1
                 continue
+        problem = orientation_problem(frame.orientation) if frame.orientation is not None else None
+        if problem:
+            # Never rescaled or skewed silently: such a frame has no trustworthy place.
+            invalid_orientation.setdefault(problem, []).append(frame.number)
+            result.unplaced_frames.append(frame.number)
+            continue
         if frame.multiframe_source:
             multiframe += 1
         if not frame.source_uids:
@@ -327,10 +334,17 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     else:
         for segment in segments:
             _assemble(segment, pieces[segment.number], scattered[segment.number])
+    if frames and result.frames_placed == 0 and invalid_orientation:
+        raise DataError(path, f"{next(iter(invalid_orientation))}; none of its frames can be placed")
     if frames and result.frames_placed == 0:
         raise DataError(path, f"none of its {len(frames)} frames lies on the series "
                               f"{reference.series_instance_uid} ({reference.instances[0].path.parent})")
     result.findings = _decode_findings(result, reference, case_id, unknown_segments, no_reference, multiframe)
+    for problem, numbers in invalid_orientation.items():
+        result.findings.append(Finding(
+            ERROR, "seg.invalid_orientation",
+            f"{path.name}: {len(numbers)} frame(s) have an unusable {problem} (frames {numbers[:10]}); "
+            "they are not shown", case_id=case_id, path=str(path), value=float(len(numbers))))
     return result
 
 
