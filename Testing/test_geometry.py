@@ -291,3 +291,18 @@ def test_orientation_within_tolerance_is_accepted():
     assert orientation_problem((1.0, 0.0, 0.0, 0.0, 0.9999995, -0.000999)) is None
     assert ORIENTATION_TOLERANCE == 1e-3
     assert orientation_problem((1.0, 0.0, 0.0, 0.0, 1.002, 0.0)) is not None
+
+
+def test_slice_grid_holds_mixed_steps_on_their_common_divisor():
+    """Steps of 2.5 and 1.25 mm: a 1.25 mm grid holds every slice exactly; unsorted planes are refused."""
+    from SarcomaLungLiverBrowserLib.geometry import IrregularSlices, slice_grid
+
+    orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    planes = [SlicePlane((0.0, 0.0, z), orientation, (0.5, 0.5)) for z in (0.0, 2.5, 3.75, 5.0, 7.5)]
+    grid = slice_grid(planes)
+    assert grid.report.slice_spacing == pytest.approx(1.25)
+    assert grid.slice_indices == [0, 2, 3, 4, 6] and grid.report.empty_slices == [1, 5]
+    for plane, k in zip(planes, grid.slice_indices):
+        assert np.allclose(apply_matrix(grid.ijk_to_ras, [0, 0, k]), lps_to_ras(plane.position), atol=1e-9)
+    with pytest.raises(IrregularSlices):
+        slice_grid([planes[1], planes[0]])

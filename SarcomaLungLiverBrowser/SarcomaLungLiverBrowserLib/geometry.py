@@ -366,6 +366,10 @@ def slice_grid(planes: Sequence[SlicePlane], fallback_slice_spacing: Optional[fl
         spacing, indices, deviation = float(fallback_slice_spacing or 1.0), np.zeros(1, dtype=np.int64), 0.0
     else:
         steps = np.diff(distances)
+        if np.any(steps <= 1e-6):
+            n = int(np.argmax(steps <= 1e-6)) + 1
+            raise IrregularSlices(n, "does not lie beyond the previous slice along the normal (planes must be "
+                                     "sorted and duplicates removed)")
         fit = None
         for candidate in (float(np.median(steps)), float(np.min(steps))):
             fit = _fit_grid(distances, candidate)
