@@ -44,7 +44,7 @@ def _highdicom_masks(seg_path: Path, volume: DicomVolume) -> Dict[int, np.ndarra
     """Each segment's voxels as highdicom decodes them, placed on the CT grid by SOP instance."""
     seg = hd.seg.segread(str(seg_path))
     referenced = {str(uids[2]) for uids in seg.get_source_image_uids()}
-    used = [instance.sop_instance_uid for instance in volume.instances if instance.sop_instance_uid in referenced]
+    used = [instance.sop_instance_uid for instance in volume.present_instances if instance.sop_instance_uid in referenced]
     pixels = seg.get_pixels_by_source_instance(used, combine_segments=False, ignore_spatial_locations=True)
     masks = {}
     for index, number in enumerate(seg.segment_numbers):
@@ -250,3 +250,43 @@ def test_terminology_entry_round_trip() -> None:
     assert parsed["type"] == SegCode("10200004", "SCT", "Liver")
     assert parsed["type_modifier"] is None and parsed["anatomic_region"] is None
     assert terminology_entry(None, None) == ""
+
+
+def test_reading_a_seg_header_does_not_import_highdicom(external_data: Path) -> None:
+    """Indexing reads SEG headers only; highdicom is imported by decoding and writing, not before."""
+    import subprocess
+    import sys
+
+    library = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser"
+    seg = external_data / "QIICR__dcmqi" / "data" / "segmentations" / "liver.dcm"
+    script = (
+        "import sys\n"
+        "from SarcomaLungLiverBrowserLib.formats import dicom_seg\n"
+        f"header = dicom_seg.read_seg_header({str(seg)!r})\n"
+        "assert header.segment_labels == ['Liver'], header.segment_labels\n"
+        "print('highdicom' in sys.modules)\n"
+        "dicom_seg.SegCode('85756007', 'SCT', 'Tissue').to_concept()\n"
+        "print('highdicom' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               env={**__import__("os").environ, "PYTHONPATH": str(library)})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "True"]
+
+
+def test_seg_frames_with_invalid_orientation_are_not_placed(external_data: Path, tmp_path: Path) -> None:
+    """A SEG whose ImageOrientationPatient vectors are doubled is refused naming the file, never rescaled."""
+    volume = _volume(external_data / DCMQI / "ct-3slice")
+    dataset = pydicom.dcmread(str(external_data / DCMQI / "partial_overlaps.dcm"))
+    groups = list(dataset.get("SharedFunctionalGroupsSequence", [])) + list(dataset.PerFrameFunctionalGroupsSequence)
+    changed = 0
+    for group in groups:
+        for item in group.get("PlaneOrientationSequence", []):
+            item.ImageOrientationPatient = [2 * float(v) for v in item.ImageOrientationPatient]
+            changed += 1
+    assert changed
+    target = tmp_path / "doubled.dcm"
+    dataset.save_as(str(target))
+    with pytest.raises(DataError) as raised:
+        decode_seg(target, volume)
+    assert "doubled.dcm" in str(raised.value) and "not 1" in str(raised.value)

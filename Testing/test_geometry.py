@@ -8,7 +8,7 @@ import pydicom
 import pydicom.data
 import pytest
 
-from SarcomaLungLiverBrowserLib.formats.dicom_series import read_header, read_series, scan_folder, group_by_series
+from SarcomaLungLiverBrowserLib.formats.dicom_series import MissingSlice, read_header, read_series, scan_folder, group_by_series
 from SarcomaLungLiverBrowserLib.geometry import (
     SlicePlane, apply_matrix, ijk_to_ras_from_slices, lps_to_ras, pixel_to_lps, sort_slices,
 )
@@ -29,6 +29,8 @@ def dicom_position_ras(path: Path, column: int, row: int) -> np.ndarray:
 def assert_every_voxel_matches_its_file(volume, tolerance=1e-3):
     rows, columns = volume.voxels.shape[1:]
     for k, instance in enumerate(volume.instances):
+        if isinstance(instance, MissingSlice):
+            continue  # an empty grid position (missing slice)
         for column, row in [(0, 0), (columns - 1, 0), (0, rows - 1), (columns - 1, rows - 1), (columns // 2, rows // 3)]:
             expected = dicom_position_ras(instance.path, column, row)
             actual = apply_matrix(volume.ijk_to_ras, [column, row, k])
@@ -55,14 +57,25 @@ def test_pydicom_ct_series_with_decreasing_z_is_sorted_by_position():
     assert np.array_equal(volume.voxels[2], expected)
 
 
-def test_pydicom_ct_series_with_a_gap_reports_non_uniform_spacing():
+def test_pydicom_ct_series_with_a_202_mm_jump_keeps_every_slice_at_its_position():
+    """CT2: three slices 1.25 mm apart and one 202.5 mm away; stacked as contiguous, three sat ~200 mm off."""
     folder = PYDICOM_TEST_FILES / "dicomdirtests" / "77654033" / "CT2"
     instances = [read_header(path) for path in sorted(folder.iterdir())]
     volume = read_series(instances)
     report = volume.stack_report
     assert not report.uniform
     assert report.gaps and report.gaps[0][0] == 0 and report.gaps[0][1] == pytest.approx(202.5, abs=0.01)
-    assert any("spacing" in problem or "missing" in problem for problem in volume.problems())
+    assert report.slice_spacing == pytest.approx(1.25) and volume.voxels.shape[0] == 165
+    assert volume.empty_slices == list(range(1, 162)) and report.empty_slices == volume.empty_slices
+    assert any("no image file" in problem for problem in volume.problems())
+    assert_every_voxel_matches_its_file(volume)
+    for k, instance in enumerate(volume.instances):
+        if not isinstance(instance, MissingSlice):
+            reference = pydicom.dcmread(str(instance.path))
+            expected = reference.pixel_array * float(reference.RescaleSlope) + float(reference.RescaleIntercept)
+            assert np.array_equal(volume.voxels[k], expected)
+        else:
+            assert np.all(volume.voxels[k] == volume.empty_value)
 
 
 def test_series_with_different_orientations_is_refused_naming_a_file():
@@ -111,8 +124,9 @@ def test_missing_slice_is_counted(tmp_path):
     )
     written = write_series(spec, tmp_path)
     volume = read_series([read_header(path) for path in written.paths])
-    assert volume.stack_report.missing_slices == 1
-    assert "missing" in volume.problems()[0]
+    assert volume.stack_report.missing_slices == 1 and volume.empty_slices == [3]
+    assert volume.voxels.shape[0] == 6
+    assert "no image file" in volume.problems()[0]
 
 
 def test_duplicate_positions_are_reported_and_first_kept(tmp_path):
@@ -237,3 +251,58 @@ def test_fast_header_reader_agrees_with_pydicom_on_every_file_it_accepts():
         accepted += 1
         assert header_from_raw(values, path) == expected, path
     assert accepted >= 20
+
+
+@pytest.mark.parametrize("orientation, words", [
+    ((2.0, 0.0, 0.0, 0.0, 2.0, 0.0), "not 1"),                     # doubled vectors: loaded with doubled pixel size
+    ((1.0, 0.0, 0.0, 0.0, 0.9, 0.1), "not 1"),                     # one axis short
+    ((1.0, 0.0, 0.0, 0.1736482, 0.9848078, 0.0), "not 90"),        # unit axes 80 degrees apart (skewed)
+    ((1.0, 0.0, 0.0, 1.0, 0.0, 0.0), "parallel"),                  # parallel axes
+])
+def test_invalid_orientation_is_refused_naming_the_file(tmp_path, orientation, words):
+    """ImageOrientationPatient must be two orthogonal unit vectors (within 1e-3); never rescaled silently."""
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import split_stackable
+
+    spec = SeriesSpec(
+        patient_id="IOP", study_instance_uid="1.2.8", series_instance_uid="1.2.8.1", frame_of_reference_uid="1.2.8.9",
+        modality="CT", series_number=1, series_description="iop", stored_values=np.zeros((3, 4, 4), np.int16),
+        positions=[[0, 0, 0], [0, 0, 2], [0, 0, 4]],
+        per_instance_extra={1: {"ImageOrientationPatient": [f"{v:.7g}" for v in orientation]}},
+    )
+    written = write_series(spec, tmp_path)
+    headers = [read_header(path) for path in written.paths]
+    with pytest.raises(Exception) as raised:
+        read_series(headers)
+    assert str(written.paths[1]) in str(raised.value) and words in str(raised.value)
+    kept, left_out = split_stackable(headers)
+    assert [Path(error.path) for error in left_out] == [written.paths[1]] and words in str(left_out[0])
+    # Every file doubled: refused as a whole, not loaded with 2x pixel size.
+    for index in (0, 2):
+        spec.per_instance_extra[index] = {"ImageOrientationPatient": [f"{v:.7g}" for v in orientation]}
+    written = write_series(spec, tmp_path / "all")
+    with pytest.raises(Exception) as raised:
+        read_series([read_header(path) for path in written.paths])
+    assert words in str(raised.value)
+
+
+def test_orientation_within_tolerance_is_accepted():
+    from SarcomaLungLiverBrowserLib.geometry import ORIENTATION_TOLERANCE, orientation_problem
+
+    assert orientation_problem((1.0, 0.0, 0.0, 0.0, 0.9999995, -0.000999)) is None
+    assert ORIENTATION_TOLERANCE == 1e-3
+    assert orientation_problem((1.0, 0.0, 0.0, 0.0, 1.002, 0.0)) is not None
+
+
+def test_slice_grid_holds_mixed_steps_on_their_common_divisor():
+    """Steps of 2.5 and 1.25 mm: a 1.25 mm grid holds every slice exactly; unsorted planes are refused."""
+    from SarcomaLungLiverBrowserLib.geometry import IrregularSlices, slice_grid
+
+    orientation = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    planes = [SlicePlane((0.0, 0.0, z), orientation, (0.5, 0.5)) for z in (0.0, 2.5, 3.75, 5.0, 7.5)]
+    grid = slice_grid(planes)
+    assert grid.report.slice_spacing == pytest.approx(1.25)
+    assert grid.slice_indices == [0, 2, 3, 4, 6] and grid.report.empty_slices == [1, 5]
+    for plane, k in zip(planes, grid.slice_indices):
+        assert np.allclose(apply_matrix(grid.ijk_to_ras, [0, 0, k]), lps_to_ras(plane.position), atol=1e-9)
+    with pytest.raises(IrregularSlices):
+        slice_grid([planes[1], planes[0]])

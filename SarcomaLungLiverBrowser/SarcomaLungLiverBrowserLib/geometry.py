@@ -24,7 +24,12 @@ __all__ = [
     "LPS_TO_RAS",
     "SlicePlane",
     "SliceStackReport",
+    "SliceGrid",
+    "IrregularSlices",
     "ijk_to_ras_from_slices",
+    "slice_grid",
+    "regular_runs",
+    "orientation_problem",
     "lps_to_ras",
     "ras_to_lps",
     "pixel_to_lps",
@@ -39,6 +44,17 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 #: Relative tolerance on slice-to-slice distances before spacing counts as non-uniform.
 SPACING_TOLERANCE = 0.01
+
+#: A slice lies on a regular grid when its origin is within this fraction of the
+#: slice spacing (along the normal) and of the pixel spacing (in plane) of its
+#: grid position: a hundredth of a voxel, invisible, and wide enough for the
+#: rounding of decimal strings in ImagePositionPatient.
+GRID_TOLERANCE = 0.01
+
+#: ImageOrientationPatient axes must have unit length and be orthogonal within this
+#: (cosines have no unit; real files write 5-10 decimals, so 1e-3 passes every
+#: honest file and catches vectors that would silently scale or skew the voxels).
+ORIENTATION_TOLERANCE = 1e-3
 
 
 def lps_to_ras(points: np.ndarray) -> np.ndarray:
@@ -56,6 +72,34 @@ def apply_matrix(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 homogeneous matrix to points of shape (..., 3)."""
     points = np.asarray(points, dtype=float)
     return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def orientation_problem(orientation: Sequence[float], tolerance: float = ORIENTATION_TOLERANCE) -> Optional[str]:
+    """Why an ``ImageOrientationPatient`` cannot be used as given, or None when it can.
+
+    The two direction cosines must each have unit length and be orthogonal
+    within ``tolerance``. Voxel matrices are built from these vectors times the
+    pixel spacing, so a doubled vector would double the pixel size and a
+    skewed pair would shear the image: such files are refused, never rescaled.
+    """
+    values = np.asarray(orientation, dtype=float)
+    if values.shape != (6,) or not np.all(np.isfinite(values)):
+        return f"ImageOrientationPatient {list(orientation)} is not six finite numbers"
+    row_direction, column_direction = values[:3], values[3:]
+    lengths = np.linalg.norm(row_direction), np.linalg.norm(column_direction)
+    rounded = [round(float(v), 6) for v in values]
+    if np.linalg.norm(np.cross(row_direction, column_direction)) < 1e-6 * max(1e-12, lengths[0] * lengths[1]) \
+            or min(lengths) == 0:
+        return f"ImageOrientationPatient {rounded} has parallel (or zero) row and column axes"
+    if max(abs(lengths[0] - 1.0), abs(lengths[1] - 1.0)) > tolerance:
+        return (f"ImageOrientationPatient {rounded} has axes of length {lengths[0]:.6g} and {lengths[1]:.6g}, "
+                f"not 1 (tolerance {tolerance:g}); the pixel size would be scaled")
+    cosine = float(np.dot(row_direction, column_direction) / (lengths[0] * lengths[1]))
+    if abs(cosine) > tolerance:
+        angle = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+        return (f"ImageOrientationPatient {rounded} has axes {angle:.4g} degrees apart, not 90 "
+                f"(tolerance {tolerance:g} in cosine); the image would be skewed")
+    return None
 
 
 def slice_normal(orientation: Sequence[float]) -> np.ndarray:
@@ -111,8 +155,12 @@ def pixel_to_lps(plane: SlicePlane, column: np.ndarray, row: np.ndarray) -> np.n
 class SliceStackReport:
     """What was found while stacking 2-D slices into a volume.
 
-    ``slice_spacing`` is the median distance between neighbouring slices.
-    Gaps are given as (index of the slice before the gap, distance in mm).
+    ``slice_spacing`` is the distance between neighbouring grid positions
+    (from :func:`slice_grid`; the median step from :func:`ijk_to_ras_from_slices`).
+    Gaps are given as (index of the slice before the gap, distance in mm);
+    ``empty_slices`` are the grid indices k that no file fills (a missing
+    slice keeps its place), ``max_deviation_mm`` how far the farthest slice
+    origin lies from its grid position.
     """
 
     slice_spacing: float
@@ -122,6 +170,8 @@ class SliceStackReport:
     missing_slices: int = 0
     duplicate_positions: List[int] = field(default_factory=list)
     shear_degrees: float = 0.0
+    empty_slices: List[int] = field(default_factory=list)
+    max_deviation_mm: float = 0.0
 
     def problems(self) -> List[str]:
         """Human-readable descriptions of anything irregular, empty if none."""
@@ -131,7 +181,14 @@ class SliceStackReport:
                 f"{len(self.duplicate_positions)} slice(s) share a position with another slice "
                 f"(kept the first of each)"
             )
-        if self.missing_slices:
+        if self.empty_slices:
+            shown = ", ".join(str(k) for k in self.empty_slices[:10]) + (" ..." if len(self.empty_slices) > 10 else "")
+            messages.append(
+                f"{len(self.empty_slices)} slice position(s) have no image file (k = {shown}); they are kept "
+                f"empty at their true place on the {self.slice_spacing:.4g} mm grid, so every other slice "
+                "stays where its file puts it"
+            )
+        elif self.missing_slices:
             messages.append(
                 f"about {self.missing_slices} slice(s) missing: gaps at "
                 + ", ".join(f"after slice {index} ({distance:.3g} mm)" for index, distance in self.gaps)
@@ -220,6 +277,161 @@ def ijk_to_ras_from_slices(
         shear_degrees=shear,
     )
     return LPS_TO_RAS @ ijk_to_lps, report
+
+
+class IrregularSlices(ValueError):
+    """Slices that no regular grid holds exactly; ``plane_index`` is the first slice off it."""
+
+    def __init__(self, plane_index: int, message: str) -> None:
+        super().__init__(message)
+        self.plane_index = plane_index
+
+
+@dataclass
+class SliceGrid:
+    """A regular grid holding every slice of a stack at its own position.
+
+    ``slice_indices[n]`` is the grid index k of the n-th plane; grid positions
+    that no plane fills are listed in ``report.empty_slices``.
+    """
+
+    ijk_to_ras: np.ndarray
+    slice_indices: List[int]
+    report: SliceStackReport
+
+    @property
+    def depth(self) -> int:
+        return self.report.number_of_slices
+
+
+def _in_plane_drift(planes: Sequence[SlicePlane]) -> Tuple[np.ndarray, np.ndarray]:
+    """(offsets along the normal, in-plane offsets in pixels [n, 2]) of each origin from the first."""
+    first = planes[0]
+    origins = np.array([p.position for p in planes], dtype=float)
+    offsets = origins - origins[0]
+    row_spacing, column_spacing = first.pixel_spacing
+    in_plane = np.stack([offsets @ first.row_direction / column_spacing,
+                         offsets @ first.column_direction / row_spacing], axis=1)
+    return offsets @ first.normal, in_plane
+
+
+def _fit_grid(distances: np.ndarray, spacing: float) -> Optional[Tuple[float, np.ndarray, float]]:
+    """(fitted spacing, k of each slice, largest deviation mm) when ``spacing`` holds every slice, else None."""
+    if not np.isfinite(spacing) or spacing <= 0:
+        return None
+    indices = np.rint(distances / spacing).astype(np.int64)
+    if indices[0] != 0 or np.any(np.diff(indices) <= 0):
+        return None
+    # Least squares through the first slice: every later slice pulls the spacing equally.
+    fitted = float(np.dot(indices, distances) / max(1, int(np.dot(indices, indices)))) if len(indices) > 1 else spacing
+    deviation = float(np.max(np.abs(distances - indices * fitted)))
+    if deviation > GRID_TOLERANCE * fitted:
+        return None
+    return fitted, indices, deviation
+
+
+def slice_grid(planes: Sequence[SlicePlane], fallback_slice_spacing: Optional[float] = None,
+               max_slices: Optional[int] = None) -> SliceGrid:
+    """The regular grid on which every slice of a stack keeps its own position.
+
+    The grid's k axis is the slice normal and its spacing the smallest step
+    that is a whole divisor of every step between slices (tried: the median
+    step, then the smallest), fitted by least squares. A missing slice
+    becomes an empty grid position, so no voxel is ever moved to where its
+    file does not put it (unlike stacking the slices as if contiguous).
+
+    :param planes: the slices, sorted along the normal, duplicates removed.
+    :param fallback_slice_spacing: spacing of a single-slice stack (e.g. ``SliceThickness``).
+    :param max_slices: refuse grids deeper than this (e.g. a 2-slice series 600 mm apart).
+    :raises IrregularSlices: when the origins drift in-plane (gantry tilt or a
+        sheared stack: refused, not resampled), when the steps have no common
+        divisor on which every slice lies within :data:`GRID_TOLERANCE`
+        (variable spacing), or when the grid would exceed ``max_slices``.
+    """
+    if not planes:
+        raise ValueError("no slices to stack")
+    first = planes[0]
+    distances, in_plane = _in_plane_drift(planes)
+    drifting = np.nonzero(np.any(np.abs(in_plane) > GRID_TOLERANCE, axis=1))[0]
+    if drifting.size:
+        n = int(drifting[0])
+        shift = float(np.linalg.norm(np.asarray(planes[n].position, dtype=float)
+                                     - np.asarray(first.position, dtype=float) - distances[n] * first.normal))
+        angle = float(np.degrees(np.arctan2(shift, abs(distances[n])))) if distances[n] else 90.0
+        raise IrregularSlices(n, (
+            f"lies {shift:.3g} mm beside the line through the first slice along its normal (the stack is "
+            f"{angle:.3g} degrees off its normal: gantry tilt or a sheared stack); such a series is refused "
+            "rather than resampled or shown sheared"))
+    if len(planes) == 1:
+        spacing, indices, deviation = float(fallback_slice_spacing or 1.0), np.zeros(1, dtype=np.int64), 0.0
+    else:
+        steps = np.diff(distances)
+        if np.any(steps <= 1e-6):
+            n = int(np.argmax(steps <= 1e-6)) + 1
+            raise IrregularSlices(n, "does not lie beyond the previous slice along the normal (planes must be "
+                                     "sorted and duplicates removed)")
+        fit = None
+        for candidate in (float(np.median(steps)), float(np.min(steps))):
+            fit = _fit_grid(distances, candidate)
+            if fit is not None:
+                break
+        if fit is None:
+            base = float(np.min(steps))
+            ratios = steps / base
+            n = int(np.argmax(np.abs(ratios - np.rint(ratios)) > GRID_TOLERANCE)) + 1
+            raise IrregularSlices(n, (
+                f"is {steps[n - 1]:.4g} mm from the previous slice, not a whole multiple of the series' "
+                f"{base:.4g} mm spacing (variable slice spacing); no regular grid holds every slice where "
+                "its file puts it"))
+        spacing, indices, deviation = fit
+    depth = int(indices[-1]) + 1
+    if max_slices is not None and depth > max_slices:
+        raise IrregularSlices(len(planes) - 1, (
+            f"lies {distances[-1]:.4g} mm from the first slice: a {spacing:.4g} mm grid holding all "
+            f"{len(planes)} slices would need {depth} positions, more than the {max_slices} allowed"))
+    steps_in_k = np.diff(indices)
+    gaps = [(int(indices[n]), float(distances[n + 1] - distances[n])) for n in np.nonzero(steps_in_k > 1)[0]]
+    present = set(int(k) for k in indices)
+    empty = [k for k in range(depth) if k not in present]
+    row_spacing, column_spacing = first.pixel_spacing
+    ijk_to_lps = np.eye(4)
+    ijk_to_lps[:3, 0] = first.row_direction * column_spacing
+    ijk_to_lps[:3, 1] = first.column_direction * row_spacing
+    ijk_to_lps[:3, 2] = first.normal * spacing
+    ijk_to_lps[:3, 3] = np.asarray(first.position, dtype=float)
+    report = SliceStackReport(
+        slice_spacing=spacing,
+        number_of_slices=depth,
+        uniform=not empty,
+        gaps=gaps,
+        missing_slices=len(empty),
+        empty_slices=empty,
+        max_deviation_mm=deviation,
+    )
+    return SliceGrid(LPS_TO_RAS @ ijk_to_lps, [int(k) for k in indices], report)
+
+
+def regular_runs(planes: Sequence[SlicePlane], max_slices: Optional[int] = None) -> List[List[int]]:
+    """Split a sorted stack into consecutive runs that each fit :func:`slice_grid`.
+
+    For a series that no single grid holds (variable spacing): each run can be
+    read as its own exact volume. Runs are grown greedily from the first slice;
+    a slice that drifts in-plane from its predecessor starts a new run.
+    """
+    runs: List[List[int]] = []
+    current: List[int] = []
+    for index in range(len(planes)):
+        trial = current + [index]
+        try:
+            slice_grid([planes[n] for n in trial], max_slices=max_slices)
+        except IrregularSlices:
+            runs.append(current)
+            current = [index]
+            continue
+        current = trial
+    if current:
+        runs.append(current)
+    return runs
 
 
 def spacing_from_matrix(ijk_to_ras: np.ndarray) -> np.ndarray:

@@ -20,11 +20,14 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
 from .fast_header import read_raw_header
-from ..geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
+from ..geometry import (
+    LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
+)
 from ..progress import ProgressCallback, report
 
 __all__ = [
     "InstanceHeader",
+    "MissingSlice",
     "FolderScan",
     "DicomVolume",
     "read_header",
@@ -34,7 +37,9 @@ __all__ = [
     "looks_like_dicom",
     "set_default_index_cache",
     "split_stackable",
+    "split_regular",
     "mixed_series_folders",
+    "MAX_EMPTY_SLICE_FRACTION",
 ]
 
 #: Tags read when indexing; pixel data is never read while indexing.
@@ -52,6 +57,13 @@ HEADER_PREFIX_BYTES = 16384
 
 #: (7FE0,0010) Pixel Data as it appears in a little-endian file.
 PIXEL_DATA_TAG_BYTES = b"\xe0\x7f\x10\x00"
+
+#: A regular grid may hold at most this many empty positions per slice read
+#: (besides :data:`MIN_EMPTY_SLICES_ALLOWED`): pydicom's CT2 (3 slices 1.25 mm
+#: apart and one 202.5 mm away) fits; a 2-slice series 600 mm apart does not
+#: allocate 480 empty slices, it is refused with a pointer to :func:`split_regular`.
+MAX_EMPTY_SLICE_FRACTION = 64
+MIN_EMPTY_SLICES_ALLOWED = 256
 
 #: Transfer syntaxes whose pixel data is stored raw at the end of the file.
 UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -108,6 +120,37 @@ class InstanceHeader:
         if self.pixel_spacing is None:
             names.append("PixelSpacing")
         return names
+
+
+@dataclass(frozen=True)
+class MissingSlice(InstanceHeader):
+    """The stand-in for a grid position that no file of the series fills.
+
+    It keeps ``volume.instances`` aligned with k for code that enumerates it
+    (a k -> file mapping, Slicer's ``DICOM.instanceUIDs`` list), while its
+    ``sop_instance_uid`` (``missing-slice-<k>``) matches no annotation and its
+    ``path`` names no file, so nothing can be read from or referenced to it.
+    """
+
+    @classmethod
+    def at(cls, k: int, position: Sequence[float], template: InstanceHeader) -> "MissingSlice":
+        return cls(
+            path=template.path.parent / f"<missing slice {k}>",
+            sop_instance_uid=f"missing-slice-{k}",
+            sop_class_uid=template.sop_class_uid,
+            series_instance_uid=template.series_instance_uid,
+            study_instance_uid=template.study_instance_uid,
+            patient_id=template.patient_id,
+            modality=template.modality,
+            series_description=template.series_description,
+            series_number=template.series_number,
+            frame_of_reference_uid=template.frame_of_reference_uid,
+            rows=template.rows,
+            columns=template.columns,
+            image_position=tuple(float(v) for v in position),  # type: ignore[arg-type]
+            image_orientation=template.image_orientation,
+            pixel_spacing=template.pixel_spacing,
+        )
 
 
 def _floats(value: object, count: int) -> Optional[Tuple[float, ...]]:
@@ -432,7 +475,11 @@ def group_by_series(instances: Sequence[InstanceHeader]) -> Dict[str, List[Insta
 class DicomVolume:
     """A DICOM series stacked into a volume on Slicer's conventions.
 
-    ``voxels`` is indexed [k, j, i]; ``instances[k]`` is the file of slice k.
+    ``voxels`` is indexed [k, j, i] on a regular grid that puts every slice
+    where its file says (see :func:`~..geometry.slice_grid`); ``instances[k]``
+    is the file of slice k, or a :class:`MissingSlice` where the series has no
+    file for that position (its voxels hold :attr:`empty_value`). The first
+    and last slices always have a file.
     """
 
     voxels: np.ndarray
@@ -441,6 +488,17 @@ class DicomVolume:
     stack_report: SliceStackReport
     duplicates: List[InstanceHeader] = field(default_factory=list)
     window: Optional[Tuple[float, float]] = None
+    empty_value: float = 0.0
+
+    @property
+    def empty_slices(self) -> List[int]:
+        """Grid indices k with no image file (left empty at their true position)."""
+        return [k for k, instance in enumerate(self.instances) if isinstance(instance, MissingSlice)]
+
+    @property
+    def present_instances(self) -> List[InstanceHeader]:
+        """The files of the volume in k order, without the empty positions."""
+        return [instance for instance in self.instances if not isinstance(instance, MissingSlice)]
 
     @property
     def series_instance_uid(self) -> str:
@@ -453,7 +511,7 @@ class DicomVolume:
     def slice_index(self, sop_instance_uid: str) -> Optional[int]:
         """k index of the slice with this SOPInstanceUID, or None."""
         for index, instance in enumerate(self.instances):
-            if instance.sop_instance_uid == sop_instance_uid:
+            if not isinstance(instance, MissingSlice) and instance.sop_instance_uid == sop_instance_uid:
                 return index
         for instance in self.duplicates:
             if instance.sop_instance_uid == sop_instance_uid:
@@ -462,7 +520,7 @@ class DicomVolume:
 
     def _index_of_position(self, instance: InstanceHeader) -> Optional[int]:
         for index, kept in enumerate(self.instances):
-            if kept.image_position == instance.image_position:
+            if not isinstance(kept, MissingSlice) and kept.image_position == instance.image_position:
                 return index
         return None
 
@@ -485,6 +543,9 @@ def _check_stackable(instances: Sequence[InstanceHeader]) -> None:
         if instance.missing_geometry:
             raise DataError(instance.path, "lacks " + ", ".join(instance.missing_geometry)
                             + "; its slice cannot be placed in space")
+        orientation = orientation_problem(instance.image_orientation)  # type: ignore[arg-type]
+        if orientation:
+            raise DataError(instance.path, orientation + "; its slice cannot be placed in space as given")
         if (instance.rows, instance.columns) != (first.rows, first.columns):
             raise DataError(instance.path, f"is {instance.rows}x{instance.columns} pixels but "
                                            f"{first.path.name} is {first.rows}x{first.columns}")
@@ -510,6 +571,9 @@ def _unstackable_alone(instance: InstanceHeader) -> Optional[str]:
         return f"is a multi-frame image ({instance.number_of_frames} frames); only single-frame series are stacked"
     if instance.missing_geometry:
         return "lacks " + ", ".join(instance.missing_geometry) + "; its slice cannot be placed in space"
+    orientation = orientation_problem(instance.image_orientation)  # type: ignore[arg-type]
+    if orientation:
+        return orientation + "; its slice cannot be placed in space as given"
     if instance.samples_per_pixel != 1:
         return "is a colour image; only greyscale series are stacked"
     if not instance.rows or not instance.columns or instance.rows <= 0 or instance.columns <= 0:
@@ -631,7 +695,25 @@ def _raw_pixels(instance: InstanceHeader) -> Optional[np.ndarray]:
     length = struct.unpack("<I", data[8:12] if explicit else data[4:8])[0]
     if length != size or (explicit and data[4:6] not in (b"OW", b"OB")):
         return None
-    return np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+    raw = np.frombuffer(data, dtype=dtype, count=count, offset=header_size).reshape(instance.rows, instance.columns)
+    return _only_stored_bits(raw, instance)
+
+
+def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
+    """The values of the ``BitsStored`` low bits, as pydicom gives them.
+
+    Bits above BitsStored may hold anything (overlays, garbage): unsigned
+    values are masked, signed values are sign-extended from their own top bit,
+    so a 12-bit signed -1 stored as 0x0FFF is -1, not 4095.
+    """
+    allocated = raw.dtype.itemsize * 8
+    stored = instance.bits_stored or allocated
+    if stored >= allocated:
+        return raw
+    if instance.pixel_representation:
+        shift = allocated - stored
+        return (raw << shift) >> shift  # arithmetic shift on a signed dtype extends the sign
+    return raw & raw.dtype.type((1 << stored) - 1)
 
 
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
@@ -653,32 +735,27 @@ def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
     return pixels if pixels is not None else _decoded_pixels(instance)
 
 
+#: Integer rescale parameters above these are treated as real numbers (the int64 arithmetic stays exact).
+_LARGEST_INTEGER_SLOPE = 2 ** 16
+_LARGEST_INTEGER_INTERCEPT = 2 ** 31
+
+
+def _integer_rescale(instance: InstanceHeader) -> bool:
+    slope, intercept = instance.rescale_slope, instance.rescale_intercept
+    return (slope == int(slope) and intercept == int(intercept) and abs(slope) <= _LARGEST_INTEGER_SLOPE
+            and abs(intercept) <= _LARGEST_INTEGER_INTERCEPT)
+
+
 def _output_dtype(instances: Sequence[InstanceHeader]) -> np.dtype:
-    """int16 when every rescaled value is an integer that fits, float32 otherwise.
+    """int16 when every rescale is integral (values then decide, slice by slice), float32 otherwise.
 
-    Decided from the headers (bits stored, signedness, slope, intercept), so
-    the volume can be allocated once and filled slice by slice.
+    The header range of BitsStored is not used: a 16-bit signed GE CT with
+    intercept -1024 could in theory reach -33792, but its real values fit
+    int16, and storing it as float32 would double its memory.
+    :func:`_fill_slice` widens the volume to float32 only when a real value
+    does not fit.
     """
-    for instance in instances:
-        if instance.rescale_slope != int(instance.rescale_slope) or \
-                instance.rescale_intercept != int(instance.rescale_intercept):
-            return np.dtype(np.float32)
-        bits = instance.bits_stored or instance.bits_allocated or 16
-        if instance.pixel_representation:
-            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        else:
-            low, high = 0, 2 ** bits - 1
-        ends = sorted((low * instance.rescale_slope + instance.rescale_intercept,
-                       high * instance.rescale_slope + instance.rescale_intercept))
-        if ends[0] < np.iinfo(np.int16).min or ends[1] > np.iinfo(np.int16).max:
-            return np.dtype(np.float32)
-    return np.dtype(np.int16)
-
-
-def _fits_int16(instance: InstanceHeader) -> bool:
-    """True when every stored value of the instance fits int16 before rescaling."""
-    bits = instance.bits_stored or instance.bits_allocated or 16
-    return (bool(instance.pixel_representation) and bits <= 16) or bits <= 15
+    return np.dtype(np.int16) if all(_integer_rescale(instance) for instance in instances) else np.dtype(np.float32)
 
 
 def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
@@ -697,55 +774,145 @@ def _unique_by_position(ordered: Sequence[InstanceHeader]) -> Tuple[List[Instanc
     return kept, duplicates
 
 
+def _max_grid_slices(count: int) -> int:
+    return count + max(MIN_EMPTY_SLICES_ALLOWED, MAX_EMPTY_SLICE_FRACTION * count)
+
+
+def _ordered_unique(instances: Sequence[InstanceHeader]) -> Tuple[List[InstanceHeader], List[InstanceHeader]]:
+    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
+    return _unique_by_position([instances[index] for index in order])
+
+
+def split_regular(instances: Sequence[InstanceHeader]) -> List[List[InstanceHeader]]:
+    """Split a stackable series into consecutive parts that each lie on one regular grid.
+
+    :func:`read_series` refuses a series whose slices no single grid holds
+    (variable spacing); each part returned here reads as its own exact volume.
+    Duplicates of a position stay with their part (read_series reports them).
+    """
+    if not instances:
+        return []
+    _check_stackable(instances)
+    kept, duplicates = _ordered_unique(instances)
+    runs = regular_runs([instance.plane for instance in kept],  # type: ignore[misc]
+                        max_slices=_max_grid_slices(len(kept)))
+    parts = [[kept[n] for n in run] for run in runs]
+    for duplicate in duplicates:
+        for part in parts:
+            if any(member.image_position == duplicate.image_position for member in part):
+                part.append(duplicate)
+                break
+    return parts
+
+
+def _grid_of(kept: Sequence[InstanceHeader]) -> Tuple[np.ndarray, List[int], SliceStackReport]:
+    try:
+        grid = slice_grid([instance.plane for instance in kept], kept[0].slice_thickness,  # type: ignore[misc]
+                          max_slices=_max_grid_slices(len(kept)))
+    except IrregularSlices as error:
+        parts = len(regular_runs([instance.plane for instance in kept],  # type: ignore[misc]
+                                 max_slices=_max_grid_slices(len(kept))))
+        raise DataError(kept[error.plane_index].path, (
+            f"{error}; series {kept[0].series_instance_uid} is not read as one volume "
+            f"(it splits into {parts} regular part(s): split_regular)")) from error
+    return grid.ijk_to_ras, grid.slice_indices, grid.report
+
+
 def read_series(instances: Sequence[InstanceHeader], progress: Optional[ProgressCallback] = None) -> DicomVolume:
     """Stack a single-frame series into a volume with real-world values.
 
     Slices are ordered along the normal; instances at the same position are
-    reported as duplicates (the first is kept); gaps and non-uniform spacing
-    are reported in :attr:`DicomVolume.stack_report`. RescaleSlope and
-    RescaleIntercept are applied per slice; the result is int16 when every
-    value fits, float32 otherwise. The volume is allocated once, so peak
-    memory stays close to the voxel bytes.
+    reported as duplicates (the first is kept). Every slice is put on a
+    regular grid at its own position (:func:`~..geometry.slice_grid`): a
+    missing slice leaves an empty grid position (filled with the volume's
+    lowest value and listed in :attr:`DicomVolume.empty_slices` and the stack
+    report), so nothing past a gap moves. RescaleSlope and RescaleIntercept
+    are applied per slice; the result is int16 when every value fits,
+    float32 otherwise. The volume is allocated once, so peak memory stays
+    close to the voxel bytes.
 
-    :raises DataError: naming the file, for anything that prevents stacking.
+    :raises DataError: naming the file, for anything that prevents stacking,
+        including a tilted (sheared) stack and spacing that no regular grid
+        holds (see :func:`split_regular`).
     """
     if not instances:
         raise ValueError("no instances to read")
     _check_stackable(instances)
-    order = sort_slices([instance.plane for instance in instances])  # type: ignore[misc]
-    ordered = [instances[index] for index in order]
-    kept, duplicates = _unique_by_position(ordered)
-    ijk_to_ras, stack_report = ijk_to_ras_from_slices(
-        [instance.plane for instance in kept], kept[0].slice_thickness  # type: ignore[misc]
-    )
-    stack_report.duplicate_positions = [ordered.index(instance) for instance in duplicates]
+    kept, duplicates = _ordered_unique(instances)
+    ijk_to_ras, slice_indices, stack_report = _grid_of(kept)
+    stack_report.duplicate_positions = [_grid_index_of(duplicate, kept, slice_indices) for duplicate in duplicates]
     dtype = _output_dtype(kept)
+    depth = stack_report.number_of_slices
     try:
-        voxels = np.empty((len(kept), int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
+        voxels = np.empty((depth, int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
     except MemoryError as error:
-        raise DataError(kept[0].path.parent, f"a volume of {len(kept)}x{kept[0].rows}x{kept[0].columns} voxels "
+        raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
-    for index, instance in enumerate(kept):
+    grid_instances: List[Optional[InstanceHeader]] = [None] * depth
+    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
         if index % 16 == 0:
             report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        stored = _stored_pixels(instance)
-        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0:
-            voxels[index] = stored
-        elif dtype == np.int16 and instance.rescale_slope == 1.0 and _fits_int16(instance):
-            # In place: the stored values and the result both fit int16 (checked from the header).
-            voxels[index] = stored
-            voxels[index] += int(instance.rescale_intercept)
-        elif dtype == np.int16:
-            # Integer arithmetic in int32: the range check above guarantees the result fits int16.
-            voxels[index] = stored.astype(np.int32) * int(instance.rescale_slope) + int(instance.rescale_intercept)
-        else:
-            voxels[index] = stored.astype(np.float32) * np.float32(instance.rescale_slope) \
-                + np.float32(instance.rescale_intercept)
+        grid_instances[k] = instance
+        voxels = _fill_slice(voxels, k, instance)
+    empty_value = 0.0
+    if stack_report.empty_slices:
+        # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.
+        empty_value = float(min(voxels[k].min() for k in slice_indices))
+        step = ijk_to_ras[:3, 2]
+        for k in stack_report.empty_slices:
+            voxels[k] = empty_value
+            position = kept[0].image_position + (LPS_TO_RAS[:3, :3] @ step) * k  # type: ignore[operator]
+            grid_instances[k] = MissingSlice.at(k, position, kept[0])
     return DicomVolume(
         voxels=voxels,
         ijk_to_ras=ijk_to_ras,
-        instances=kept,
+        instances=grid_instances,  # type: ignore[arg-type]
         stack_report=stack_report,
         duplicates=duplicates,
         window=next((instance.window for instance in kept if instance.window), None),
+        empty_value=empty_value,
     )
+
+
+def _grid_index_of(duplicate: InstanceHeader, kept: Sequence[InstanceHeader], slice_indices: Sequence[int]) -> int:
+    """Grid index k of the kept slice at a duplicate's position."""
+    normal = kept[0].plane.normal  # type: ignore[union-attr]
+    distances = np.array([np.dot(instance.image_position, normal) for instance in kept])  # type: ignore[arg-type]
+    nearest = int(np.argmin(np.abs(distances - np.dot(duplicate.image_position, normal))))  # type: ignore[arg-type]
+    return int(slice_indices[nearest])
+
+
+def _rescaled(stored: np.ndarray, instance: InstanceHeader, integer: bool) -> np.ndarray:
+    """``stored * RescaleSlope + RescaleIntercept``: exact int64, or float64 as pydicom computes it."""
+    if integer:
+        if instance.rescale_slope == 1.0 and stored.dtype.itemsize <= 2 and abs(instance.rescale_intercept) < 2 ** 30:
+            return stored.astype(np.int32) + np.int32(instance.rescale_intercept)  # the common CT case, half the bytes
+        values = stored.astype(np.int64)
+        if instance.rescale_slope != 1.0:
+            values *= int(instance.rescale_slope)
+        if instance.rescale_intercept != 0.0:
+            values += int(instance.rescale_intercept)
+        return values
+    return stored.astype(np.float64) * instance.rescale_slope + instance.rescale_intercept
+
+
+def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader) -> np.ndarray:
+    """Write one file's rescaled values into slice k; returns the volume (widened to float32 if needed).
+
+    Values equal pydicom's ``apply_rescale(pixel_array)``: exactly in int16,
+    or that float64 result rounded once to float32.
+    """
+    stored = _stored_pixels(instance)
+    if voxels.dtype == np.int16:
+        if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0 and \
+                (stored.dtype.itemsize == 1 or stored.dtype == np.int16):
+            voxels[k] = stored
+            return voxels
+        values = _rescaled(stored, instance, True)
+        if values.size == 0 or (int(values.min()) >= -32768 and int(values.max()) <= 32767):
+            voxels[k] = values
+            return voxels
+        # A real value does not fit int16: widen once (int16 -> float32 is exact).
+        voxels = voxels.astype(np.float32)
+    voxels[k] = _rescaled(stored, instance, _integer_rescale(instance)).astype(np.float32)
+    return voxels

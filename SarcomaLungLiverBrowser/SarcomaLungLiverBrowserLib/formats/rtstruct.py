@@ -306,17 +306,24 @@ class RasterResult:
 
 
 def slice_positions_of_volume(volume: object) -> Optional[np.ndarray]:
-    """Positions (mm along the slice normal) of each slice of a DicomVolume, in k order.
+    """Positions (mm along the slice normal) of each grid slice of a DicomVolume, in k order.
 
-    Real positions matter where spacing is irregular: the volume's matrix uses the
-    median spacing, but a contour belongs to the slice it was drawn on.
+    The volume's grid holds every file at its own position (a missing slice is
+    an empty grid position), so the positions follow from its matrix; a
+    contour is matched to the grid position it was drawn at, never to a
+    neighbour of a missing slice.
     """
-    instances = getattr(volume, "instances", None)
-    if not instances or instances[0].plane is None:
+    matrix = getattr(volume, "ijk_to_ras", None)
+    voxels = getattr(volume, "voxels", None)
+    if matrix is None or voxels is None:
         return None
-    normal = instances[0].plane.normal
-    return np.array([float(np.dot(np.asarray(instance.image_position, dtype=float), normal))
-                     for instance in instances])
+    ijk_to_lps = LPS_TO_RAS @ np.asarray(matrix, dtype=float)
+    k_axis = ijk_to_lps[:3, 2]
+    spacing = float(np.linalg.norm(k_axis))
+    if spacing == 0:
+        return None
+    normal = k_axis / spacing
+    return float(np.dot(ijk_to_lps[:3, 3], normal)) + spacing * np.arange(int(voxels.shape[0]))
 
 
 def _fill_polygon(polygon_ij: np.ndarray, shape_ji: Tuple[int, int]) -> np.ndarray:
@@ -564,7 +571,7 @@ def choose_reference_image(structure: StructureSet, volumes: Sequence[object]) -
     if referenced:
         hits = []
         for volume in volumes:
-            uids = {i.sop_instance_uid for i in getattr(volume, "instances")}
+            uids = {i.sop_instance_uid for i in getattr(volume, "present_instances", getattr(volume, "instances"))}
             uids |= {i.sop_instance_uid for i in getattr(volume, "duplicates", [])}
             hits.append(len(uids & referenced))
         best = int(np.argmax(hits))
