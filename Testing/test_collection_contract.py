@@ -35,7 +35,6 @@ from SarcomaLungLiverBrowserLib.review.report import export_review
 from SarcomaLungLiverBrowserLib.scene import builder as scene_builder
 
 LIBRARY = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser"
-NOT_YET = "not yet on the collection contract"
 
 COLLECTION_CLASSES = registry.collection_classes()
 
@@ -51,10 +50,11 @@ def _module_name(collection_class: type) -> str:
 
 
 def _require_contract(collection_class: type) -> None:
-    """Skip collections still on the legacy ``registry.Collection`` (builds its own nodes in ``load_case``)."""
-    legacy = getattr(registry, "Collection", None)
-    if legacy is not None and legacy is not Collection and issubclass(collection_class, legacy):
-        pytest.skip(NOT_YET)
+    """Every registered collection reads into plain data and leaves node building to ``put_case``."""
+    assert issubclass(collection_class, Collection), f"{collection_class.__name__} is not on the collection contract"
+    assert collection_class.read_case is not Collection.read_case, f"{collection_class.__name__} has no read_case"
+    assert collection_class.load_case is Collection.load_case, \
+        f"{collection_class.__name__} builds its own nodes in load_case instead of read -> check -> put_case"
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from SarcomaLungLiverBrowserLib.errors import DataError, LoadCancelled
 from SarcomaLungLiverBrowserLib.findings import ERROR, INFO, WARNING, Finding
 from SarcomaLungLiverBrowserLib.progress import report
 from SarcomaLungLiverBrowserLib.review.qa import describe_collection_qa, run_case_qa, run_collection_qa
+from SarcomaLungLiverBrowserLib.case_data import CaseData, SegmentationData, VolumeData
 from SarcomaLungLiverBrowserLib.registry import CaseInfo, Collection, LoadedCase, open_collection
 from SarcomaLungLiverBrowserLib.scene.builder import SegmentSpec
 
@@ -38,29 +39,31 @@ class TinyCollection(Collection):
     def discover_cases(self, progress=None):
         return [CaseInfo("tiny", case_id, self.root, diagnosis="d") for case_id in self.case_ids]
 
-    def load_case(self, case, builder, progress=None):
+    def read_case(self, case, progress=None):
         if case.case_id == "T3":
             raise DataError(self.root / "T3" / "broken.dcm", "truncated")
-        loaded = LoadedCase(case)
-        volume = builder.add_volume(f"{case.case_id} CT", np.full((3, 8, 8), 10, np.int16), np.eye(4))
-        loaded.volumes.append(volume)
         report(progress, f"building {case.case_id}", 0.5)
         if case.case_id == "T4":
             raise ZeroDivisionError("a reader bug")
         mask = np.zeros((3, 8, 8), bool)
         if case.case_id == "T1":
             mask[1, 2:5, 2:5] = True
-        loaded.segmentations.append(builder.add_segmentation(f"{case.case_id} seg", volume,
-                                                             [SegmentSpec("Lesion", (1, 0, 0), mask)]))
-        if not mask.any():
-            loaded.findings.append(Finding(WARNING, "tiny.empty_segment", f"{case.case_id}: Lesion is empty",
-                                           segment_id="Lesion"))
-        loaded.findings.append(Finding(WARNING, "tiny.table_mismatch", f"{self.root}/counts.csv: 3 cases, table says 5",
-                                       path=str(self.root / "counts.csv")))
-        loaded.findings.append(Finding(INFO, "tiny.voxels", f"{case.case_id}: {int(mask.sum())} voxels",
-                                       case_id=case.case_id, value=float(mask.sum())))
-        loaded.metrics["voxels"] = int(mask.sum())
-        return loaded
+        data = CaseData(case)
+        data.volumes.append(VolumeData("ct", f"{case.case_id} CT", np.full((3, 8, 8), 10, np.int16), np.eye(4)))
+        data.segmentations.append(SegmentationData("seg", f"{case.case_id} seg", "ct",
+                                                   [SegmentSpec("Lesion", (1, 0, 0), mask)]))
+        data.findings.append(Finding(WARNING, "tiny.table_mismatch", f"{self.root}/counts.csv: 3 cases, table says 5",
+                                     path=str(self.root / "counts.csv")))
+        data.findings.append(Finding(INFO, "tiny.voxels", f"{case.case_id}: {int(mask.sum())} voxels",
+                                     case_id=case.case_id, value=float(mask.sum())))
+        data.metrics["voxels"] = int(mask.sum())
+        return data
+
+    def check_case(self, data):
+        mask = data.segmentations[0].segments[0].mask
+        if mask.any():
+            return []
+        return [Finding(WARNING, "tiny.empty_segment", f"{data.case.case_id}: Lesion is empty", segment_id="Lesion")]
 
 
 def scene_size(headless):

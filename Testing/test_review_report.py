@@ -11,6 +11,7 @@ import pytest
 from SarcomaLungLiverBrowserLib.errors import DataError
 from SarcomaLungLiverBrowserLib.findings import WARNING, Finding
 from SarcomaLungLiverBrowserLib.review.qa import run_collection_qa, snapshot_paths
+from SarcomaLungLiverBrowserLib.case_data import CaseData, SegmentationData, VolumeData
 from SarcomaLungLiverBrowserLib.registry import CaseInfo, Collection, LoadedCase
 from SarcomaLungLiverBrowserLib.review.report import (FINDINGS_CSV_COLUMNS, REVIEW_CSV_COLUMNS, csv_cell,
                                                       export_review, write_html_report, write_verdicts_csv)
@@ -38,21 +39,20 @@ class NamedCollection(Collection):
     def discover_cases(self, progress=None):
         return [CaseInfo("named", case_id, self.root, diagnosis="Sarcoma <G2> & more") for case_id in self.case_ids]
 
-    def load_case(self, case, builder, progress=None):
+    def read_case(self, case, progress=None):
         number = self.case_ids.index(case.case_id)
-        loaded = LoadedCase(case)
         voxels = np.zeros((3, 16, 16), np.int16)
         voxels[1, number:number + 4, 2 + number:6 + number] = 1000  # a bright square in a different place per case
-        volume = builder.add_volume(f"volume {number}", voxels, np.eye(4))
         mask = np.zeros((3, 16, 16), bool)
         mask[1, 2:5, 2:5] = True
-        loaded.volumes.append(volume)
-        loaded.segmentations.append(builder.add_segmentation(f"seg {number}", volume,
-                                                             [SegmentSpec("Lesion", (1, 0, 0), mask)]))
-        loaded.findings.append(Finding(WARNING, "named.check", f"<script>alert('{case.case_id}')</script>",
-                                       case_id=case.case_id, node_name=f"seg {number}", segment_id="Lesion",
-                                       path=f"/data/{case.case_id}.dcm", ras=(1.0, -2.5, 3.0), value=4.5))
-        return loaded
+        data = CaseData(case)
+        data.volumes.append(VolumeData("volume", f"volume {number}", voxels, np.eye(4)))
+        data.segmentations.append(SegmentationData("seg", f"seg {number}", "volume",
+                                                   [SegmentSpec("Lesion", (1, 0, 0), mask)]))
+        data.findings.append(Finding(WARNING, "named.check", f"<script>alert('{case.case_id}')</script>",
+                                     case_id=case.case_id, node_name=f"seg {number}", segment_id="Lesion",
+                                     path=f"/data/{case.case_id}.dcm", ras=(1.0, -2.5, 3.0), value=4.5))
+        return data
 
 
 def files_below(folder):

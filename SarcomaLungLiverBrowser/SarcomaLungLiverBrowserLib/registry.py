@@ -9,18 +9,15 @@ the package, ``register_collection(MyCollection)``.
 """
 from __future__ import annotations
 
-import abc
 import importlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
-from .case_data import CaseData, LoadedCase
+from .case_data import LoadedCase
 from .collections.base import CaseRecord
 from .collections.base import Collection as BaseCollection
 from .errors import DataError, NotACollectionError
-from .progress import ProgressCallback
 
 __all__ = [
     "CaseRecord",
@@ -54,34 +51,9 @@ _REGISTERED: List[Type[BaseCollection]] = []
 _LISTED_ENTRIES = 8
 
 
-@dataclass
-class CaseInfo:
-    """A case record of a collection not yet moved to typed records (see :class:`~.collections.base.CaseRecord`).
-
-    :param files: collection-specific paths (series folders, masks, XMLs).
-    """
-
-    collection: str
-    case_id: str
-    root: Path
-    diagnosis: str = ""
-    files: Dict[str, Any] = field(default_factory=dict)
-    summary: Dict[str, Any] = field(default_factory=dict)
-    problems: List[str] = field(default_factory=list)
-
-    def source_paths(self) -> List[Path]:
-        return []
-
-
-class Collection(BaseCollection):
-    """A collection that still builds its own nodes in ``load_case`` (being moved to the contract)."""
-
-    def read_case(self, case: Any, progress: Optional[ProgressCallback] = None) -> CaseData:
-        raise NotImplementedError(f"{type(self).__name__} does not read cases into plain data yet")
-
-    @abc.abstractmethod
-    def load_case(self, case: Any, builder: Any, progress: Optional[ProgressCallback] = None) -> LoadedCase:
-        """Load ``case`` into the builder's scene; findings go into the result."""
+#: The names callers used before the collection contract; the same classes.
+CaseInfo = CaseRecord
+Collection = BaseCollection
 
 
 def register_collection(collection_class: Type[BaseCollection]) -> Type[BaseCollection]:
