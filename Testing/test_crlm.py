@@ -243,7 +243,10 @@ def test_colours_from_seg_or_defaults(crlm_root: Path, cases: Dict[str, CrlmCase
                        atol=2 / 255)
     assert np.allclose(without.GetSegment("Liver").GetColor(), (221 / 255, 130 / 255, 101 / 255))
     tumour_colours = {tuple(without.GetSegment(f"Tumor_{n}").GetColor()) for n in range(1, 9)}
-    assert len(tumour_colours) > 1
+    assert len(tumour_colours) == 8, "tumours without recommended colours never share one"
+    anatomy = [np.array(without.GetSegment(name).GetColor()) for name in ("Liver", "Liver_Remnant", "Hepatic", "Portal")]
+    assert all(np.abs(np.array(colour) - other).max() > 0.1 for colour in tumour_colours for other in anatomy)
+    assert np.abs(anatomy[3] - anatomy[0]).max() > 0.3, "Portal must be told apart from Liver at a glance"
 
 
 def test_hierarchy_and_clinical_tables(crlm_root: Path, cases: Dict[str, CrlmCase], builder: SceneBuilder) -> None:

@@ -35,6 +35,7 @@ from ..case_data import (
     WindowPreset,
 )
 from ..errors import DataError
+from ..colors import distinct_colors
 from ..findings import INFO, WARNING, Finding
 from ..formats.dicom_series import (
     DicomVolume,
@@ -89,13 +90,10 @@ DEFAULT_COLORS = {
     "liver": (221 / 255, 130 / 255, 101 / 255),
     "remnant": (241 / 255, 214 / 255, 145 / 255),
     "hepatic": (0 / 255, 151 / 255, 206 / 255),
-    "portal": (216 / 255, 101 / 255, 79 / 255),
+    # Not Slicer's portal-vein red, which is hard to tell from the liver beside it.
+    "portal": (120 / 255, 80 / 255, 220 / 255),
     "other": (0.6, 0.6, 0.6),
 }
-TUMOUR_COLORS = [
-    (0.96, 0.92, 0.20), (0.56, 0.93, 0.56), (1.00, 0.50, 0.05), (0.80, 0.25, 0.85), (0.20, 0.80, 0.80),
-    (1.00, 0.40, 0.55), (0.55, 0.70, 1.00), (0.75, 0.95, 0.30),
-]
 
 _STRUCTURES = {
     "liver": "liver",
@@ -743,6 +741,10 @@ def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: Di
     specs = []
     segment_ids: Dict[int, str] = {}
     tumour_index = 0
+    uncoloured_tumours = sum(1 for segment in result.segments if not segment.is_background
+                             and segment.color is None and structure_kind(segment.label) == "tumour")
+    # Tumours without a recommended colour get distinct colours (no repeats up to 40), kept apart from the anatomy.
+    tumour_colors = distinct_colors(uncoloured_tumours, avoid=DEFAULT_COLORS.values())
     for segment in result.segments:
         if segment.is_background:
             continue
@@ -751,10 +753,10 @@ def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: Di
         if segment.color is not None:
             color = segment.color
         elif kind == "tumour":
-            color = TUMOUR_COLORS[tumour_index % len(TUMOUR_COLORS)]
+            color = tumour_colors[tumour_index]
+            tumour_index += 1
         else:
             color = DEFAULT_COLORS.get(kind, DEFAULT_COLORS["other"])
-        tumour_index += kind == "tumour"
         segment_id = name
         suffix = 2
         while segment_id in segment_ids.values():
