@@ -333,3 +333,67 @@ def test_collect_sr_boxes_turns_every_problem_into_a_finding(real_case: RealCase
         ("lung.sr_unmatched", next(r.source.name for r in records
                                    if r.sop_instance_uid == real_case.voc[0].sop_instance_uid))])
     assert all(Path(f.path).name in f.message for f in findings)
+
+
+# ---------------------------------------------------------------------- through the Lung-PET-CT-Dx collection
+def _slice_rois(loaded) -> List[tuple]:
+    """(SOPInstanceUID, centre, size) of every per-slice box ROI a load read, in a stable order."""
+    rois = [roi for roi in loaded.data.rois if roi.attributes.get("role") == "slice_box"]
+    return sorted((roi.attributes["sop_instance_uid"], tuple(np.round(roi.center, 6)), tuple(np.round(roi.size, 6)))
+                  for roi in rois)
+
+
+def _idc_copy(real_case: RealCase, tmp_path: Path, with_xml: bool, move_first_box: float = 0.0) -> Path:
+    """The real case as IDC serves it: the same images, an SR series beside them, the XMLs only if asked."""
+    import shutil
+
+    root = tmp_path / "idc"
+    shutil.copytree(real_case.root, root)
+    if not with_xml:
+        shutil.rmtree(root / "Annotation")
+    records = list(real_case.voc)
+    if move_first_box:
+        first = records[0]
+        records[0] = SliceBoxRecord(first.sop_instance_uid, first.label, first.class_letter, first.xmin + move_first_box,
+                                    first.ymin, first.xmax + move_first_box, first.ymax, first.source, first.index)
+    image = real_case.headers[records[0].sop_instance_uid].path.relative_to(real_case.root)
+    sr_folder = root / image.parent.parent / "300.000000-Tumor bounding box-00001"
+    write_idc_form_srs(records, real_case.headers, sr_folder)
+    return root
+
+
+def test_the_collection_places_idc_sr_boxes_where_it_places_the_voc_boxes(real_case: RealCase, tmp_path: Path,
+                                                                          builder) -> None:
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import LungPetCtDxCollection
+
+    def load(root: Path):
+        collection = LungPetCtDxCollection(root)
+        return collection.load_case(collection.find_case("Lung_Dx-A0002"), builder)
+
+    from_voc = load(real_case.root)
+    from_sr = load(_idc_copy(real_case, tmp_path, with_xml=False))
+    assert _slice_rois(from_voc) and len(_slice_rois(from_voc)) == len(real_case.voc)
+    voc_rois, sr_rois = _slice_rois(from_voc), _slice_rois(from_sr)
+    assert [roi[0] for roi in voc_rois] == [roi[0] for roi in sr_rois]
+    for (_, voc_center, voc_size), (_, sr_center, sr_size) in zip(voc_rois, sr_rois):
+        assert np.allclose(voc_center, sr_center, atol=1e-3) and np.allclose(voc_size, sr_size, atol=1e-3)
+    assert from_sr.metrics["lesions"] == from_voc.metrics["lesions"]
+    checks = {finding.check for finding in from_sr.findings}
+    assert "lung.no_annotations" not in checks and "lung.series_skipped" not in checks, checks
+
+
+def test_the_collection_compares_voc_and_sr_boxes_and_reports_a_moved_one(real_case: RealCase, tmp_path: Path,
+                                                                          builder) -> None:
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import LungPetCtDxCollection
+
+    agreeing = _idc_copy(real_case, tmp_path / "same", with_xml=True)
+    collection = LungPetCtDxCollection(agreeing)
+    loaded = collection.load_case(collection.find_case("Lung_Dx-A0002"), builder)
+    assert not [f for f in loaded.findings if f.check.startswith("lung.voc_sr") or f.check.endswith("not_in_sr")]
+    assert len(_slice_rois(loaded)) == len(real_case.voc), "an image boxed in both forms gets its box once"
+
+    moved = _idc_copy(real_case, tmp_path / "moved", with_xml=True, move_first_box=3.0)
+    collection = LungPetCtDxCollection(moved)
+    loaded = collection.load_case(collection.find_case("Lung_Dx-A0002"), builder)
+    differs = [f for f in loaded.findings if f.check == "lung.voc_sr_box_differs"]
+    assert len(differs) == 1 and real_case.voc[0].source.name in differs[0].message

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...case_data import Placement, RoiData, TableData
 from ...errors import DataError
@@ -231,9 +231,31 @@ class _BoxReader:
         boxes = []
         for index, voc_object in enumerate(annotation.objects):
             self.result.objects.append(AnnotatedObject(path, index, voc_object.name))
-            box = self._box_of_object(path, index, voc_object, series, k, rows, columns)
+            box = self._box_of_object(path, index, voc_object, series, k, rows, columns, annotation.stem)
             if box is not None:
                 boxes.append(box)
+        return boxes
+
+    def read_sr_records(self, records: Sequence[Any]) -> List[SliceBox]:
+        """Place DICOM SR boxes (IDC's form or our export) like VOC boxes, on the images their SR names.
+
+        The image comes from the record, never from the SR's file name (an SR
+        file is not named after the image it annotates).
+        """
+        boxes = []
+        for record in records:
+            located = self._locate(record.sop_instance_uid, record.source)
+            if located is None:
+                continue
+            series, k = located
+            instance = series.volume.instances[k]
+            self.result.objects.append(AnnotatedObject(record.source, record.index, record.label))
+            box = self._box_of_object(record.source, record.index, record.as_voc_object(), series, k,
+                                      int(instance.rows or 0), int(instance.columns or 0), record.sop_instance_uid)
+            if box is not None:
+                boxes.append(box)
+        self.result.boxes.extend(boxes)
+        self._flag_duplicates(self.result.boxes)
         return boxes
 
     def _locate(self, sop_uid: str, path: Path) -> Optional[Tuple[ReadSeries, int]]:
@@ -255,7 +277,7 @@ class _BoxReader:
         return None
 
     def _box_of_object(self, path: Path, index: int, voc_object: VocObject, series: ReadSeries, k: int,
-                       rows: int, columns: int) -> Optional[SliceBox]:
+                       rows: int, columns: int, sop_instance_uid: str) -> Optional[SliceBox]:
         original = voc_object.box
         box = original
         if box[0] > box[2] or box[1] > box[3]:
@@ -271,7 +293,7 @@ class _BoxReader:
             self.findings.add(WARNING, "lung.box_outside_image", f"{path.name} object {index + 1}: box {original} "
                               f"reaches outside the {columns}x{rows} image; clamped to {clamped}", path=path,
                               node_name=series.name)
-        return SliceBox(path, index, voc_object, annotation_sop(path), series.volume.series_instance_uid, k,
+        return SliceBox(path, index, voc_object, sop_instance_uid, series.volume.series_instance_uid, k,
                         original, clamped, clamped=changed)
 
     def _flag_duplicates(self, boxes: List[SliceBox]) -> None:
@@ -291,11 +313,40 @@ class _BoxReader:
 
 def read_case_boxes(case_id: str, folders: Sequence[Path], series: CaseSeries, findings: CaseFindings,
                     searched: Path) -> CaseBoxes:
-    """Every box of the case's annotation folders placed on the series read.
+    """Every box of the case's annotation folders, and of its DICOM SR box files, placed on the series read.
+
+    VOC XML is the collection's own form; IDC serves the same boxes as TID 1500
+    SRs beside the images. SR boxes are placed on images that have no VOC box
+    (an IDC download has no XML at all); where both forms annotate an image,
+    they are compared (same box within half a pixel, same class) and every
+    disagreement is a finding naming both files.
 
     :param searched: the folder named when no annotation folder was found.
     """
-    return _BoxReader(case_id, series, findings).read(folders, searched)
+    from ...formats.sr_boxes import collect_sr_boxes, compare_voc_and_sr, is_box_sr_header, voc_box_records
+
+    reader = _BoxReader(case_id, series, findings)
+    sr_paths = sorted({header.path for header in series.headers.values()
+                       if is_box_sr_header(header.modality, header.sop_class_uid)})
+    if not sr_paths:
+        return reader.read(folders, searched)
+    result = reader.read(folders, searched) if folders else reader.result
+    sizes = {uid: (int(header.rows), int(header.columns)) for uid, header in series.headers.items()
+             if header.rows and header.columns}
+    records, sr_findings = collect_sr_boxes(sr_paths, sizes, case_id)
+    findings.extend(sr_findings)
+    voc_files = sorted({box.xml_path for box in result.boxes})
+    annotated_by_voc = {box.sop_instance_uid for box in result.boxes}
+    reader.read_sr_records([record for record in records if record.sop_instance_uid not in annotated_by_voc])
+    if voc_files:
+        voc_records = []
+        for path in voc_files:
+            try:
+                voc_records.extend(voc_box_records(path))
+            except DataError:
+                continue  # already reported as lung.xml_unreadable
+        findings.extend(compare_voc_and_sr(voc_records, records, case_id))
+    return result
 
 
 # ---------------------------------------------------------------------- ROI and table data

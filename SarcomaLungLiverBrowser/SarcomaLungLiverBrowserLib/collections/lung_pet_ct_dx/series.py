@@ -135,8 +135,12 @@ def _read_one_series(case_id: str, instances: List[InstanceHeader], result: Case
     first = instances[0]
     label = series_label(first)
     if first.modality not in IMAGE_MODALITIES:
-        findings.add(INFO, "lung.series_skipped",
-                     f"series {label} ({first.modality}) is not CT or PET and was not loaded", path=first.path.parent)
+        from ...formats.sr_boxes import is_box_sr_header
+
+        if not is_box_sr_header(first.modality, first.sop_class_uid):  # box SRs are read as annotations
+            findings.add(INFO, "lung.series_skipped",
+                         f"series {label} ({first.modality}) is not CT or PET and was not loaded",
+                         path=first.path.parent)
         result.skipped_series_sops.update((instance.sop_instance_uid, label) for instance in instances)
         return
     placeable = [instance for instance in instances if not instance.missing_geometry]
