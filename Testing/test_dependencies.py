@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from SarcomaLungLiverBrowserLib import dependencies
 from SarcomaLungLiverBrowserLib.dependencies import (
     DependencyError,
     InstallDeclined,
@@ -21,6 +22,12 @@ from SarcomaLungLiverBrowserLib.dependencies import (
 )
 
 REQUIREMENT_LINES = "pydicom>=3.0\nhighdicom>=0.27\npandas>=2.0\n"
+
+
+@pytest.fixture(autouse=True)
+def no_restart_pending(monkeypatch):
+    """Each test starts in a session where no install has replaced an imported package yet."""
+    monkeypatch.setattr(dependencies, "_restart_required", False)
 
 
 @pytest.fixture
@@ -78,9 +85,9 @@ class FakeSlicerPackaging:
     def pip_check(self, requirements) -> bool:  # present on 5.12; ensure_requirements only tests for it
         raise AssertionError("not called by ensure_requirements")
 
-    def pip_ensure(self, requirements, requester=None, skip_in_testing=True, **kwargs) -> None:
+    def pip_ensure(self, requirements, requester=None, prompt_install=True, skip_in_testing=True, **kwargs) -> None:
         self.ensure_calls.append({"requirements": list(requirements), "requester": requester,
-                                  "skip_in_testing": skip_in_testing})
+                                  "prompt_install": prompt_install, "skip_in_testing": skip_in_testing})
         if self.outcome == "declined":
             raise RuntimeError("User declined installation")
         if self.outcome == "fail":
@@ -153,6 +160,30 @@ def test_upgrading_a_package_slicer_already_imported_asks_for_a_restart(requirem
     assert result is Readiness.RESTART_NEEDED
     assert "restart Slicer" in environment.questions[0], "the user is told before saying yes"
     assert environment.installed["pydicom"] == "3.0.2"
+    # The files on disk now look right, but the old pydicom is still the one in memory.
+    again = ensure_requirements(environment.confirm(True), environment.pip_install, None, path=requirements_file,
+                                version_of=environment.version_of, imported_modules={"pydicom": object()})
+    assert again is Readiness.RESTART_NEEDED and dependencies.restart_required()
+    assert len(environment.calls) == 2, "nothing is installed a second time"
+
+
+def test_installed_but_not_importable_counts_as_missing(requirements_file):
+    """A broken install (metadata without a usable package) must not pass for installed."""
+    installed = {"pydicom": "3.0.2", "highdicom": "0.28.2", "pandas": "3.1.1"}
+    plan = plan_install(requirements_file, installed.get, imported_modules={}, can_import=lambda name: name != "pandas")
+    assert plan.requirement_lines == ["pandas>=2.0"] and "(installed: none)" in plan.describe()
+
+
+def test_without_asking_the_self_test_installs_without_a_dialog(requirements_file):
+    environment = FakeEnvironment({"pydicom": "3.0.2"})
+    assert ensure_requirements(environment.confirm(False), environment.pip_install, None, path=requirements_file,
+                               ask=False, version_of=environment.version_of, imported_modules={}) is Readiness.READY
+    assert environment.questions == []
+    packaging = FakeSlicerPackaging(FakeEnvironment({"pydicom": "3.0.2"}))
+    ensure_requirements(environment.confirm(False), environment.pip_install, packaging, path=requirements_file,
+                        ask=False, install_in_testing=True, version_of=packaging.environment.version_of,
+                        imported_modules={})
+    assert packaging.ensure_calls[0]["prompt_install"] is False
 
 
 def test_a_package_pip_did_not_install_is_reported(requirements_file):
@@ -172,7 +203,8 @@ def test_slicer_packaging_pip_ensure_is_used_where_present(requirements_file):
     assert result is Readiness.READY
     assert environment.questions == [], "pip_ensure asks the user itself"
     assert packaging.ensure_calls == [{"requirements": REQUIREMENT_LINES.split(),
-                                       "requester": "Sarcoma Lung Liver Browser", "skip_in_testing": True}]
+                                       "requester": "Sarcoma Lung Liver Browser", "prompt_install": True,
+                                       "skip_in_testing": True}]
 
 
 def test_slicer_packaging_declined_gives_a_clear_message_and_installs_nothing(requirements_file):

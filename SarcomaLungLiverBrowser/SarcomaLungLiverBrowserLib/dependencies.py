@@ -18,6 +18,7 @@ What "safely" means, from how Slicer behaves (``../shared/notes/slicer_app_facts
 from __future__ import annotations
 
 import enum
+import importlib.util
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,7 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = [
     "REQUIREMENTS_FILE", "IMPORT_NAMES", "DependencyError", "InstallDeclined", "Readiness", "RequirementStatus",
-    "InstallPlan", "requirements", "missing_requirements", "plan_install", "ensure_requirements",
+    "InstallPlan", "requirements", "missing_requirements", "plan_install", "ensure_requirements", "restart_required",
 ]
 
 #: The requirements file Slicer's ``pip_ensure`` reads (also listed in CMakeLists.txt).
@@ -69,6 +70,17 @@ def installed_version(distribution: str) -> Optional[str]:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+def importable(module_name: str) -> bool:
+    """True if ``module_name`` can be found by the import system (installed files alone are not enough:
+    a broken install, or an import blocked on purpose, leaves metadata behind)."""
+    if module_name in sys.modules and sys.modules[module_name] is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def requirements(path: Path = REQUIREMENTS_FILE) -> List[str]:
@@ -148,34 +160,57 @@ def _distribution_name(requirement: str) -> str:
 
 
 def plan_install(path: Path = REQUIREMENTS_FILE, version_of: VersionLookup = installed_version,
-                 imported_modules: Optional[Mapping[str, Any]] = None) -> InstallPlan:
-    """Compare every requirement with the installed version (``version_of``) and the imported modules."""
+                 imported_modules: Optional[Mapping[str, Any]] = None,
+                 can_import: Callable[[str], bool] = importable) -> InstallPlan:
+    """Compare every requirement with the installed version (``version_of``) and the imported modules.
+
+    A requirement is met when its installed version is accepted and its module can be imported.
+    """
     modules = sys.modules if imported_modules is None else imported_modules
     statuses = []
     for requirement in requirements(path):
         name = _distribution_name(requirement)
+        import_name = IMPORT_NAMES.get(name, name)
         installed = version_of(name)
+        if installed is not None and not can_import(import_name):
+            installed = None  # metadata without a usable package: treat as absent
         statuses.append(RequirementStatus(
             requirement=requirement, name=name, installed=installed,
             satisfied=installed is not None and _specifier_accepts(requirement, installed),
-            imported=IMPORT_NAMES.get(name, name) in modules,
+            imported=import_name in modules,
         ))
     return InstallPlan(statuses)
 
 
-def missing_requirements(path: Path = REQUIREMENTS_FILE, version_of: VersionLookup = installed_version) -> List[str]:
-    """Requirement lines not met by the installed versions (absent or too old)."""
-    return plan_install(path, version_of, imported_modules={}).requirement_lines
+def missing_requirements(path: Path = REQUIREMENTS_FILE, version_of: VersionLookup = installed_version,
+                         can_import: Callable[[str], bool] = importable) -> List[str]:
+    """Requirement lines not met by the installed versions (absent, too old or not importable)."""
+    return plan_install(path, version_of, imported_modules={}, can_import=can_import).requirement_lines
 
 
-def _after_install(path: Path, before: InstallPlan, version_of: VersionLookup) -> Readiness:
+#: Set once an install replaced a package this Python had already imported: until Slicer restarts the
+#: old version stays in memory, so every later check must keep saying so (the files on disk look fine).
+_restart_required = False
+
+
+def restart_required() -> bool:
+    """True after an install replaced a package that was already imported in this session."""
+    return _restart_required
+
+
+def _after_install(path: Path, before: InstallPlan, version_of: VersionLookup,
+                   can_import: Callable[[str], bool]) -> Readiness:
     """Check the result of an install: everything met, and whether Slicer must restart first."""
-    after = plan_install(path, version_of, imported_modules={})
+    global _restart_required
+    after = plan_install(path, version_of, imported_modules={}, can_import=can_import)
     if not after.complete:
         raise DependencyError(
             "The Python packages were not all installed; nothing was loaded. Still missing or too old:\n"
             f"{after.describe()}\n\nSee Slicer's Python console for pip's messages.")
-    return Readiness.RESTART_NEEDED if before.restart_needed else Readiness.READY
+    if before.restart_needed:
+        _restart_required = True
+        return Readiness.RESTART_NEEDED
+    return Readiness.READY
 
 
 def ensure_requirements(
@@ -185,8 +220,10 @@ def ensure_requirements(
     path: Path = REQUIREMENTS_FILE,
     requester: str = "Sarcoma Lung Liver Browser",
     install_in_testing: bool = False,
+    ask: bool = True,
     version_of: VersionLookup = installed_version,
     imported_modules: Optional[Mapping[str, Any]] = None,
+    can_import: Callable[[str], bool] = importable,
 ) -> Readiness:
     """Make every requirement met, asking the user first; raise :class:`DependencyError` if that fails.
 
@@ -196,24 +233,27 @@ def ensure_requirements(
         used when it has ``pip_ensure`` and ``pip_check``, which check versions, ask, and offer the restart.
     :param install_in_testing: passed to ``pip_ensure`` as ``skip_in_testing=not install_in_testing``; the
         self-test sets it because Slicer's test harness lacks the packages.
+    :param ask: False installs without asking (the self-test under ``--testing``, where a dialog would hang).
     :returns: :attr:`Readiness.READY`, or :attr:`Readiness.RESTART_NEEDED` when a package Slicer had
         imported was upgraded (the caller must not use the library before Slicer restarts).
     """
-    before = plan_install(path, version_of, imported_modules)
+    if _restart_required:
+        return Readiness.RESTART_NEEDED
+    before = plan_install(path, version_of, imported_modules, can_import)
     if before.complete:
         return Readiness.READY
     if slicer_packaging is not None and hasattr(slicer_packaging, "pip_ensure") and hasattr(slicer_packaging, "pip_check"):
         try:
             slicer_packaging.pip_ensure(slicer_packaging.load_requirements(str(path)), requester=requester,
-                                        skip_in_testing=not install_in_testing)
+                                        prompt_install=ask, skip_in_testing=not install_in_testing)
         except RuntimeError as error:  # pip_ensure's way of saying the user declined
             if isinstance(error, DependencyError):
                 raise
             raise InstallDeclined(_declined_message(requester, before)) from error
         except Exception as error:  # CalledProcessError and whatever else pip raised
             raise DependencyError(_failed_message(before, error)) from error
-        return _after_install(path, before, version_of)
-    if not confirm(before.question(requester)):
+        return _after_install(path, before, version_of, can_import)
+    if ask and not confirm(before.question(requester)):
         raise InstallDeclined(_declined_message(requester, before))
     arguments = " ".join(f'"{line}"' for line in before.requirement_lines)
     try:
@@ -223,7 +263,7 @@ def ensure_requirements(
         pip_install(arguments)
     except Exception as error:
         raise DependencyError(_failed_message(before, error)) from error
-    return _after_install(path, before, version_of)
+    return _after_install(path, before, version_of, can_import)
 
 
 def _declined_message(requester: str, plan: InstallPlan) -> str:
