@@ -149,6 +149,14 @@ def ensureModuleRequirements(installInTesting: bool = False, ask: bool = True) -
                                install_in_testing=installInTesting, ask=ask)
 
 
+def requireModuleRequirements() -> None:
+    """Like :func:`ensureModuleRequirements`, but a needed restart is an error too (for console use)."""
+    from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
+
+    if ensureModuleRequirements() is Readiness.RESTART_NEEDED:
+        raise DependencyError(RESTART_MESSAGE)
+
+
 def collectionFoldersIn(paths: List[str]) -> List[str]:
     """The dropped paths that are folders holding a collection this module knows (others are left to Slicer).
 
@@ -687,6 +695,9 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     @property
     def browser(self) -> Any:
         if self._browser is None:
+            if SLICER_APPLICATION:
+                # Console use inside Slicer gets the same first-use install prompt as the panel.
+                requireModuleRequirements()
             from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
 
             self._browser = CollectionBrowser(self._scene if self._scene is not None else slicer.mrmlScene)
