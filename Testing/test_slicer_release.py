@@ -93,3 +93,12 @@ def test_test_script_runs_every_supported_release():
     script = (REPOSITORY / "scripts" / "test.sh").read_text()
     assert "scripts/slicer-releases/*.txt" in script and "SLLB_SLICER_RELEASE=" in script
     assert ".venv-*/" in (REPOSITORY / ".gitignore").read_text().splitlines()
+
+
+def test_readme_names_exactly_the_tested_releases():
+    """The README's install line says the oldest release the matrix proves, and no older one."""
+    readme = (REPOSITORY / "README.md").read_text(encoding="utf-8")
+    oldest = supported_releases()[0]
+    install_line = next((line for line in readme.splitlines() if line.startswith("**From the Extension Manager**")), "")
+    assert f"(Slicer {oldest} or later" in install_line, f"README install line: {install_line!r}"
+    assert "scripts/slicer-releases" in readme, "README says where the tested releases are defined"
