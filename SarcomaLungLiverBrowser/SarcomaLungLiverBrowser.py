@@ -461,12 +461,10 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         """Pick the review-store file (a GUI way for read-only collections)."""
         if self.logic is None or self.logic.collection is None:
             return
-        from SarcomaLungLiverBrowserLib.review.store import STORE_FILE_NAME
-
-        start = os.path.join(os.path.expanduser("~"), STORE_FILE_NAME)
+        start = os.path.join(os.path.expanduser("~"), f"{Path(self.logic.collection.root).name} review.sqlite")
+        # A save dialog, because the file may not exist yet; an existing store is opened, never replaced.
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _translate("Review store file"), start,
-                                              _translate("Review store (*.sqlite);;All files (*)"),
-                                              "", qt.QFileDialog.DontConfirmOverwrite)
+                                              _translate("Review store (*.sqlite);;All files (*)"))
         if not path:
             return
         result = self._runAction(_translate("Opening the review store"),
