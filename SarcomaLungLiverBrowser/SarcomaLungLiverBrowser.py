@@ -890,10 +890,13 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None) -> List[Path]:
         """Write the review as CSV and a self-contained HTML report into ``outputFolder``."""
+        from SarcomaLungLiverBrowserLib.progress import sub_progress
         from SarcomaLungLiverBrowserLib.review.report import export_review
 
+        # The cases indexed when the collection was opened (cached), not a second index without progress.
+        cases = None if qaResult is not None else self.browser.cases(sub_progress(progressCallback, 0.0, 0.5))
         return export_review(Path(outputFolder), self.collection, self.reviewStore(), qaResult,
-                             progress=progressCallback)
+                             progress=sub_progress(progressCallback, 0.0 if cases is None else 0.5, 1.0), cases=cases)
 
     def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
         """Write the loaded case's (edited) annotations in the collection's own format; never over the sources."""

@@ -195,3 +195,21 @@ def test_a_store_that_cannot_be_opened_keeps_the_current_one(headless, tmp_path,
     assert "a file" in str(raised.value)
     assert logic.reviewStorePath() == tmp_path / "good.sqlite"
     assert logic.verdictOf(logic.caseIds()[0]) == "accepted"
+
+
+def test_export_report_reuses_the_indexed_cases_and_reports_progress(headless, crlm_sample, tmp_path, monkeypatch):
+    module = import_module_file()
+    logic = module.SarcomaLungLiverBrowserLogic(headless.scene)
+    logic.openCollection(str(crlm_sample))
+    logic.setReviewStorePath(str(tmp_path / "review.sqlite"))
+    case_ids = logic.caseIds()  # the widget indexes when the collection opens
+    calls = []
+    original = type(logic.collection).discover_cases
+    monkeypatch.setattr(type(logic.collection), "discover_cases",
+                        lambda self, progress=None: calls.append(1) or original(self, progress))
+    progress = []
+    paths = logic.exportReview(str(tmp_path / "report"), None, lambda message, fraction: progress.append(fraction))
+    assert calls == [], "Export report indexed the whole collection again"
+    assert {path.name for path in paths} == {"review.csv", "report.html"}
+    assert progress and progress == sorted(progress) and progress[-1] == 1.0
+    assert all(case_id in (tmp_path / "report" / "review.csv").read_text() for case_id in case_ids)
