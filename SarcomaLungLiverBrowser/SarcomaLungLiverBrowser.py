@@ -117,14 +117,19 @@ def _testingMode() -> bool:
 def _slicerPackaging() -> Any:
     """Slicer 5.12+'s package helpers (``pip_ensure``, ``pip_check``), or None on other Pythons.
 
-    ``slicer.packaging`` is not imported at startup, so it is imported here explicitly.
+    ``slicer.packaging`` is not imported at startup, so it is imported here explicitly. Newer previews
+    also document the same functions as ``slicer.pydeps``; whichever has them is used.
     """
-    try:
-        import slicer.packaging as packaging  # noqa: PLC0415
+    import importlib
 
-        return packaging
-    except ImportError:
-        return None
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            candidate = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(candidate, "pip_ensure") and hasattr(candidate, "pip_check"):
+            return candidate
+    return None
 
 
 def _pipInstallOutsideSlicer(arguments: str) -> None:
