@@ -296,3 +296,29 @@ def test_with_highdicom_absent_ispy1_lung_and_sts_collections_still_detect_and_l
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("LOADED")] == \
         [root.name for root in roots]
+
+
+def test_the_module_imports_slicer_packaging_itself_and_uses_it_only_with_pip_ensure(monkeypatch):
+    """Slicer does not import slicer.packaging at startup; the module must, and must not trust a bare module."""
+    import importlib.util
+    import sys
+    import types
+
+    import slicer
+
+    spec = importlib.util.spec_from_file_location(
+        "SarcomaLungLiverBrowser", Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._slicerPackaging() is None, "slicer-core has no slicer.packaging"
+
+    complete = types.ModuleType("slicer.packaging")
+    complete.pip_ensure = complete.pip_check = complete.load_requirements = lambda *args, **kwargs: None
+    monkeypatch.setitem(sys.modules, "slicer.packaging", complete)
+    monkeypatch.setattr(slicer, "packaging", complete, raising=False)
+    assert module._slicerPackaging() is complete
+
+    bare = types.ModuleType("slicer.packaging")  # e.g. an unrelated module of that name
+    monkeypatch.setitem(sys.modules, "slicer.packaging", bare)
+    monkeypatch.setattr(slicer, "packaging", bare, raising=False)
+    assert module._slicerPackaging() is None
