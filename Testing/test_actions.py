@@ -16,6 +16,10 @@ import pytest
 from SarcomaLungLiverBrowserLib.actions import ActionRunner, Outcome, OUTPUT_FOLDER_NAME, output_folder
 from SarcomaLungLiverBrowserLib.errors import LoadCancelled
 
+from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_header_cache")
+
 MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
 
 

@@ -14,6 +14,10 @@ import pytest
 import slicer
 import vtk
 
+from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_header_cache")
+
 MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
 
 

@@ -6,11 +6,17 @@ Slicer removes the subject-hierarchy node when the scene closes and creates a ne
 """
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 from pathlib import Path
 
 import slicer
 import vtk
+
+from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_header_cache")
 
 MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
 
