@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unittest
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -42,8 +43,11 @@ except ImportError:
         def __init__(self, parent: Any = None) -> None:
             self.parent = parent
 
-    class ScriptedLoadableModuleTest:  # type: ignore[no-redef]
-        pass
+    class ScriptedLoadableModuleTest(unittest.TestCase):  # type: ignore[no-redef]
+        """Slicer's test base is a unittest.TestCase with delayDisplay; so is this stand-in."""
+
+        def delayDisplay(self, message: str, msec: int = 1000) -> None:
+            logging.info(message)
 
     class VTKObservationMixin:  # type: ignore[no-redef]
         def __init__(self) -> None:
@@ -95,6 +99,96 @@ class SarcomaLungLiverBrowser(ScriptedLoadableModule):
 
 
 #
+# Python packages, dropped folders
+#
+
+RESTART_MESSAGE = _translate(
+    "Python packages that Slicer had already loaded were upgraded. Restart Slicer before using "
+    "Sarcoma Lung Liver Browser: until then the old versions stay in memory.")
+
+
+def _testingMode() -> bool:
+    """True when Slicer runs its tests (``--testing``); False outside the application."""
+    application = getattr(slicer, "app", None)
+    testingEnabled = getattr(application, "testingEnabled", None)
+    return bool(testingEnabled()) if callable(testingEnabled) else False
+
+
+def _slicerPackaging() -> Any:
+    """Slicer 5.12+'s package helpers (``pip_ensure``, ``pip_check``), or None on other Pythons.
+
+    ``slicer.packaging`` is not imported at startup, so it is imported here explicitly. Newer previews
+    also document the same functions as ``slicer.pydeps``; whichever has them is used.
+    """
+    import importlib
+
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            candidate = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(candidate, "pip_ensure") and hasattr(candidate, "pip_check"):
+            return candidate
+    return None
+
+
+def _pipInstallOutsideSlicer(arguments: str) -> None:
+    from SarcomaLungLiverBrowserLib.dependencies import DependencyError
+
+    raise DependencyError(f"This Python is not Slicer's, so the module does not install packages into it; "
+                          f"run: python -m pip install {arguments.replace('--dry-run ', '')}")
+
+
+def ensureModuleRequirements(installInTesting: bool = False, ask: bool = True) -> Any:
+    """Make the module's Python packages ready (see ``SarcomaLungLiverBrowserLib.dependencies``).
+
+    :returns: ``Readiness.READY`` or ``Readiness.RESTART_NEEDED``.
+    :raises DependencyError: declined or failed, with a message for the user.
+    """
+    from SarcomaLungLiverBrowserLib.dependencies import ensure_requirements
+
+    util = getattr(slicer, "util", None)
+    confirm = getattr(util, "confirmOkCancelDisplay", None) or (lambda question: False)
+    pipInstall = getattr(util, "pip_install", None) or _pipInstallOutsideSlicer
+    return ensure_requirements(confirm=confirm, pip_install=pipInstall, slicer_packaging=_slicerPackaging(),
+                               install_in_testing=installInTesting, ask=ask)
+
+
+def requireModuleRequirements() -> None:
+    """Like :func:`ensureModuleRequirements`, but a needed restart is an error too (for console use)."""
+    from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
+
+    if ensureModuleRequirements() is Readiness.RESTART_NEEDED:
+        raise DependencyError(RESTART_MESSAGE)
+
+
+def collectionFoldersIn(paths: List[str]) -> List[str]:
+    """The dropped paths that are folders holding a collection this module knows (others are left to Slicer).
+
+    Detection needs the library; when its packages are not installed yet, no folder is claimed, so a
+    drop still reaches Slicer's own handlers (DICOM import, Add Data).
+    """
+    folders = [path for path in paths if path and os.path.isdir(path)]
+    if not folders:
+        return []
+    try:
+        from SarcomaLungLiverBrowserLib.registry import collection_classes
+    except ImportError as error:
+        logging.info(f"Sarcoma Lung Liver Browser cannot inspect dropped folders yet ({error}); "
+                     "open the module to install its Python packages.")
+        return []
+    accepted = []
+    for folder in folders:
+        try:
+            if any(collectionClass.detect(Path(folder)) for collectionClass in collection_classes()):
+                accepted.append(folder)
+        except Exception as error:  # an unreadable folder is simply not ours
+            logging.info(f"{folder}: not inspected ({error})")
+    return accepted
+
+
+
+#
 # SarcomaLungLiverBrowserWidget
 #
 
@@ -118,7 +212,13 @@ REVIEW_SHORTCUTS = (
 
 
 class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel: wires the UI to :class:`SarcomaLungLiverBrowserLogic`; holds no data logic."""
+    """The module panel: wires the UI to :class:`SarcomaLungLiverBrowserLogic`; holds no data logic.
+
+    Every button runs through :meth:`_runAction`, which keeps the rules of
+    ``SarcomaLungLiverBrowserLib.actions``: one action at a time (the panel is disabled meanwhile,
+    because Slicer's progress dialog is not modal), one clear message on failure, Cancel is not an
+    error, and settings are saved only after the action succeeded.
+    """
 
     def __init__(self, parent: Any = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -128,6 +228,11 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.loadedCase: Any = None
         self.lastQA: Any = None
         self._shortcuts: List[Any] = []
+        self._actions: Any = None
+        self._collectionFolderChosen = False
+        self._outputFolderChosen = False
+        self._dependenciesReady = False
+        self._chooseReviewStoreButton: Any = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -136,8 +241,27 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SarcomaLungLiverBrowserLogic()
+        # Only the standard library is imported here: setup must stay light (no indexing, no install prompt).
+        from SarcomaLungLiverBrowserLib.actions import ActionRunner
+
+        self._actions = ActionRunner()
+
+        # Restore the last choices without emitting directoryChanged: opening a collection indexes it,
+        # which is the user's decision (Refresh), not something to do each time the module is shown.
+        settings = qt.QSettings()
+        self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "")
+        lastOutput = settings.value(SETTINGS_OUTPUT_FOLDER, "")
+        if lastOutput and os.path.isdir(lastOutput):
+            self._setDirectorySilently(self.ui.outputDirectoryButton, lastOutput)
+            self._outputFolderChosen = True
+        lastFolder = settings.value(SETTINGS_LAST_FOLDER, "")
+        if lastFolder and os.path.isdir(lastFolder):
+            self._setDirectorySilently(self.ui.collectionDirectoryButton, lastFolder)
+            self._collectionFolderChosen = True
+            self.ui.collectionLabel.text = _translate("Press Refresh to open this folder.")
 
         self.ui.collectionDirectoryButton.connect("directoryChanged(QString)", self.onCollectionFolderChanged)
+        self.ui.outputDirectoryButton.connect("directoryChanged(QString)", self.onOutputFolderChanged)
         self.ui.refreshButton.connect("clicked(bool)", self.onRefresh)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadSelectedCase)
         self.ui.casesTable.connect("cellDoubleClicked(int,int)", self.onCaseDoubleClicked)
@@ -162,23 +286,30 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.saveCorrectionsButton.connect("clicked(bool)", self.onSaveCorrections)
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        # A read-only collection cannot hold its review store: let the user put it elsewhere.
+        self._chooseReviewStoreButton = qt.QPushButton(_translate("Choose review store file..."))
+        self._chooseReviewStoreButton.toolTip = _translate(
+            "Where verdicts are kept. By default a file beside the collection; choose another file when the "
+            "collection folder is read-only or shared.")
+        self._chooseReviewStoreButton.connect("clicked(bool)", self.onChooseReviewStore)
+        self.ui.reviewCollapsibleButton.layout().addRow(self._chooseReviewStoreButton)
 
-        settings = qt.QSettings()
-        self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "")
         self.ui.blindedCheckBox.checked = str(settings.value(SETTINGS_BLINDED, "false")).lower() == "true"
         self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
-        lastOutput = settings.value(SETTINGS_OUTPUT_FOLDER, "")
-        if lastOutput:
-            self.ui.outputDirectoryButton.directory = lastOutput
-        lastFolder = settings.value(SETTINGS_LAST_FOLDER, "")
-        if lastFolder and os.path.isdir(lastFolder):
-            # Setting the directory emits directoryChanged, which indexes the folder.
-            self.ui.collectionDirectoryButton.directory = lastFolder
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.updateButtons()
+
+    @staticmethod
+    def _setDirectorySilently(button: Any, folder: str) -> None:
+        wasBlocked = button.blockSignals(True)
+        try:
+            button.directory = folder
+        finally:
+            button.blockSignals(wasBlocked)
 
     def enter(self) -> None:
         # Keyboard shortcuts only while the module is shown, so they never clash with other modules.
+        self.exit()
         mainWindow = slicer.util.mainWindow()
         for keys, _, methodName in REVIEW_SHORTCUTS:
             shortcut = qt.QShortcut(qt.QKeySequence(keys), mainWindow)
@@ -202,55 +333,68 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.logic.forgetLoadedCases()
         if self.ui is not None:
             self.ui.findingsList.clear()
+            self.updateButtons()
 
-    # ------------------------------------------------------------------ helpers
-    def _progressCallback(self, title: str):
-        """A progress dialog the widget owns; the logic reports through the returned callback."""
-        dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=1000, labelText=title)
-        dialog.setWindowTitle(title)
+    # ------------------------------------------------------------------ running actions
+    def _ensureDependencies(self) -> bool:
+        """Install missing or too-old Python packages at first use, after asking (never at setup)."""
+        if self._dependenciesReady:
+            return True
+        from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
 
-        def callback(message: str, fraction: float) -> bool:
-            dialog.labelText = message
-            dialog.value = int(fraction * 1000)
-            slicer.app.processEvents()
-            return bool(dialog.wasCanceled)
-
-        return dialog, callback
-
-    def _runWithProgress(self, title: str, errorMessage: str, work):
-        """Run ``work(callback)`` with a progress dialog and Slicer's error display."""
-        if not self._ensureDependencies():
-            return None
-        dialog, callback = self._progressCallback(title)
-        result = None
         try:
-            with slicer.util.tryWithErrorDisplay(errorMessage, waitCursor=True):
-                result = work(callback)
+            readiness = ensureModuleRequirements()
+        except DependencyError as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_translate("Sarcoma Lung Liver Browser"))
+            return False
+        if readiness is Readiness.RESTART_NEEDED:
+            slicer.util.warningDisplay(RESTART_MESSAGE, windowTitle=_translate("Sarcoma Lung Liver Browser"))
+            return False
+        self._dependenciesReady = True
+        return True
+
+    def _setControlsEnabled(self, enabled: bool) -> None:
+        for name in ("collectionCollapsibleButton", "reviewCollapsibleButton", "outputCollapsibleButton"):
+            getattr(self.ui, name).enabled = enabled
+
+    def _runAction(self, title: str, failureMessage: str, work: Any, remember: Any = None,
+                   withProgress: bool = True) -> Any:
+        """Run ``work(callback)`` as one user action; returns its ActionResult, or None if it could not start.
+
+        The panel is disabled while it runs (Slicer's progress dialog is not modal, so buttons and the
+        Ctrl+N/P/U shortcuts would otherwise start a second action inside this one); failures show one
+        message; Cancel shows nothing.
+        """
+        from SarcomaLungLiverBrowserLib.actions import Outcome
+
+        if self._actions is None or self._actions.busy or not self._ensureDependencies():
+            return None
+        dialog = None
+        callback = None
+        if withProgress:
+            dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=1000,
+                                                      labelText=title, windowTitle=title)
+
+            def callback(message: str, fraction: float) -> bool:
+                dialog.labelText = message
+                dialog.value = int(max(0.0, min(1.0, fraction)) * 1000)
+                slicer.app.processEvents()
+                return bool(dialog.wasCanceled)
+
+        self._setControlsEnabled(False)
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            result = self._actions.run(title, failureMessage, lambda: work(callback), remember)
         finally:
-            dialog.close()
+            qt.QApplication.restoreOverrideCursor()
+            if dialog is not None:
+                dialog.close()
+            self._setControlsEnabled(True)
+        if result.outcome is Outcome.FAILED:
+            slicer.util.errorDisplay(result.message, windowTitle=title, detailedText=result.details)
         return result
 
-    def _ensureDependencies(self) -> bool:
-        """Install missing Python packages at first use, after asking (never at startup)."""
-        from SarcomaLungLiverBrowserLib.dependencies import REQUIREMENTS_FILE, missing_requirements
-
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            # Slicer 5.11+: asks, shows progress, offers a restart, skips in testing mode.
-            packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)),
-                                 requester="Sarcoma Lung Liver Browser")
-            return not missing_requirements()
-        missing = missing_requirements()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                _translate("Sarcoma Lung Liver Browser needs these Python packages, which are not installed:\n\n")
-                + "\n".join(missing) + _translate("\n\nInstall them now?")):
-            return False
-        with slicer.util.tryWithErrorDisplay(_translate("Installing the Python packages failed."), waitCursor=True):
-            slicer.util.pip_install(missing)
-        return not missing_requirements()
-
+    # ------------------------------------------------------------------ helpers
     def _selectedCaseId(self) -> Optional[str]:
         row = self.ui.casesTable.currentRow()
         if row < 0:
@@ -278,54 +422,108 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         haveCollection = self.logic is not None and self.logic.collection is not None
         haveCase = self.loadedCase is not None
         self.ui.loadCaseButton.enabled = self._selectedCaseId() is not None
-        self.ui.refreshButton.enabled = haveCollection
+        self.ui.refreshButton.enabled = haveCollection or self._collectionFolderChosen
         for button in (self.ui.previousCaseButton, self.ui.nextCaseButton, self.ui.nextUnreviewedButton,
                        self.ui.runQAButton, self.ui.exportReportButton):
             button.enabled = haveCollection
         for button in (self.ui.acceptButton, self.ui.needsCorrectionButton, self.ui.rejectButton,
                        self.ui.saveCorrectionsButton):
             button.enabled = haveCase
+        if self._chooseReviewStoreButton is not None:
+            self._chooseReviewStoreButton.enabled = haveCollection
 
     def updateReviewProgress(self) -> None:
         if self.logic is None or self.logic.collection is None:
             self.ui.reviewProgressLabel.text = ""
             return
-        reviewed, total = self.logic.reviewProgress()
+        try:
+            reviewed, total = self.logic.reviewProgress()
+        except Exception as error:  # e.g. no usable review store yet: say so instead of a count
+            self.ui.reviewProgressLabel.text = _translate("Verdicts unavailable: {error}").format(error=error)
+            return
         self.ui.reviewProgressLabel.text = _translate("{reviewed} of {total} reviewed").format(
             reviewed=reviewed, total=total)
 
     # ------------------------------------------------------------------ collection and cases
     def onCollectionFolderChanged(self, folder: str) -> None:
-        qt.QSettings().setValue(SETTINGS_LAST_FOLDER, folder)
-        self.onRefresh()
+        self._collectionFolderChosen = True
+        self.openCollectionFolder(folder)
 
     def onRefresh(self) -> None:
-        folder = self.ui.collectionDirectoryButton.directory
+        self.openCollectionFolder(self.ui.collectionDirectoryButton.directory)
+
+    def openCollectionFolder(self, folder: str) -> bool:
+        """Open and index ``folder`` (explicit user action: folder choice, Refresh, or a folder drop).
+
+        The folder is saved as the one to offer next time only after it opened.
+        """
+        if self.ui.collectionDirectoryButton.directory != folder:
+            self._setDirectorySilently(self.ui.collectionDirectoryButton, folder)
 
         def work(callback):
             collection = self.logic.openCollection(folder)
-            return collection, self.logic.caseTable(callback)
+            table = self.logic.caseTable(callback)
+            verdicts, storeProblem = self.logic.caseVerdictsOrProblem()
+            return collection, table, verdicts, storeProblem
 
-        result = self._runWithProgress(_translate("Indexing collection"),
-                                       _translate("This folder could not be opened as a collection."), work)
-        if result is not None:
-            collection, table = result
+        result = self._runAction(
+            _translate("Indexing collection"), _translate("This folder could not be opened as a collection."),
+            work, remember=lambda value: qt.QSettings().setValue(SETTINGS_LAST_FOLDER, folder))
+        if result is not None and result.done:
+            collection, table, verdicts, storeProblem = result.value
+            self.loadedCase = None
             self.ui.collectionLabel.text = collection.title
-            self.populateCasesTable(table)
+            self.populateCasesTable(table, verdicts)
+            if storeProblem:
+                self._offerOtherReviewStore(storeProblem)
         self.updateReviewProgress()
         self.updateButtons()
+        return result is not None and result.done
 
-    def populateCasesTable(self, table: Any) -> None:
-        """Show the case table, with each case's verdict so far."""
+    def _offerOtherReviewStore(self, problem: str) -> None:
+        question = _translate("Verdicts cannot be saved:\n\n{problem}\n\nChoose another file for the review store now?")
+        if slicer.util.confirmOkCancelDisplay(question.format(problem=problem)):
+            self.onChooseReviewStore()
+
+    def onChooseReviewStore(self) -> None:
+        """Pick the review-store file (a GUI way for read-only collections)."""
+        if self.logic is None or self.logic.collection is None:
+            return
+        start = os.path.join(os.path.expanduser("~"), f"{Path(self.logic.collection.root).name} review.sqlite")
+        # A save dialog, because the file may not exist yet; an existing store is opened, never replaced.
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _translate("Review store file"), start,
+                                              _translate("Review store (*.sqlite);;All files (*)"))
+        if not path:
+            return
+        result = self._runAction(_translate("Opening the review store"),
+                                 _translate("This file cannot hold the review store."),
+                                 lambda callback: self.logic.useReviewStore(path), withProgress=False)
+        if result is not None and result.done:
+            self._refreshVerdictColumn()
+        self.updateReviewProgress()
+
+    def _refreshVerdictColumn(self) -> None:
+        verdicts, _ = self.logic.caseVerdictsOrProblem()
+        widget = self.ui.casesTable
+        column = self._caseIdColumn()
+        for row in range(widget.rowCount):
+            item = widget.item(row, column)
+            if item is not None:
+                widget.item(row, widget.columnCount - 1).setText((verdicts or {}).get(item.text(), ""))
+
+    def populateCasesTable(self, table: Any, verdicts: Optional[Any] = None) -> None:
+        """Show the case table, with each case's verdict so far (empty when there is no review store)."""
+        verdicts = verdicts or {}
         widget = self.ui.casesTable
         widget.setSortingEnabled(False)
         widget.clear()
         columns = list(table.columns) + ["verdict"]
+        caseIdIndex = list(table.columns).index("case_id")
         widget.setColumnCount(len(columns))
         widget.setHorizontalHeaderLabels([str(column) for column in columns])
         widget.setRowCount(len(table))
         for row, values in enumerate(table.itertuples(index=False)):
-            verdict = self.logic.verdictOf(str(values[list(table.columns).index("case_id")]))
+            verdict = verdicts.get(str(values[caseIdIndex]), "")
             for column, value in enumerate(list(values) + [verdict]):
                 item = qt.QTableWidgetItem(str(value))
                 item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
@@ -353,12 +551,12 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.loadCase(caseId)
 
     def loadCase(self, caseId: str) -> None:
-        loaded = self._runWithProgress(_translate("Loading case"), _translate("The case could not be loaded."),
-                                       lambda callback: self.logic.loadCase(caseId, callback))
-        if loaded is not None:
-            self.loadedCase = loaded
-            self._selectCase(loaded.case.case_id)
-            self.showLoadedCase(loaded)
+        result = self._runAction(_translate("Loading case"), _translate("The case could not be loaded."),
+                                 lambda callback: self.logic.loadCase(caseId, callback))
+        if result is not None and result.done:
+            self.loadedCase = result.value
+            self._selectCase(self.loadedCase.case.case_id)
+            self.showLoadedCase(self.loadedCase)
         self.updateButtons()
 
     def showLoadedCase(self, loaded: Any) -> None:
@@ -379,7 +577,11 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.annotationComboBox.addItem(_translate("Whole case"), WHOLE_CASE)
         for key in self.logic.annotationKeys(loaded):
             self.ui.annotationComboBox.addItem(key, key)
-        self.ui.commentTextEdit.plainText = self.logic.commentOf(loaded.case.case_id)
+        try:
+            self.ui.commentTextEdit.plainText = self.logic.commentOf(loaded.case.case_id)
+        except Exception as error:  # the case is loaded; only the review store is unavailable
+            logging.warning(f"Review store unavailable: {error}")
+            self.ui.commentTextEdit.plainText = ""
         self.ui.caseLabel.text = f"{loaded.case.case_id}  ({loaded.case.diagnosis or loaded.case.collection})"
         self.showReads()
         self.updateReviewProgress()
@@ -450,7 +652,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.showLoadedCase(self.loadedCase)
 
     def onStep(self, step: int) -> None:
-        if self.logic is None or self.logic.collection is None:
+        if self.logic is None or self.logic.collection is None or (self._actions and self._actions.busy):
             return
         current = self.loadedCase.case.case_id if self.loadedCase is not None else self._selectedCaseId()
         caseId = self.logic.neighbourCaseId(current, step)
@@ -458,14 +660,18 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.loadCase(caseId)
 
     def onNextUnreviewed(self) -> None:
-        if self.logic is None or self.logic.collection is None:
+        if self.logic is None or self.logic.collection is None or (self._actions and self._actions.busy):
             return
         current = self.loadedCase.case.case_id if self.loadedCase is not None else None
-        caseId = self.logic.nextUnreviewedCaseId(current)
-        if caseId is None:
+        result = self._runAction(_translate("Finding the next unreviewed case"),
+                                 _translate("The review store could not be read."),
+                                 lambda callback: self.logic.nextUnreviewedCaseId(current), withProgress=False)
+        if result is None or not result.done:
+            return
+        if result.value is None:
             slicer.util.infoDisplay(_translate("Every case of this collection has a verdict."))
             return
-        self.loadCase(caseId)
+        self.loadCase(result.value)
 
     def onReviewerChanged(self) -> None:
         qt.QSettings().setValue(SETTINGS_REVIEWER, self.ui.reviewerLineEdit.text)
@@ -484,12 +690,20 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if not self._ensureStoreLocation():
             return
         caseId = self.loadedCase.case.case_id
-        with slicer.util.tryWithErrorDisplay(_translate("The verdict could not be saved."), waitCursor=True):
-            if self.ui.adjudicateCheckBox.checked:
-                self.logic.adjudicate(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
+        comment = self.ui.commentTextEdit.plainText
+        adjudicating = self.ui.adjudicateCheckBox.checked
+
+        def work(callback):
+            if adjudicating:
+                self.logic.adjudicate(caseId, verdict, comment, reviewer, annotation)
             else:
-                self.logic.setVerdict(caseId, verdict, self.ui.commentTextEdit.plainText, reviewer, annotation)
-            self._markVerdictInTable(caseId, self.logic.verdictOf(caseId))
+                self.logic.setVerdict(caseId, verdict, comment, reviewer, annotation)
+            return self.logic.verdictOf(caseId)
+
+        result = self._runAction(_translate("Saving the verdict"), _translate("The verdict could not be saved."),
+                                 work, withProgress=False)
+        if result is not None and result.done:
+            self._markVerdictInTable(caseId, result.value)
         self.showReads()
         self.updateReviewProgress()
 
@@ -515,35 +729,46 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
                 widget.item(row, widget.columnCount - 1).setText(verdict)
 
     # ------------------------------------------------------------------ QA, reports, corrections
+    def onOutputFolderChanged(self, folder: str) -> None:
+        self._outputFolderChosen = True
+
     def _outputFolder(self) -> str:
-        folder = self.ui.outputDirectoryButton.directory
-        qt.QSettings().setValue(SETTINGS_OUTPUT_FOLDER, folder)
-        return folder
+        """The folder the user chose, else the documented default beside the review store."""
+        from SarcomaLungLiverBrowserLib.actions import output_folder
+
+        chosen = self.ui.outputDirectoryButton.directory if self._outputFolderChosen else ""
+        return str(output_folder(chosen, self.logic.reviewStorePath()))
+
+    def _rememberOutputFolder(self, folder: str) -> None:
+        if self._outputFolderChosen:
+            qt.QSettings().setValue(SETTINGS_OUTPUT_FOLDER, folder)
 
     def onRunQA(self) -> None:
-        result = self._runWithProgress(_translate("Checking every case"), _translate("The quality checks failed."),
-                                       lambda callback: self.logic.runCollectionQA(callback))
-        if result is not None:
-            self.lastQA = result
-            slicer.util.infoDisplay(self.logic.describeQA(result))
+        result = self._runAction(_translate("Checking every case"), _translate("The quality checks failed."),
+                                 lambda callback: self.logic.runCollectionQA(callback))
+        if result is not None and result.done:
+            self.lastQA = result.value
+            slicer.util.infoDisplay(self.logic.describeQA(result.value))
 
     def onExportReport(self) -> None:
         folder = self._outputFolder()
-        paths = self._runWithProgress(_translate("Writing the review report"), _translate("The report could not be written."),
-                                      lambda callback: self.logic.exportReview(folder, self.lastQA, callback))
-        if paths:
-            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in paths))
+        result = self._runAction(_translate("Writing the review report"), _translate("The report could not be written."),
+                                 lambda callback: self.logic.exportReview(folder, self.lastQA, callback),
+                                 remember=lambda paths: self._rememberOutputFolder(folder))
+        if result is not None and result.done and result.value:
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in result.value))
 
     def onSaveCorrections(self) -> None:
         if self.loadedCase is None:
             return
         folder = self._outputFolder()
         caseId = self.loadedCase.case.case_id
-        paths = self._runWithProgress(_translate("Saving corrected annotations"),
-                                      _translate("The corrected annotations could not be saved."),
-                                      lambda callback: self.logic.saveCorrections(folder, caseId, callback))
-        if paths:
-            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in paths))
+        result = self._runAction(_translate("Saving corrected annotations"),
+                                 _translate("The corrected annotations could not be saved."),
+                                 lambda callback: self.logic.saveCorrections(folder, caseId, callback),
+                                 remember=lambda paths: self._rememberOutputFolder(folder))
+        if result is not None and result.done and result.value:
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in result.value))
 
 
 #
@@ -574,6 +799,9 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     def service(self) -> Any:
         """The :class:`ReviewService` shared with the command line; this class only adapts its names."""
         if self._service is None:
+            if SLICER_APPLICATION:
+                # Console use inside Slicer gets the same first-use install prompt as the panel.
+                requireModuleRequirements()
             from SarcomaLungLiverBrowserLib.service import ReviewService
 
             self._service = ReviewService(self._scene if self._scene is not None else slicer.mrmlScene,
@@ -601,7 +829,10 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ browsing
     def openCollection(self, folder: str, collectionKey: Optional[str] = None) -> Any:
-        """Open a collection folder (detected unless ``collectionKey`` names it)."""
+        """Open a collection folder (detected unless ``collectionKey`` names it).
+
+        If the folder cannot be opened, the collection open before stays open, with its review store.
+        """
         return self.service.open(Path(folder), collectionKey)
 
     def cases(self, progressCallback: Any = None) -> List[Any]:
@@ -674,6 +905,26 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
     def reviewStoreLocationProblem(self) -> Optional[str]:
         """Why verdicts cannot be kept beside the collection (read-only folder), or None; then ask for a file."""
         return self.service.store_location_problem()
+
+    def reviewStorePath(self) -> Path:
+        """The review-store file in use (or to be used): the chosen one, else the one beside the collection."""
+        if self.collection is None:
+            raise RuntimeError("open a collection folder first")
+        return self.service.store_path
+
+    def useReviewStore(self, path: str) -> Any:
+        """Switch to the review store in ``path`` and open it now; if it cannot be opened, keep the current one."""
+        return self.service.use_store(Path(path))
+
+    def caseVerdictsOrProblem(self) -> Any:
+        """({case id: verdict}, "") for the open collection, or (None, why) when no review store can be opened.
+
+        A read-only collection folder still browses and loads; only verdicts need another store file.
+        """
+        try:
+            return {caseId: self.verdictOf(caseId) for caseId in self.caseIds()}, ""
+        except Exception as error:
+            return None, str(error)
 
     def reviewStore(self) -> Any:
         """The open review store (created beside the collection unless another path was set)."""
@@ -759,7 +1010,10 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
     def exportReview(self, outputFolder: str, qaResult: Any = None, progressCallback: Any = None,
                      reviewer: Optional[str] = None) -> List[Path]:
-        """Write the review as CSV and a self-contained HTML report (the command line's report) into ``outputFolder``."""
+        """Write the review as CSV and a self-contained HTML report (the command line's report) into ``outputFolder``.
+
+        Uses the cases indexed when the collection was opened, reporting progress through ``progressCallback``.
+        """
         return self.service.export_report(Path(outputFolder), qaResult, progressCallback, reviewer=reviewer)
 
     def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
@@ -772,61 +1026,111 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
 
 
 #
-# SarcomaLungLiverBrowserFileReader
+# SarcomaLungLiverBrowserFileReader, SarcomaLungLiverBrowserFileDialog
 #
 
 
 class SarcomaLungLiverBrowserFileReader:
-    """Drag and drop: a collection folder opens in the module; VOC XML files become ROIs on loaded slices."""
+    """Drag and drop of PASCAL VOC annotation files (.xml): boxes become ROIs on the loaded slices.
+
+    Folders never reach a file reader (Slicer expands a dropped folder into its files); collection
+    folders are handled by :class:`SarcomaLungLiverBrowserFileDialog`.
+    """
 
     def __init__(self, parent: Any) -> None:
         self.parent = parent
 
     def description(self) -> str:
-        return _translate("TCIA collection folder or PASCAL VOC annotation")
+        return _translate("PASCAL VOC annotation")
 
     def fileType(self) -> str:
-        return "SarcomaLungLiverBrowserFile"
+        return "SarcomaLungLiverBrowserVocFile"
 
     def extensions(self) -> List[str]:
-        return [_translate("PASCAL VOC annotation (*.xml)"), _translate("Collection folder (*)")]
+        return [_translate("PASCAL VOC annotation (*.xml)")]
 
     def canLoadFile(self, filePath: str) -> bool:
         path = Path(filePath)
-        if path.is_dir():
-            try:
-                from SarcomaLungLiverBrowserLib.registry import collection_classes
+        if path.suffix.lower() != ".xml" or not path.is_file():
+            return False
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(4096)
+        except OSError:
+            return False
+        # Other readers claim .xml too: take only PASCAL VOC annotations.
+        return b"<annotation" in head
 
-                return any(collectionClass.detect(path) for collectionClass in collection_classes())
-            except ImportError:
-                return False
-        if path.suffix.lower() == ".xml":
-            try:
-                with open(path, "rb") as stream:
-                    head = stream.read(4096)
-            except OSError:
-                return False
-            # Other readers claim .xml too: take only PASCAL VOC annotations.
-            return b"<annotation" in head
-        return False
+    def _report(self, severity: str, message: str) -> None:
+        """Through Slicer's user messages, which the Add Data dialog shows after loading."""
+        import vtk
+
+        event = {"error": vtk.vtkCommand.ErrorEvent, "warning": vtk.vtkCommand.WarningEvent}[severity]
+        self.parent.userMessages().AddMessage(event, message)
 
     def load(self, properties: Any) -> bool:
+        from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
+
         path = Path(properties["fileName"])
-        widget = slicer.modules.sarcomalungliverbrowser.widgetRepresentation().self()
         try:
-            if path.is_dir():
-                slicer.util.selectModule("SarcomaLungLiverBrowser")
-                widget.ui.collectionDirectoryButton.directory = str(path)
-                self.parent.loadedNodes = []
-                return True
-            rois, findings = widget.logic.placeVocFiles([str(path)])
+            if ensureModuleRequirements() is Readiness.RESTART_NEEDED:
+                self._report("error", f"{path}: {RESTART_MESSAGE}")
+                return False
+        except DependencyError as error:
+            self._report("error", f"{path}: {error}")
+            return False
+        try:
+            rois, findings = SarcomaLungLiverBrowserLogic().placeVocFiles([str(path)])
         except Exception as error:
-            slicer.util.errorDisplay(f"{path}: {error}")
+            self._report("error", f"{path}: {error}")
             return False
         for finding in findings:
-            logging.warning(finding.message)
+            self._report("warning", f"{path}: {finding.message}")
         self.parent.loadedNodes = [roi.GetID() for roi in rois]
+        if not rois:
+            self._report("error", f"{path}: no box was placed (load the case's DICOM series first)")
         return bool(rois)
+
+
+#
+# SarcomaLungLiverBrowserFileDialog
+#
+
+
+class SarcomaLungLiverBrowserFileDialog:
+    """Drop a collection folder on Slicer to open it in this module.
+
+    Slicer detects this specially named class (as it does the DICOM module's ``DICOMFileDialog``) and
+    asks it about every drop before expanding folders into files. Only folders that hold a known
+    collection are claimed, so other folder drops still reach the DICOM module and Add Data.
+    """
+
+    def __init__(self, qSlicerFileDialog: Any) -> None:
+        self.qSlicerFileDialog = qSlicerFileDialog
+        qSlicerFileDialog.fileType = _translate("TCIA collection folder")
+        qSlicerFileDialog.description = _translate("Open the collection in Sarcoma Lung Liver Browser")
+        qSlicerFileDialog.action = slicer.qSlicerFileDialog.Read
+        self.collectionFolders: List[str] = []
+
+    def execDialog(self) -> None:
+        """File > Add Data does not list this dialog; choosing a folder happens in the module panel."""
+        slicer.util.selectModule(MODULE_NAME)
+
+    def isMimeDataAccepted(self) -> None:
+        mimeData = self.qSlicerFileDialog.mimeData()
+        paths = [url.toLocalFile() for url in mimeData.urls()] if mimeData.hasFormat("text/uri-list") else []
+        self.collectionFolders = collectionFoldersIn(paths)
+        self.qSlicerFileDialog.acceptMimeData(bool(self.collectionFolders))
+
+    def dropEvent(self) -> None:
+        folders, self.collectionFolders = self.collectionFolders, []
+        if not folders:
+            return
+        if len(folders) > 1:
+            logging.warning(f"Sarcoma Lung Liver Browser opens one collection at a time; opening {folders[0]}")
+        slicer.util.selectModule(MODULE_NAME)
+        widget = slicer.modules.sarcomalungliverbrowser.widgetRepresentation().self()
+        widget.openCollectionFolder(folders[0])
 
 
 #
@@ -835,9 +1139,25 @@ class SarcomaLungLiverBrowserFileReader:
 
 
 class SarcomaLungLiverBrowserTest(ScriptedLoadableModuleTest):
-    """Self-test run inside Slicer ("Reload and Test", or ctest through the extension build)."""
+    """Self-test run inside Slicer ("Reload and Test", or ctest through the extension build).
+
+    Slicer's test harness (``--testing``) starts without pandas, nibabel, lxml and openpyxl. ``setUp``
+    installs the module's requirements (without a dialog under ``--testing``) or skips the test naming
+    what is missing; a missing package is never reported as a test error. The sample collections are
+    written by the library's sample writers into a temporary folder that is removed afterwards.
+    """
 
     def setUp(self) -> None:
+        from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness, missing_requirements
+
+        missing = missing_requirements()
+        if missing:
+            try:
+                readiness = ensureModuleRequirements(installInTesting=True, ask=not _testingMode())
+            except DependencyError as error:
+                self.skipTest(f"missing Python packages {', '.join(missing)}: {error}")
+            if readiness is Readiness.RESTART_NEEDED:
+                self.skipTest(f"{RESTART_MESSAGE} (upgraded: {', '.join(missing)})")
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
@@ -847,12 +1167,14 @@ class SarcomaLungLiverBrowserTest(ScriptedLoadableModuleTest):
         self.test_ReviewRound()
 
     def _sampleCollections(self) -> Any:
+        import shutil
         import tempfile
 
         from SarcomaLungLiverBrowserLib.samples import generate_all
 
-        folder = tempfile.mkdtemp(prefix="SarcomaLungLiverBrowserTest-")
-        return Path(folder), generate_all(Path(folder) / "data")
+        folder = Path(tempfile.mkdtemp(prefix="SarcomaLungLiverBrowserTest-"))
+        self.addCleanup(shutil.rmtree, str(folder), True)
+        return folder, generate_all(folder / "data")
 
     def test_LoadSampleCaseOfEachCollection(self) -> None:
         self.delayDisplay("Generating sample collections")

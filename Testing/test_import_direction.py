@@ -33,6 +33,7 @@ ALLOWED = {
     "cli": {"formats", "scene", "registry", "collections", "browser", "review", "service", "samples",
             "dependencies"},
     "dependencies": set(),
+    "actions": set(),
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -44,6 +45,7 @@ FORBIDDEN_THIRD_PARTY = {
     "registry": {"slicer", "vtk", "qt", "ctk"},
     "collections": {"qt", "ctk"},
     "review": {"qt", "ctk"},
+    "actions": {"slicer", "vtk", "qt", "ctk"},
 }
 
 

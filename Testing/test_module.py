@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("isolated_header_cache")
+
 MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
 
 

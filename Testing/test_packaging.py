@@ -74,7 +74,8 @@ def python_sources():
 
 @pytest.mark.parametrize("path", list(python_sources()), ids=lambda p: p.relative_to(REPOSITORY).as_posix())
 def test_sources_parse_as_python_3_9(path):
-    """Slicer 5.8 ships Python 3.9: no match statements, no parenthesised context managers."""
+    """pyproject.toml declares Python >= 3.9 for the command line (Slicer 5.12 itself ships 3.12, see
+    Testing/test_slicer_release.py): no match statements, no parenthesised context managers."""
     ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
     tree = ast.parse(path.read_text())
     has_future = any(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in tree.body)
@@ -86,7 +87,7 @@ def test_sources_parse_as_python_3_9(path):
 
 
 def _python_3_9():
-    """A working Python 3.9 interpreter (Slicer 5.8's version), or None."""
+    """A working Python 3.9 interpreter (the oldest pyproject.toml allows), or None."""
     import glob
     import os
     import shutil

@@ -18,6 +18,44 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
 fi
 
+# --slicer-release X.Y: build .venv-slicer-X.Y, the test environment of one supported
+# Slicer release (scripts/slicer-releases/X.Y.txt), instead of the main .venv.
+if [ "${1:-}" = "--slicer-release" ]; then
+    release="${2:?usage: bootstrap.sh --slicer-release X.Y}"
+    pins="scripts/slicer-releases/$release.txt"
+    [ -f "$pins" ] || { echo "error: no $pins (supported releases: $(ls scripts/slicer-releases))" >&2; exit 2; }
+    minor="$(sed -n 's/^# python: *\([0-9][0-9.]*\).*/\1/p' "$pins")"
+    [ -n "$minor" ] || { echo "error: $pins has no '# python: X.Y' line" >&2; exit 2; }
+    venv=".venv-slicer-$release"
+    stamp="$venv/.sllb-installed"
+    if [ -f "$stamp" ] && [ ! "$pins" -nt "$stamp" ] && [ ! requirements-lock.txt -nt "$stamp" ] \
+            && [ ! SarcomaLungLiverBrowser/Resources/requirements.txt -nt "$stamp" ]; then
+        exit 0
+    fi
+    interpreter="$(ls -d "$HOME"/.pyenv/versions/"$minor".*/bin/python"$minor" 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$interpreter" ] || interpreter="$(command -v "python$minor" || true)"
+    [ -n "$interpreter" ] || { echo "error: Slicer $release needs Python $minor; none in ~/.pyenv/versions or on PATH" >&2; exit 2; }
+    rm -rf "$venv"
+    "$interpreter" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    bundled="$venv/bundled.txt"
+    grep -v '^#' "$pins" | sed '/^[[:space:]]*$/d' > "$bundled"
+    names="$(sed 's/[=<>!~ ].*//' "$bundled" | paste -sd'|')"
+    # 1. What the Slicer installer ships.
+    "$venv/bin/python" -m pip install -q -r "$bundled"
+    # 2. The module's requirements on top, as Slicer's pip would install them; the constraint
+    #    makes pip fail rather than upgrade a package Slicer has already imported.
+    grep -viE "^($names)==" requirements-lock.txt > "$venv/lock-without-bundled.txt"
+    "$venv/bin/python" -m pip install -q -r SarcomaLungLiverBrowser/Resources/requirements.txt \
+        -c "$bundled" -c "$venv/lock-without-bundled.txt"
+    # 3. The test tools and slicer-core (the application brings its own MRML instead).
+    "$venv/bin/python" -m pip install -q -r "$venv/lock-without-bundled.txt" -c "$bundled"
+    "$venv/bin/python" -m pip install -q --no-deps -e .
+    "$venv/bin/python" -m pip check
+    touch "$stamp"
+    exit 0
+fi
+
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DataError
-from .progress import ProgressCallback
+from .progress import ProgressCallback, sub_progress
 
 __all__ = ["ReviewService", "DEFAULT_HEADER_CACHE"]
 
@@ -268,9 +268,30 @@ class ReviewService:
             from .review.store import open_review_store
 
             self._store = open_review_store(self._require_root(), self._store_path)
-            if self._cases is not None and self.collection is not None:
-                self._store.record_known_cases(self.collection.root, self.collection.key, self.case_ids_of(self._cases))
+            self._record_known_cases_in(self._store)
         return self._store
+
+    def use_store(self, path: Path) -> Any:
+        """Switch to the review store in ``path`` and open it now (e.g. chosen by the user for a read-only
+        collection); an existing store there is opened, never replaced.
+
+        :raises DataError: naming the file, if it cannot be opened; the current store then stays in use.
+        """
+        from .review.store import open_review_store
+
+        store = open_review_store(self._require_root(), Path(path))
+        try:
+            self._record_known_cases_in(store)
+        except Exception:
+            store.close()
+            raise
+        self.close_store()
+        self._store, self._store_path = store, Path(path)
+        return store
+
+    def _record_known_cases_in(self, store: Any) -> None:
+        if self._cases is not None and self.collection is not None:
+            store.record_known_cases(self.collection.root, self.collection.key, self.case_ids_of(self._cases))
 
     def existing_store(self) -> Any:
         """The review store if one was chosen or exists beside the collection, else None (nothing is created)."""
@@ -406,8 +427,13 @@ class ReviewService:
 
         store = self.store() if verdicts else None
         qa_result = qa_result if qa_result is not None else self.qa_result
+        cases = None
+        if qa_result is None:
+            # The cases kept since the collection was indexed; indexing (first half) only if it never was.
+            cases = self.cases(sub_progress(progress, 0.0, 0.5))
+            progress = sub_progress(progress, 0.5, 1.0)
         return export_review(Path(output_folder), self._require_collection(), store, qa_result, progress=progress,
-                             cases=self.cases() if qa_result is None else None, reviewer=reviewer)
+                             cases=cases, reviewer=reviewer)
 
     def annotation_table(self, progress: Optional[ProgressCallback] = None) -> Any:
         """Every annotation of the collection as a pandas DataFrame (see :mod:`.review.annotations`), with
