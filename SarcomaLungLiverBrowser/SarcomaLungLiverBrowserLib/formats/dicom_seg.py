@@ -34,6 +34,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from .atomic import atomic_path
 from .dicom_series import DicomVolume
 from ..errors import DataError, LoadCancelled
 from ..findings import ERROR, INFO, WARNING, Finding
@@ -954,5 +955,6 @@ def write_seg(
     seg.SeriesDescription = series_description
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(str(path))
+    with atomic_path(path) as partial:  # a kill mid-save leaves the previous file (formats/atomic.py)
+        seg.save_as(str(partial))
     return path

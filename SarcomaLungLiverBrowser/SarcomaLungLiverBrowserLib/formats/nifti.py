@@ -55,6 +55,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError
+from .atomic import atomic_path
 
 __all__ = [
     "Grid",
@@ -598,8 +599,7 @@ def write_mask_like(source: Union[str, Path], mask: np.ndarray, target: Union[st
     outside, inside = _stored_values(source, header)
     data = np.where(mask.transpose(2, 1, 0), inside, outside).astype(header.get_data_dtype()).reshape(shape, order="F")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
+    with atomic_path(target) as partial:  # fsync + rename: a kill leaves the previous file or the new one
         with open(partial, "wb") as handle:
             stream: Any = gzip.GzipFile(filename="", mode="wb", fileobj=handle) \
                 if target.name.lower().endswith(".gz") else handle
@@ -610,10 +610,6 @@ def write_mask_like(source: Union[str, Path], mask: np.ndarray, target: Union[st
             finally:
                 if stream is not handle:
                     stream.close()
-        partial.replace(target)
-    finally:
-        if partial.exists():
-            partial.unlink()
     return target
 
 
