@@ -35,6 +35,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .atomic import atomic_path
+from .limits import check_seg_frames
 from .dicom_series import DicomVolume
 from ..errors import DataError, LoadCancelled
 from ..findings import ERROR, INFO, WARNING, Finding
@@ -676,6 +677,7 @@ def _read_segmentation(source: Union[Path, str, pydicom.Dataset], path: Path) ->
         raise DataError(path, f"not a readable DICOM file ({error})") from error
     if str(dataset.get("SOPClassUID", "")) not in SEG_SOP_CLASS_UIDS:
         raise DataError(path, f"is not a DICOM Segmentation (SOP class {dataset.get('SOPClassUID', 'missing')})")
+    check_seg_frames(dataset, path)  # claimed frames vs bytes present and caps, before any per-frame work
     try:
         segmentation = hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as error:  # highdicom validates many attributes

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
 from .fast_header import read_raw_header
+from .limits import check_deflated_dicom
 from ..geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
 from ..progress import ProgressCallback, report
 
@@ -245,6 +246,7 @@ def _parse_header(path: Path) -> pydicom.Dataset:
             return dataset
         if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
             return dataset
+    check_deflated_dicom(path)  # a deflated file is inflated whole by pydicom: bound it first (formats/limits.py)
     return pydicom.dcmread(str(path), stop_before_pixels=True)
 
 
@@ -637,7 +639,10 @@ def _raw_pixels(instance: InstanceHeader) -> Optional[np.ndarray]:
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     """Stored values decoded by pydicom (compressed or unusual files)."""
     try:
+        check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
         pixels = pydicom.dcmread(str(instance.path)).pixel_array
+    except DataError:
+        raise
     except Exception as error:  # pydicom raises many types for damaged pixel data
         raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
     if pixels.shape != (instance.rows, instance.columns):
