@@ -67,14 +67,21 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
+def _partial_prefix(target: Path) -> str:
+    # A name near the 255-byte limit has no room for the suffix: its temporary files go by a hash of it.
+    if len(target.name.encode("utf-8", "surrogatepass")) > 180:
+        return "." + hashlib.sha256(target.name.encode("utf-8", "surrogatepass")).hexdigest()[:16] + "."
+    return f".{target.name}."
+
+
 def _partial_name(target: Path) -> Path:
     # Hidden, in the same folder (a rename across file systems is not atomic), unique per writer.
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{_PARTIAL_MARK}")
+    return target.with_name(f"{_partial_prefix(target)}{os.getpid()}.{secrets.token_hex(4)}{_PARTIAL_MARK}")
 
 
 def _remove_stale_partials(target: Path) -> None:
     """Delete temporary files a killed writer of ``target`` left behind (its process is gone)."""
-    prefix = f".{target.name}."
+    prefix = _partial_prefix(target)
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
