@@ -178,10 +178,11 @@ def test_kills_during_a_corrections_re_save_never_leave_a_damaged_or_complete_lo
 def test_kills_during_a_voc_re_save_leave_the_previous_or_the_new_file(tmp_path: Path) -> None:
     uid = "1.2.3.4.5"
     first = write_voc(tmp_path, f"{uid}.xml", annotation_for_objects([VocObject("A", 1, 2, 3, 4)], 512, 512))
+    boxes = [VocObject("B", 5, 5, 25, 40) for _ in range(200)]
     started = time.monotonic()
-    for _ in range(50):
-        write_voc(tmp_path, f"{uid}.xml", annotation_for_objects([VocObject("A", 1, 2, 3, 4)], 512, 512))
-    duration = (time.monotonic() - started) * 4
+    for _ in range(20):
+        write_voc(tmp_path / "timing", f"{uid}.xml", annotation_for_objects(boxes, 512, 512))
+    duration = (time.monotonic() - started) / 20  # one re-save of the 200-box file the child writes
 
     def write_forever() -> None:
         for number in range(10 ** 9):
@@ -228,7 +229,7 @@ def test_kills_during_qa_never_leave_a_complete_looking_report_set(hermessi_root
     whole_run = time.monotonic() - started
     assert check_output_set(out, "report").complete
     generator = random.Random(7)
-    for kill in range(10):
+    for kill in range(6):
         process = _run_qa(hermessi_root, out)
         time.sleep(generator.uniform(0.0, whole_run))
         process.kill()

@@ -55,7 +55,8 @@ def command_index(arguments: argparse.Namespace) -> int:
     table = cases_table(cases)
     if arguments.csv:
         Path(arguments.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(arguments.csv, index=False)
+        from .review.report import write_csv  # atomic, and =HYPERLINK(...) from the data stays text
+        write_csv(Path(arguments.csv), list(table.columns), table.astype(object).where(table.notna(), None).values)
         print(f"{len(table)} case(s) of {collection.title} written to {arguments.csv}")
     else:
         print(f"{collection.title}: {len(table)} case(s) in {collection.root}")

@@ -41,7 +41,7 @@ def _store_for_report(arguments: argparse.Namespace, collection: Any) -> Optiona
               file=sys.stderr)
         return None
     try:
-        return open_review_store(collection.root, arguments.store)
+        return open_review_store(collection.root, arguments.store, read_only=True)  # QA never writes the store
     except DataError as error:
         print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
         return None
@@ -83,7 +83,7 @@ def command_review(arguments: argparse.Namespace) -> int:
         print("error: give a case ID, --verdict and --reviewer (or --export-csv PATH)", file=sys.stderr)
         return 2
     cases = collection.discover_cases()
-    with open_review_store(collection.root, arguments.store) as store:
+    with open_review_store(collection.root, arguments.store, read_only=bool(arguments.export_csv)) as store:
         if arguments.export_csv:
             path = store.export_csv(Path(arguments.export_csv), [case.case_id for case in cases])
             print(f"written: {path} (verdicts from {store.path})")
