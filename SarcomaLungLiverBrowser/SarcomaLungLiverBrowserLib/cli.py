@@ -174,6 +174,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. a symbolic link loop met by a folder walk: a message naming it, no traceback
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 2
     except LoadCancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)
         return 3

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
 from .fast_header import read_raw_header
+from .folders import is_file_entry
 from .limits import check_deflated_dicom
 from ..geometry import SlicePlane, SliceStackReport, ijk_to_ras_from_slices, sort_slices
 from ..progress import ProgressCallback, report
@@ -363,7 +364,7 @@ def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
-            elif entry.is_file():
+            elif is_file_entry(entry):  # a symbolic link loop is skipped with a warning, not a traceback
                 stat = entry.stat()
                 found.append((entry.path, stat.st_size, stat.st_mtime_ns))
     return sorted(found)
