@@ -278,6 +278,96 @@ def test_nifti_reader_returns_or_raises_data_error(seeds, data, compress, tmp_pa
     assert np.all(np.isfinite(volume.ijk_to_ras))
 
 
+# ---------------------------------------------------------------------------------------------- round two (issue 20)
+# Bounded work: any size a header claims is either present in the file or refused with a DataError
+# naming it, before an allocation proportional to the claim.
+@settings(max_examples=max(10, EXAMPLES // 4), deadline=None, derandomize=EXAMPLES <= 200, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(frames=st.integers(1, 2 ** 31 - 1), rows=st.integers(1, 65535), columns=st.integers(1, 65535))
+def test_seg_frame_claims_are_present_or_refused(seeds, frames, rows, columns, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from SarcomaLungLiverBrowserLib.formats.limits import check_seg_frames
+
+    dataset = pydicom.dcmread(io.BytesIO(seeds["seg_bytes"]))
+    dataset.NumberOfFrames, dataset.Rows, dataset.Columns = frames, rows, columns
+    try:
+        check_seg_frames(dataset, "claims.dcm")
+    except DataError as error:
+        assert "claims.dcm" in str(error)
+        return
+    # Accepted: the pixel data really holds every claimed bit, and the frame groups match.
+    assert len(dataset.PixelData) * 8 >= frames * rows * columns
+    assert len(dataset.PerFrameFunctionalGroupsSequence) == frames
+
+
+@FUZZ
+@given(dims=st.lists(st.integers(1, 32767), min_size=3, max_size=4), compress=st.booleans())
+def test_nifti_dimension_claims_are_present_or_refused(seeds, dims, compress, tmp_path_factory):  # type: ignore[no-untyped-def]
+    import struct
+
+    blob = bytearray(seeds["nifti_bytes"])
+    blob[40:56] = struct.pack("<8h", len(dims), *dims, *([1] * (7 - len(dims))))
+    name = "claims.nii.gz" if compress else "claims.nii"
+    path = _write(tmp_path_factory.mktemp("niftidims"), name,
+                  gzip.compress(bytes(blob), mtime=0) if compress else bytes(blob))
+    try:
+        volume = read_nifti(path, volume_index=0 if len(dims) == 4 else None)
+    except DataError as error:
+        assert name in str(error)
+        return
+    assert volume.voxels.size == int(np.prod(dims[:3]))
+
+
+@FUZZ
+@given(declared=st.integers(0, 2 ** 40), compressed=st.integers(1, 2 ** 24))
+def test_spreadsheet_member_claims_are_bounded_or_refused(declared, compressed, tmp_path_factory):  # type: ignore[no-untyped-def]
+    import zipfile
+
+    from SarcomaLungLiverBrowserLib.formats.limits import check_spreadsheet_archive, current_limits
+
+    path = tmp_path_factory.mktemp("xlsx") / "claims.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", b"<worksheet/>")
+    # Rewrite the declared sizes in the central directory, as a hostile archive would.
+    data = bytearray(path.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 20:central + 28] = struct_pack_sizes(min(compressed, 2 ** 32 - 1), min(declared, 2 ** 32 - 1))
+    path.write_bytes(bytes(data))
+    try:
+        check_spreadsheet_archive(path)
+    except DataError as error:
+        assert "claims.xlsx" in str(error)
+        return
+    limits = current_limits()
+    assert min(declared, 2 ** 32 - 1) <= limits.max_spreadsheet_bytes
+
+
+def struct_pack_sizes(compressed: int, uncompressed: int) -> bytes:
+    import struct
+
+    return struct.pack("<II", compressed, uncompressed)
+
+
+# Names: whatever text the data holds, the scene gets a bounded name without control characters and
+# the disk a bounded file name that stays in its folder; distinct long names stay distinct.
+@FUZZ
+@given(text=st.text(min_size=0, max_size=600))
+def test_names_from_data_are_sanitised_and_bounded(text, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from SarcomaLungLiverBrowserLib.formats.output_paths import (
+        MAX_COMPONENT_BYTES, bounded_file_name, sanitise_file_name)
+    from SarcomaLungLiverBrowserLib.scene.builder import MAX_NODE_NAME_LENGTH, sanitise_node_name
+
+    node_name = sanitise_node_name(text)
+    assert node_name and len(node_name) <= MAX_NODE_NAME_LENGTH
+    assert not any(ord(character) < 32 or 127 <= ord(character) < 160 for character in node_name)
+    assert sanitise_node_name(node_name) == node_name
+    file_name = sanitise_file_name(text)
+    assert file_name and "/" not in file_name and "\x00" not in file_name
+    assert len(file_name.encode("utf-8", "surrogatepass")) <= MAX_COMPONENT_BYTES
+    longer = bounded_file_name(text + "x" * 300)
+    assert len(longer.encode("utf-8", "surrogatepass")) <= MAX_COMPONENT_BYTES
+    assert longer != bounded_file_name(text + "x" * 301)
+
+
 # ---------------------------------------------------------------------------------------------- regressions
 # Inputs the fuzzers found, kept as fixed examples so that they run on every CI build.
 def _replace_first(data: bytes, old: bytes, new: bytes, start: int = 132) -> bytes:

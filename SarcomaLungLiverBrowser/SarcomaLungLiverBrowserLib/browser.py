@@ -12,6 +12,7 @@ import pandas as pd
 
 from .case_data import CaseData
 from .errors import DataError
+from .formats.atomic import begin_output_set, complete_output_set, corrections_output_set
 from .progress import ProgressCallback, report
 from .registry import CaseInfo, Collection, LoadedCase, open_collection
 from .collections.base import case_location
@@ -227,6 +228,9 @@ class CollectionBrowser:
         if loaded is None:
             raise DataError(collection.root, f"case {case_id!r} is not loaded; load it before saving corrections")
         report(progress, f"Saving corrections of {loaded.case.case_id}", 0.0)
+        output_set = corrections_output_set(Path(output_folder), loaded.case.case_id)
+        begin_output_set(*output_set)  # an interrupted re-save must not look complete (formats/atomic.py)
         written = collection.save_corrections(loaded, self.scene, Path(output_folder), progress)
+        complete_output_set(*output_set, written)
         report(progress, f"Saved {len(written)} file(s) for {loaded.case.case_id}", 1.0)
         return written

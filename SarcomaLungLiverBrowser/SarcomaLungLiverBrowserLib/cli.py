@@ -66,7 +66,8 @@ def command_index(arguments: argparse.Namespace) -> int:
     table = cases_table(cases)
     if arguments.csv:
         Path(arguments.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(arguments.csv, index=False)
+        from .review.report import write_csv  # atomic, and =HYPERLINK(...) from the data stays text
+        write_csv(Path(arguments.csv), list(table.columns), table.astype(object).where(table.notna(), None).values)
         print(f"{len(table)} case(s) of {collection.title} written to {arguments.csv}")
     else:
         print(f"{collection.title}: {len(table)} case(s) in {collection.root}")
@@ -175,6 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(arguments.func(arguments) or 0)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. a symbolic link loop met by a folder walk: a message naming it, no traceback
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     except LoadCancelled as error:
         print(f"cancelled: {error}", file=sys.stderr)

@@ -15,6 +15,8 @@ then write) rather than change it in place; :func:`replace_bytes` and
 from __future__ import annotations
 
 import gzip
+import io
+import itertools
 import os
 import shutil
 import struct
@@ -994,6 +996,125 @@ HERMESSI_DEFECTS: List[Tuple[str, Mutation, str]] = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------- round two (issue 20)
+# Bounded work: sizes claimed by headers far beyond the bytes present, refused before any allocation.
+def _seg_claims(frames: Optional[int] = None, rows: Optional[int] = None) -> Callable[[pydicom.Dataset], None]:
+    def change(dataset: pydicom.Dataset) -> None:
+        if frames is not None:
+            dataset.NumberOfFrames = frames
+        if rows is not None:
+            dataset.Rows = rows
+    return change
+
+
+def _deflated_slice(inflated_zeros: int) -> Mutation:
+    """The middle slice as deflated DICOM with ``inflated_zeros`` bytes of zeros in a private element."""
+    def mutate(context: Context) -> List[str]:
+        import zlib
+
+        target = context.middle()
+        dataset = pydicom.dcmread(str(target))
+        dataset.add_new(0x00F10010, "LO", "SLLB bomb")
+        dataset.add_new(0x00F11000, "OB", b"\x00" * 8)  # grown to ``inflated_zeros`` below
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        data = buffer.getvalue()
+        meta_end = 144 + int.from_bytes(data[140:144], "little")
+        plain = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
+        marker = b"\xf1\x00\x00\x10OB\x00\x00" + (8).to_bytes(4, "little") + b"\x00" * 8
+        split = plain.index(marker)
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = [compressor.compress(plain[:split] + marker[:8] + inflated_zeros.to_bytes(4, "little"))]
+        remaining = inflated_zeros
+        while remaining:
+            block = min(remaining, 1 << 24)
+            body.append(compressor.compress(b"\x00" * block))
+            remaining -= block
+        body.append(compressor.compress(plain[split + len(marker):]))
+        body.append(compressor.flush())
+        replace_bytes(target, data[:meta_end] + b"".join(body))
+        return [target.name]
+    return mutate
+
+
+def _xlsx_member_bomb(member_bytes: int) -> Callable[[Path, Context], None]:
+    def content(target: Path, context: Context) -> None:
+        source = target.read_bytes()
+        target.unlink()
+        with zipfile.ZipFile(io.BytesIO(source)) as original, \
+                zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in original.infolist():
+                data = original.read(item.filename)
+                if item.filename.startswith("xl/worksheets/") and b"<sheetData" in data:
+                    split = data.index(b"<sheetData")
+                    with archive.open(item.filename, "w", force_zip64=True) as stream:
+                        stream.write(data[:split])
+                        remaining = member_bytes
+                        while remaining:
+                            block = min(remaining, 1 << 24)
+                            stream.write(b" " * block)
+                            remaining -= block
+                        stream.write(data[split:])
+                else:
+                    archive.writestr(item, data)
+    return content
+
+
+def _nifti_claims_voxels(shape: Tuple[int, ...]) -> Callable[[bytearray], bytes]:
+    def change(data: bytearray) -> bytes:
+        dims = [len(shape)] + list(shape) + [1] * (7 - len(shape))
+        data[40:56] = struct.pack("<8h", *dims)
+        return bytes(data[:352 + 16])  # a header and 16 bytes: nothing like the voxels claimed
+    return change
+
+
+BOUND_SEG_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("bound_seg_five_million_frames", _seg(_seg_claims(frames=5_000_000)), "either"),
+    ("bound_seg_rows_claim_beyond_pixels", _seg(_seg_claims(rows=60000)), "either"),
+]
+BOUND_IMAGE_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("bound_deflated_slice_bomb", _deflated_slice(96 << 20), "either"),
+]
+BOUND_NIFTI_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("bound_nifti_gz_claims_2e31_voxels", _nifti(_ispy_mask, _nifti_claims_voxels((2048, 1024, 1024))), "either"),
+    ("bound_nifti_image_claims_2e31_voxels", _nifti(_ispy_image, _nifti_claims_voxels((2048, 1024, 1024))),
+     "either"),
+]
+BOUND_SHEET_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("bound_xlsx_zip_bomb", _sheet(_xlsx_member_bomb(64 << 20)), "either"),
+]
+
+
+# Names: NUL and control characters, overlong text and colliding IDs must load (sanitised once, in the builder).
+def _hostile_series_text(dataset: pydicom.Dataset) -> None:
+    dataset.SeriesDescription = "Series\x00 with NUL\x01\x1f" + "x" * 40
+    dataset.StudyDescription = "Study\tnewline\r\n" + "y" * 40
+
+
+def _colliding_roi_names(dataset: pydicom.Dataset) -> None:
+    names = ["GTV", "GTV_Mass", "GTV\x00Mass", "GTV " + "z" * 300]
+    for item, name in zip(dataset.StructureSetROISequence, itertools.cycle(names)):
+        item.ROIName = name
+
+
+def _symlink_loops(context: Context) -> List[str]:
+    folder = context.middle().parent
+    os.symlink("loop.dcm", folder / "loop.dcm")
+    os.symlink("loop_b.dcm", folder / "loop_a.dcm")
+    os.symlink("loop_a.dcm", folder / "loop_b.dcm")
+    return ["loop.dcm"]
+
+
+NAME_IMAGE_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("names_nul_and_control_characters", _all(_hostile_series_text), "tolerated"),
+    ("walk_symlink_loops_in_series_folder", _symlink_loops, "tolerated"),
+]
+NAME_RTSTRUCT_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("names_colliding_roi_names", _rtstruct(_colliding_roi_names), "tolerated"),
+]
+
+
 # ---------------------------------------------------------------------------------------------- the corpus
 def _entries() -> List[Entry]:
     entries: List[Entry] = []
@@ -1010,6 +1131,26 @@ def _entries() -> List[Entry]:
     for base in SHEET_BASES:
         entries += [Entry(f"{base}-{name}", base, mutation, expect) for name, mutation, expect in SHEET_DEFECTS]
     entries += [Entry(f"hermessi-{name}", "hermessi", mutation, expect) for name, mutation, expect in HERMESSI_DEFECTS]
+    entries += _round_two_entries()
+    return entries
+
+
+def _round_two_entries() -> List[Entry]:
+    """Issue 20's families: bounded work, names, walks (atomic outputs, caches and stores have their own tests)."""
+    entries: List[Entry] = []
+    for base in SEG_BASES:
+        entries += [Entry(f"{base}-{name}", base, mutation, expect) for name, mutation, expect in BOUND_SEG_DEFECTS]
+    for base in DICOM_IMAGE_BASES:
+        if base == "hermessi":
+            continue  # Hermessi's slices are single DICOM files read by their own reader
+        entries += [Entry(f"{base}-{name}", base, mutation, expect)
+                    for name, mutation, expect in BOUND_IMAGE_DEFECTS + NAME_IMAGE_DEFECTS]
+    entries += [Entry(f"ispy1-{name}", "ispy1", mutation, expect) for name, mutation, expect in BOUND_NIFTI_DEFECTS]
+    for base in SHEET_BASES:
+        entries += [Entry(f"{base}-{name}", base, mutation, expect) for name, mutation, expect in BOUND_SHEET_DEFECTS]
+    for base in RTSTRUCT_BASES:
+        entries += [Entry(f"{base}-{name}", base, mutation, expect)
+                    for name, mutation, expect in NAME_RTSTRUCT_DEFECTS]
     return entries
 
 

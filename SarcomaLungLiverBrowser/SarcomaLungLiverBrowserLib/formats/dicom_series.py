@@ -20,6 +20,8 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
 from .fast_header import read_raw_header
+from .folders import is_file_entry
+from .limits import check_deflated_dicom
 from ..geometry import (
     LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
 )
@@ -288,6 +290,7 @@ def _parse_header(path: Path) -> pydicom.Dataset:
             return dataset
         if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
             return dataset
+    check_deflated_dicom(path)  # a deflated file is inflated whole by pydicom: bound it first (formats/limits.py)
     return pydicom.dcmread(str(path), stop_before_pixels=True)
 
 
@@ -404,7 +407,7 @@ def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
-            elif entry.is_file():
+            elif is_file_entry(entry):  # a symbolic link loop is skipped with a warning, not a traceback
                 stat = entry.stat()
                 found.append((entry.path, stat.st_size, stat.st_mtime_ns))
     return sorted(found)
@@ -719,7 +722,10 @@ def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     """Stored values decoded by pydicom (compressed or unusual files)."""
     try:
+        check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
         pixels = pydicom.dcmread(str(instance.path)).pixel_array
+    except DataError:
+        raise
     except Exception as error:  # pydicom raises many types for damaged pixel data
         raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
     if pixels.shape != (instance.rows, instance.columns):

@@ -1,25 +1,42 @@
-"""A persistent cache of DICOM headers, keyed on path, size and modification time.
+"""A persistent cache of DICOM headers, keyed on path, size, times and file identity.
 
 Re-indexing a 100,000-file collection should cost a ``stat`` per file, not a
-header parse. An entry is used only while the file's size and modification
-time (in nanoseconds) are unchanged; files that turned out not to be DICOM are
-remembered too, so they are not sniffed again.
+header parse. An entry is used only while the file's size, modification time,
+status-change time (ctime) and inode are all unchanged: size and mtime alone
+can be restored after an edit (``touch -r``), the ctime cannot, and a file
+replaced by another gets a new inode. Files that turned out not to be DICOM
+are remembered too, so they are not sniffed again.
+
+The cache is disposable, so it never risks anything else: a file that is not
+one of our caches (another application's SQLite database, a review store, a
+damaged file) is refused and left byte-identical, and any error while reading
+or writing the cache (a damaged row, a locked database) is a cache miss.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..errors import DataError
 from .dicom_series import InstanceHeader
 
-__all__ = ["IndexCache", "default_cache_path"]
+__all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID"]
 
-_SCHEMA_VERSION = 2
+logger = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 3
+#: SQLite ``application_id`` of our cache files ("SLLC"), so that no other database is mistaken for one.
+APPLICATION_ID = 0x534C4C43
+#: The table of schema version 2, written before the application ID existed.
+_LEGACY_FILES_COLUMNS = ["path", "size", "mtime_ns", "header", "error"]
+_COLUMNS = "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, header TEXT, " \
+           "error TEXT"
 _TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing", "window")
 
 
@@ -56,59 +73,160 @@ def _header_from_json(text: str) -> InstanceHeader:
 _TUPLE_INDEXES = tuple(_FIELDS.index(name) for name in _TUPLE_FIELDS)
 
 
+def _file_identity(path: str) -> Optional[Tuple[int, int]]:
+    """(ctime_ns, inode) of ``path``, or None if it cannot be stat'ed."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ctime_ns, stat.st_ino
+
+
+def _inspect(path: Path) -> str:
+    """"new", "ours" or a reason why ``path`` is not our cache, without changing a byte.
+
+    The application ID is read from the file header directly; tables are
+    listed through an ``immutable`` read-only connection, which takes no
+    lock and creates no ``-wal``/``-shm`` file beside another application's
+    database (a review store in WAL mode would otherwise get both).
+    """
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return "new"
+        with open(path, "rb") as stream:
+            header = stream.read(100)
+    except OSError as error:
+        return f"cannot be examined ({error})"
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return "is not an SQLite database"
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id == APPLICATION_ID:
+        return "ours"
+    if application_id != 0:
+        return f"is another application's SQLite database (application ID {application_id:#x})"
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as error:
+        return f"cannot be opened ({error})"
+    try:
+        tables = [row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        if tables == ["files"]:
+            columns = [row[1] for row in connection.execute("PRAGMA table_info(files)")]
+            if columns == _LEGACY_FILES_COLUMNS:
+                return "ours"  # written by schema version 2, before the application ID
+        if not tables and not Path(f"{path}-wal").exists():
+            return "new"  # an empty database (with no pending write-ahead log that could hold tables)
+        return f"is another application's database (tables: {', '.join(tables) or 'none yet'})"
+    except sqlite3.Error as error:
+        return f"is not a readable SQLite database ({error})"
+    finally:
+        connection.close()
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 class IndexCache:
     """Headers of previously indexed files in an SQLite database.
 
     :param path: the database file (created with its folder when missing).
+    :raises DataError: naming the file, if it exists and is not one of our
+        caches (it is left untouched); callers index without a cache then.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        verdict = _inspect(self.path)
+        if verdict not in ("new", "ours"):
+            raise DataError(self.path, f"{verdict}; it is not a SarcomaLungLiverBrowser header cache and is left "
+                                       "untouched (point SLLB_INDEX_CACHE at a file of its own)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(str(self.path), check_same_thread=False)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA busy_timeout=10000")
-        version = self._connection.execute("PRAGMA user_version").fetchone()[0]
-        if version != _SCHEMA_VERSION:
-            # A cache is disposable: rebuild it rather than migrate it.
-            self._connection.execute("DROP TABLE IF EXISTS files")
-            self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-            "header TEXT, error TEXT)"
-        )
-        self._connection.commit()
+        self._decoded: Dict[str, InstanceHeader] = {}
+        self._connection = sqlite3.connect(str(self.path), check_same_thread=False, timeout=2.0)
+        try:
+            self._connection.execute("PRAGMA busy_timeout=2000")
+            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SCHEMA_VERSION:
+                # Ours (checked above) and disposable: rebuild it rather than migrate it.
+                self._connection.execute("DROP TABLE IF EXISTS files")
+                self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            self._connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS files ({_COLUMNS})")
+            self._connection.commit()
+        except sqlite3.Error as error:
+            self._connection.close()
+            raise DataError(self.path, f"cannot be used as the header cache ({error})") from error
 
     def lookup_many(self, paths: Iterable[str]) -> Dict[str, Tuple[int, int, Optional[str], Optional[str]]]:
-        """Cached (size, mtime_ns, header JSON, error) for each of ``paths`` that has an entry."""
+        """Cached (size, mtime_ns, header JSON, error) for each of ``paths`` whose entry is still valid.
+
+        Valid: the file's ctime and inode are those recorded, and the header
+        decodes. Everything else, and any database error, is a miss.
+        """
         found: Dict[str, Tuple[int, int, Optional[str], Optional[str]]] = {}
         paths = list(paths)
-        with self._lock:
-            for start in range(0, len(paths), 900):
-                chunk = paths[start:start + 900]
-                marks = ",".join("?" * len(chunk))
-                rows = self._connection.execute(
-                    f"SELECT path, size, mtime_ns, header, error FROM files WHERE path IN ({marks})", chunk
-                )
-                for path, size, mtime_ns, header, error in rows:
-                    found[path] = (size, mtime_ns, header, error)
+        rows: List[tuple] = []
+        try:
+            with self._lock:
+                for start in range(0, len(paths), 900):
+                    chunk = paths[start:start + 900]
+                    marks = ",".join("?" * len(chunk))
+                    rows.extend(self._connection.execute(
+                        f"SELECT path, size, mtime_ns, ctime_ns, inode, header, error FROM files "
+                        f"WHERE path IN ({marks})", chunk))
+        except sqlite3.Error as error:
+            logger.warning("%s: header cache unreadable (%s); reading headers from the files", self.path, error)
+            return {}
+        for path, size, mtime_ns, ctime_ns, inode, header, error in rows:
+            if _file_identity(path) != (ctime_ns, inode):
+                continue  # changed (or replaced) even if size and mtime look the same
+            if header:
+                try:
+                    self._decoded[header] = _header_from_json(header)
+                except (ValueError, TypeError, IndexError):
+                    continue  # a damaged row: read the file again
+            found[path] = (size, mtime_ns, header, error)
         return found
 
     def store_many(self, rows: Iterable[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]]) -> None:
-        """Remember (path, size, mtime_ns, header or None, error or None) for each file."""
-        encoded = [(path, size, mtime_ns, _header_to_json(header) if header else None, error)
-                   for path, size, mtime_ns, header, error in rows]
-        with self._lock:
-            self._connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", encoded)
-            self._connection.commit()
+        """Remember (path, size, mtime_ns, header or None, error or None) for each file.
 
-    @staticmethod
-    def decode(header_json: str) -> InstanceHeader:
-        return _header_from_json(header_json)
+        A file whose size or mtime no longer matches what was read is not
+        stored (it changed while being read); errors only cost the entries.
+        """
+        encoded = []
+        for path, size, mtime_ns, header, error in rows:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+                continue
+            encoded.append((path, size, mtime_ns, stat.st_ctime_ns, stat.st_ino,
+                            _header_to_json(header) if header else None, error))
+        try:
+            with self._lock:
+                self._connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
+                self._connection.commit()
+        except sqlite3.Error as error:
+            logger.warning("%s: header cache not updated (%s)", self.path, error)
+            with self._lock:
+                try:
+                    self._connection.rollback()
+                except sqlite3.Error:
+                    pass
+
+    def decode(self, header_json: str) -> InstanceHeader:
+        """The header of a row :meth:`lookup_many` returned (already decoded there)."""
+        header = self._decoded.pop(header_json, None)
+        return header if header is not None else _header_from_json(header_json)
 
     def close(self) -> None:
         with self._lock:
+            self._decoded.clear()
             self._connection.close()
 
     def __enter__(self) -> "IndexCache":

@@ -55,6 +55,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError
+from .atomic import atomic_path
+from .limits import check_nifti_data_size
 
 __all__ = [
     "Grid",
@@ -340,17 +342,18 @@ def _geometry(path: Path, image: Any, volume_index: Optional[int]) -> Tuple[Nift
     return geometry, selector
 
 
-def _check_uncompressed_size(path: Path, image: Any) -> None:
-    """Catch a truncated ``.nii`` before reading it (nibabel's error is less clear)."""
-    if path.name.lower().endswith(".gz") or not path.name.lower().endswith(".nii"):
-        return
+def _check_data_size(path: Path, image: Any) -> None:
+    """Refuse dimensions that the file cannot hold (truncated ``.nii``, a tiny ``.nii.gz`` claiming
+    billions of voxels) or above the cap, before any voxel is allocated (see :mod:`.limits`)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return  # a header/image pair: nibabel reports a short image file itself
     header = image.header
     # The loaded image's header copy has its offset reset; the array proxy keeps it.
     offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))
-    needed = offset + int(np.prod(image.shape)) * np.dtype(header.get_data_dtype()).itemsize
-    size = path.stat().st_size
-    if size < needed:
-        raise DataError(path, f"is truncated: {size} bytes on disk, the header needs {needed}")
+    voxels = 1
+    for length in image.shape:
+        voxels *= int(length)  # Python integers: 2^31 x 2^31 must not wrap around as numpy's product would
+    check_nifti_data_size(path, offset, voxels * np.dtype(header.get_data_dtype()).itemsize)
 
 
 def _check_gzip_integrity(path: Path) -> None:
@@ -398,7 +401,7 @@ def read_nifti(path: Union[str, Path], volume_index: Optional[int] = None, allow
         raise
     except Exception as error:  # header values nibabel cannot interpret (unknown codes, bad offsets)
         raise DataError(path, f"has a damaged header ({type(error).__name__}: {error})") from error
-    _check_uncompressed_size(path, image)
+    _check_data_size(path, image)
     try:
         raw = np.asarray(image.dataobj.get_unscaled()[selector])
     except MemoryError as error:
@@ -563,7 +566,9 @@ def _stored_values(path: Path, header: Any) -> Tuple[Any, Any]:
     intercept = intercept if scaled and np.isfinite(intercept) else 0.0
     slope = slope if scaled else 1.0
     outside, inside = (0.0 - intercept) / slope, (1.0 - intercept) / slope
-    stored = np.asarray(_load_image(path).dataobj.get_unscaled())
+    image = _load_image(path)
+    _check_data_size(path, image)
+    stored = np.asarray(image.dataobj.get_unscaled())
     values = np.unique(stored[stored != outside])
     if len(values) == 1 and np.isfinite(values[0]):
         inside = values[0]
@@ -598,8 +603,7 @@ def write_mask_like(source: Union[str, Path], mask: np.ndarray, target: Union[st
     outside, inside = _stored_values(source, header)
     data = np.where(mask.transpose(2, 1, 0), inside, outside).astype(header.get_data_dtype()).reshape(shape, order="F")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    try:
+    with atomic_path(target) as partial:  # fsync + rename: a kill leaves the previous file or the new one
         with open(partial, "wb") as handle:
             stream: Any = gzip.GzipFile(filename="", mode="wb", fileobj=handle) \
                 if target.name.lower().endswith(".gz") else handle
@@ -610,10 +614,6 @@ def write_mask_like(source: Union[str, Path], mask: np.ndarray, target: Union[st
             finally:
                 if stream is not handle:
                     stream.close()
-        partial.replace(target)
-    finally:
-        if partial.exists():
-            partial.unlink()
     return target
 
 

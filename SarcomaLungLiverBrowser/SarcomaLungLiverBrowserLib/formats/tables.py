@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .limits import check_spreadsheet_archive
 
 __all__ = ["read_table", "require_columns", "replace_sentinels"]
 
@@ -28,6 +29,8 @@ def read_table(path: Path, sheet: Optional[str] = None, fallback_to_first_sheet:
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm", ".xls"):
+            # Declared member sizes bound what openpyxl can unpack: refuse a zip bomb before it starts.
+            check_spreadsheet_archive(path)
             workbook = pd.ExcelFile(path)
             names = workbook.sheet_names
             if sheet is not None and sheet not in names:

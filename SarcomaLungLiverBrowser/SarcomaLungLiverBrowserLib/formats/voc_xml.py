@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from ..errors import DataError
+from .atomic import write_bytes_atomically
 
 __all__ = [
     "VocObject",
@@ -386,8 +387,8 @@ def write_voc(folder: Union[str, Path], file_name: str, annotation: VocAnnotatio
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = safe_output_path(folder, file_name)
-    target.write_bytes(format_voc(annotation).encode("utf-8"))
-    return target
+    # Atomic: a kill during a re-save leaves the previous correction, never half of the new one.
+    return write_bytes_atomically(target, format_voc(annotation).encode("utf-8"))
 
 
 def annotation_for_objects(objects: Sequence[VocObject], width: Optional[int], height: Optional[int],

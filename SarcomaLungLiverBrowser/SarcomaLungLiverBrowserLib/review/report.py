@@ -14,11 +14,11 @@ import collections
 import csv
 import datetime
 import html
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from ..findings import Finding
+from ..formats.atomic import begin_output_set, complete_output_set, write_text_atomically
 from ..formats.output_paths import safe_output_path
 from ..progress import ProgressCallback, report
 from ..scene.preview_layout import read_montage
@@ -76,19 +76,7 @@ CaseLike = Union[str, Any]
 # ---------------------------------------------------------------------- files
 def _write_atomically(path: Path, write: Any, newline: Optional[str] = None) -> Path:
     """Write through ``write(stream)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain open (not mkstemp) so the file gets the user's usual permissions.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline=newline) as stream:
-            write(stream)
-        os.replace(str(temporary), str(path))
-    except BaseException:
-        if temporary.exists():
-            temporary.unlink()
-        raise
-    return path
+    return write_text_atomically(path, write=write, newline=newline)  # fsync + rename (formats/atomic.py)
 
 
 def csv_cell(value: Any) -> Any:
@@ -382,6 +370,7 @@ def export_review(output_folder: Path, collection: Any, store: Any = None, qa_re
     report(progress, "Listing cases", 0.0)
     if cases is None:
         cases = [case.case for case in qa_result.cases] if qa_result is not None else collection.discover_cases()
+    begin_output_set(output_folder, "report")  # until report.complete.json is written again, the set is incomplete
     written = [write_review_csv(safe_output_path(output_folder, "review.csv"), cases, store, qa_result)]
     report(progress, "Writing findings", 0.3)
     if qa_result is not None:
@@ -389,5 +378,6 @@ def export_review(output_folder: Path, collection: Any, store: Any = None, qa_re
     report(progress, "Writing the HTML report", 0.6)
     written.append(write_html_report(safe_output_path(output_folder, "report.html"), f"Review of {collection.title}",
                                      cases, store, qa_result, snapshots, reviewer))
+    complete_output_set(output_folder, "report", written)  # last: marks the set complete
     report(progress, "Report written", 1.0)
     return written

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
+from .store_files import check_store_file, connect_read_only
 
 __all__ = ["VERDICTS", "ReviewRecord", "Adjudication", "ReviewStore", "ReaderView", "default_store_path",
            "open_review_store", "store_location_problem", "normalise_verdict", "default_item_type",
@@ -118,13 +119,20 @@ def default_store_path(collection_root: Path) -> Path:
     return Path(collection_root) / STORE_FILE_NAME
 
 
-def open_review_store(collection_root: Path, chosen: Optional[Path] = None) -> "ReviewStore":
+def open_review_store(collection_root: Path, chosen: Optional[Path] = None,
+                      read_only: bool = False) -> "ReviewStore":
     """The review store of a collection: ``chosen`` if given, else the file beside the collection.
 
+    :param read_only: for commands that only read verdicts (reports, exports):
+        the file is opened read-only and never rewritten, so a store in a
+        read-only collection folder is still read.
     :raises DataError: naming the file; when the collection folder cannot hold
         the store (a read-only folder, a DVD, a shared archive) the message says
         so and asks for another file, since verdicts must never be kept only in memory.
     """
+    if read_only:
+        return ReviewStore(Path(chosen) if chosen is not None else default_store_path(collection_root),
+                           read_only=True)
     if chosen is not None:
         return ReviewStore(Path(chosen))
     path = default_store_path(collection_root)
@@ -221,10 +229,14 @@ class ReviewStore:
         not a review store, or was written by a newer schema.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
         self._connection: sqlite3.Connection
         self._open = False
+        check_store_file(self.path)  # a foreign or damaged file is refused before SQLite can convert it
+        if read_only:
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: no implicit transactions; every write below is an explicit one.
@@ -245,6 +257,19 @@ class ReviewStore:
         except DataError:
             self._close_quietly()
             raise
+
+    def _open_read_only(self) -> None:
+        """Open for reading only: no WAL switch, no migration, no byte of the file written."""
+        self._connection = connect_read_only(self.path)
+        self._open = True
+        self.journal_mode = "read-only"
+        version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            self._close_quietly()
+            newer = version > SCHEMA_VERSION
+            raise DataError(self.path, f"has review store schema {version}; this version reads {SCHEMA_VERSION}"
+                                       + (" (update the extension)" if newer else " (open it once for writing to "
+                                                                                    "upgrade it)"))
 
     def _close_quietly(self) -> None:
         if self._open:

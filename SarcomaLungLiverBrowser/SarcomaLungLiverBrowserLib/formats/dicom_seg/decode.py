@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import pydicom
 
+from ..limits import check_seg_frames
 from .codes import SegCode, _first_code
 from .frames import _FrameInfo, _FrameReader, _frame_infos, _functional_item
 from .header import LABELMAP_SEGMENTATION_SOP_CLASS_UID, SEG_SOP_CLASS_UIDS, _referenced_series_uids
@@ -355,6 +356,7 @@ def _read_segmentation(source: Union[Path, str, pydicom.Dataset], path: Path) ->
         raise DataError(path, f"not a readable DICOM file ({error})") from error
     if str(dataset.get("SOPClassUID", "")) not in SEG_SOP_CLASS_UIDS:
         raise DataError(path, f"is not a DICOM Segmentation (SOP class {dataset.get('SOPClassUID', 'missing')})")
+    check_seg_frames(dataset, path)  # claimed frames vs bytes present and caps, before any per-frame work
     import highdicom as hd
 
     try:

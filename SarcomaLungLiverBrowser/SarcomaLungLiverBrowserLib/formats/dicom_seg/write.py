@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 import numpy as np
 import pydicom
 
+from ..atomic import atomic_path
 from .codes import TISSUE, SegCode
 from ..dicom_series import DicomVolume
 from ...errors import DataError
@@ -166,5 +167,6 @@ def write_seg(
     seg.SeriesDescription = series_description
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(str(path))
+    with atomic_path(path) as partial:  # a kill mid-save leaves the previous file (formats/atomic.py)
+        seg.save_as(str(partial))
     return path

@@ -1,0 +1,39 @@
+"""Folder walking that survives what users' disks hold: symbolic-link loops and unreadable entries.
+
+``os.DirEntry.is_file()`` follows symbolic links and raises ``OSError`` for a
+link that points to itself (``loop.dcm -> loop.dcm``: "Too many levels of
+symbolic links"), which would end an index or QA run with a traceback. These
+helpers answer False for such an entry instead and log a warning naming it,
+so a walk goes on and the user learns which file was skipped and why.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+__all__ = ["is_dir_entry", "is_file_entry"]
+
+logger = logging.getLogger(__name__)
+
+
+def _skipped(entry: "os.DirEntry[str]", error: OSError) -> bool:
+    reason = "a symbolic link loop" if error.errno == errno.ELOOP else "unreadable"
+    logger.warning("%s: skipped, it is %s (%s)", entry.path, reason, error.strerror or error)
+    return False
+
+
+def is_file_entry(entry: "os.DirEntry[str]") -> bool:
+    """``entry.is_file()``, or False (with a warning naming it) for a link loop or an unreadable entry."""
+    try:
+        return entry.is_file()
+    except OSError as error:
+        return _skipped(entry, error)
+
+
+def is_dir_entry(entry: "os.DirEntry[str]", follow_symlinks: bool = True) -> bool:
+    """``entry.is_dir()``, or False (with a warning naming it) for a link loop or an unreadable entry."""
+    try:
+        return entry.is_dir(follow_symlinks=follow_symlinks)
+    except OSError as error:
+        return _skipped(entry, error)

@@ -1,0 +1,66 @@
+"""Folder walks meet symbolic-link loops; `sllb index --csv` meets formulas in the data."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from SarcomaLungLiverBrowserLib import cli
+from SarcomaLungLiverBrowserLib.formats.dicom_series import scan_folder
+from SarcomaLungLiverBrowserLib.samples import crlm
+
+DCMQI = Path("QIICR__dcmqi") / "data" / "segmentations"
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLLB_INDEX_CACHE", str(tmp_path / "header-cache.sqlite"))
+
+
+def test_a_symbolic_link_loop_in_a_series_folder_is_skipped_with_a_warning(external_data: Path, tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "series"
+    shutil.copytree(external_data / DCMQI / "ct-3slice", folder)
+    os.symlink("loop.dcm", folder / "loop.dcm")
+    os.symlink("b.dcm", folder / "a.dcm")
+    os.symlink("a.dcm", folder / "b.dcm")
+    with caplog.at_level(logging.WARNING):
+        scan = scan_folder(folder)
+    assert len(scan.instances) == 3
+    assert "loop.dcm: skipped, it is a symbolic link loop" in caplog.text and "a.dcm" in caplog.text
+
+
+def test_index_and_qa_end_with_a_message_naming_the_loop_not_a_traceback(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    root = crlm.generate(tmp_path / "collection")
+    os.symlink("loop.dcm", root / "loop.dcm")
+    assert cli.main(["index", str(root)]) == 2
+    error = capsys.readouterr().err
+    assert "loop.dcm" in error and "symbolic links" in error and "Traceback" not in error
+
+
+def test_index_csv_keeps_formulas_from_the_data_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text from the data (a diagnosis cell, a folder name) must not run as a formula in a spreadsheet."""
+    from SarcomaLungLiverBrowserLib import browser
+
+    root = crlm.generate(tmp_path / "collection")
+    real_table = browser.cases_table
+
+    def hostile_table(cases):  # type: ignore[no-untyped-def]
+        table = real_table(cases)
+        table.loc[0, "diagnosis"] = '=HYPERLINK("http://example.invalid/x","click")'
+        table.loc[1, "diagnosis"] = float("nan")  # an empty cell stays empty, not "nan"
+        return table
+
+    monkeypatch.setattr(browser, "cases_table", hostile_table)
+    out = tmp_path / "cases.csv"
+    assert cli.main(["index", str(root), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert rows[0]["diagnosis"] == '\'=HYPERLINK("http://example.invalid/x","click")'
+    assert rows[1]["diagnosis"] == ""
+    assert len(pd.read_csv(out)) == len(rows)

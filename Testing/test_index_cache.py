@@ -1,0 +1,185 @@
+"""The header cache is never trusted on its own, and never harms a file that is not ours.
+
+Real CT slices (pydicom's CT2 series from /work/shared/external_testdata) are
+indexed, edited behind the cache's back with size and mtime restored, and the
+cache is pointed at foreign and damaged SQLite files.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from SarcomaLungLiverBrowserLib.errors import DataError
+from SarcomaLungLiverBrowserLib.formats.dicom_series import scan_folder
+from SarcomaLungLiverBrowserLib.formats.index_cache import APPLICATION_ID, IndexCache
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CT2 = Path("pypi__pydicom-3.0.2")
+
+
+def _real_slices(external_data: Path, folder: Path, count: int = 2) -> list:
+    sources = sorted(path for path in (external_data / CT2).rglob("*") if path.is_file())
+    datasets = []
+    for source in sources:
+        try:
+            dataset = pydicom.dcmread(str(source))
+        except Exception:  # noqa: BLE001 - DICOMDIR and friends
+            continue
+        if "PixelData" in dataset and "ImagePositionPatient" in dataset:
+            datasets.append(dataset)
+        if len(datasets) == count:
+            break
+    if len(datasets) < count:
+        pytest.fail(f"fewer than {count} real CT slices below {external_data / CT2}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, dataset in enumerate(datasets):
+        path = folder / f"slice{number}.dcm"
+        dataset.save_as(str(path))
+        paths.append(path)
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_file_changed_with_size_and_mtime_restored_is_read_again(external_data: Path, tmp_path: Path) -> None:
+    paths = _real_slices(external_data, tmp_path / "series")
+    dataset = pydicom.dcmread(str(paths[0]))
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        first = {header.path.name: header.sop_instance_uid for header in scan_folder(tmp_path / "series",
+                                                                                      cache=cache).instances}
+        # Same length UID, same size; restore the modification time as `touch -r` would.
+        stat = paths[0].stat()
+        old_uid = dataset.SOPInstanceUID
+        new_uid = old_uid[:-1] + ("1" if old_uid[-1] != "1" else "2")
+        dataset.SOPInstanceUID = new_uid
+        dataset.save_as(str(paths[0]))
+        os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert paths[0].stat().st_size == stat.st_size and paths[0].stat().st_mtime_ns == stat.st_mtime_ns
+        second = {header.path.name: header.sop_instance_uid for header in scan_folder(tmp_path / "series",
+                                                                                       cache=cache).instances}
+    assert first["slice0.dcm"] == old_uid and second["slice0.dcm"] == new_uid
+    assert second["slice1.dcm"] == first["slice1.dcm"]
+
+
+def test_swapped_slices_with_restored_times_are_not_served_from_the_cache(external_data: Path,
+                                                                          tmp_path: Path) -> None:
+    paths = _real_slices(external_data, tmp_path / "series")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        before = {h.path.name: h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances}
+        stats = [path.stat() for path in paths]
+        swap = tmp_path / "swap.dcm"
+        shutil.move(str(paths[0]), str(swap))
+        shutil.move(str(paths[1]), str(paths[0]))
+        shutil.move(str(swap), str(paths[1]))
+        for path, stat in zip(paths, stats):
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        after = {h.path.name: h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances}
+    assert after == {"slice0.dcm": before["slice1.dcm"], "slice1.dcm": before["slice0.dcm"]}
+
+
+def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path: Path) -> None:
+    _real_slices(external_data, tmp_path / "series")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "series", cache=cache)
+        found = cache.lookup_many(str(path) for path in sorted((tmp_path / "series").iterdir()))
+    assert len(found) == 2 and all(entry[2] for entry in found.values())
+
+
+def _foreign_database(path: Path) -> Path:
+    connection = sqlite3.connect(str(path))
+    connection.execute("CREATE TABLE files (name TEXT, owner TEXT)")
+    connection.execute("INSERT INTO files VALUES ('thesis.tex', 'me')")
+    connection.execute("CREATE TABLE verdicts (case_id TEXT)")
+    connection.commit()
+    connection.close()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["foreign", "review_store", "damaged", "text"])
+def test_a_file_that_is_not_our_cache_is_refused_and_left_byte_identical(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    if kind == "foreign":
+        _foreign_database(path)
+    elif kind == "review_store":
+        from SarcomaLungLiverBrowserLib.review.store import ReviewStore
+
+        ReviewStore(path).close()
+    elif kind == "damaged":
+        _foreign_database(path)
+        data = bytearray(path.read_bytes())
+        data[100:400] = b"\xff" * 300
+        path.write_bytes(bytes(data))
+    else:
+        path.write_text("not a database at all\n")
+    before = _sha256(path)
+    siblings = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(DataError, match="other.sqlite"):
+        IndexCache(path)
+    assert _sha256(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == siblings  # no -wal/-shm/-journal left either
+
+
+def test_the_command_line_indexes_without_a_cache_it_must_refuse(external_data: Path, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    _real_slices(external_data, tmp_path / "collection" / "series")
+    foreign = _foreign_database(tmp_path / "foreign.sqlite")
+    before = _sha256(foreign)
+    from SarcomaLungLiverBrowserLib import cli
+
+    arguments = cli.build_parser().parse_args(["index", str(tmp_path / "collection")])
+    os.environ["SLLB_INDEX_CACHE"] = str(foreign)
+    try:
+        cli._enable_index_cache(arguments)
+    finally:
+        del os.environ["SLLB_INDEX_CACHE"]
+        from SarcomaLungLiverBrowserLib.formats.dicom_series import set_default_index_cache
+        set_default_index_cache(None)
+    assert "foreign.sqlite" in caplog.text and "left untouched" in caplog.text
+    assert _sha256(foreign) == before
+    connection = sqlite3.connect(f"{foreign.as_uri()}?mode=ro", uri=True)
+    assert connection.execute("SELECT name FROM files").fetchall() == [("thesis.tex",)]
+    connection.close()
+
+
+def test_our_old_cache_is_upgraded_and_marked_as_ours(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    connection = sqlite3.connect(str(path))
+    connection.execute("CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, header TEXT, "
+                       "error TEXT)")
+    connection.execute("PRAGMA user_version=2")
+    connection.commit()
+    connection.close()
+    IndexCache(path).close()
+    connection = sqlite3.connect(str(path))
+    assert connection.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    connection.close()
+
+
+def test_damaged_rows_and_a_locked_cache_are_cache_misses(external_data: Path, tmp_path: Path) -> None:
+    paths = _real_slices(external_data, tmp_path / "series")
+    cache_path = tmp_path / "cache.sqlite"
+    with IndexCache(cache_path) as cache:
+        expected = sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances)
+    connection = sqlite3.connect(str(cache_path))
+    connection.execute("UPDATE files SET header = '[1, 2' WHERE path = ?", (str(paths[0]),))
+    connection.commit()
+    connection.close()
+    with IndexCache(cache_path) as cache:
+        assert sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances) == expected
+        blocker = sqlite3.connect(str(cache_path), timeout=0.1)
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holds the cache
+        try:
+            again = sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances)
+        finally:
+            blocker.rollback()
+            blocker.close()
+    assert again == expected
