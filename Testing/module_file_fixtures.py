@@ -7,6 +7,9 @@ temporary file and restores the previous default afterwards.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Iterator
 
 import pytest
@@ -22,3 +25,15 @@ def isolated_header_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
         yield
     finally:
         dicom_series.set_default_index_cache(previous)
+
+
+#: The module file as Slicer loads it (Module / Widget / Logic / Test classes).
+MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
+
+
+def import_module_file() -> ModuleType:
+    """The module file imported the way Slicer imports it: as a top-level module named after the file."""
+    spec = importlib.util.spec_from_file_location("SarcomaLungLiverBrowser", MODULE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

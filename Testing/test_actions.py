@@ -6,7 +6,6 @@ dict standing in for ``qt.QSettings``.
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any, Dict
@@ -16,18 +15,10 @@ import pytest
 from SarcomaLungLiverBrowserLib.actions import ActionRunner, Outcome, OUTPUT_FOLDER_NAME, output_folder
 from SarcomaLungLiverBrowserLib.errors import LoadCancelled
 
-from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+from module_file_fixtures import MODULE_FILE, import_module_file, isolated_header_cache  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("isolated_header_cache")
 
-MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
-
-
-def import_module_file():
-    spec = importlib.util.spec_from_file_location("SarcomaLungLiverBrowser", MODULE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class FakeSettings:

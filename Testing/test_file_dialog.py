@@ -5,7 +5,6 @@ small fakes with the same methods; the collection detection and the box placemen
 """
 from __future__ import annotations
 
-import importlib.util
 import types
 from pathlib import Path
 from typing import Any, List, Tuple
@@ -14,18 +13,10 @@ import pytest
 import slicer
 import vtk
 
-from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+from module_file_fixtures import MODULE_FILE, import_module_file, isolated_header_cache  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("isolated_header_cache")
 
-MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
-
-
-def import_module_file():
-    spec = importlib.util.spec_from_file_location("SarcomaLungLiverBrowser", MODULE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class FakeUrl:

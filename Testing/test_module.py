@@ -1,25 +1,16 @@
 """The Slicer module file: imports without the Slicer application, Logic works without the widget."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+from module_file_fixtures import MODULE_FILE, import_module_file, isolated_header_cache  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("isolated_header_cache")
 
-MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
-
-
-def import_module_file():
-    spec = importlib.util.spec_from_file_location("SarcomaLungLiverBrowser", MODULE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_module_file_imports_without_qt_or_the_application():

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-import importlib.util
 from pathlib import Path
 
 import slicer
 import vtk
 
-from module_file_fixtures import isolated_header_cache  # noqa: E402,F401  (fixture)
+from module_file_fixtures import MODULE_FILE, import_module_file, isolated_header_cache  # noqa: E402,F401
 
 pytestmark = pytest.mark.usefixtures("isolated_header_cache")
 
-MODULE_FILE = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowser.py"
-
-
-def import_module_file():
-    spec = importlib.util.spec_from_file_location("SarcomaLungLiverBrowser", MODULE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def close_scene_like_slicer(scene) -> None:
