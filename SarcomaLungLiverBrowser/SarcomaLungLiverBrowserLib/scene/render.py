@@ -116,12 +116,8 @@ def render_slice_image(
     interactor = vtk.vtkRenderWindowInteractor()
     interactor.SetRenderWindow(render_window)
 
-    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
-    for class_name in SLICE_DISPLAYABLE_MANAGERS:
-        if not factory.IsDisplayableManagerRegistered(class_name):
-            factory.RegisterDisplayableManager(class_name)
-    group = slicer.vtkMRMLDisplayableManagerGroup()
-    group.Initialize(factory, renderer)
+    group = _displayable_managers(slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance(),
+                                  SLICE_DISPLAYABLE_MANAGERS, renderer)
 
     slice_logic = slicer.vtkMRMLSliceLogic()
     slice_logic.SetMRMLApplicationLogic(application_logic)
@@ -236,6 +232,16 @@ THREE_D_DISPLAYABLE_MANAGERS = (
 )
 
 
+def _displayable_managers(factory: Any, class_names: Sequence[str], renderer: Any) -> Any:
+    """A displayable-manager group on ``renderer`` with ``class_names`` registered in ``factory`` (once per process)."""
+    for class_name in class_names:
+        if not factory.IsDisplayableManagerRegistered(class_name):
+            factory.RegisterDisplayableManager(class_name)
+    group = slicer.vtkMRMLDisplayableManagerGroup()
+    group.Initialize(factory, renderer)
+    return group
+
+
 def render_3d_image(
     scene: Any,
     bounds_ras: Sequence[float],
@@ -260,12 +266,8 @@ def render_3d_image(
     interactor = vtk.vtkRenderWindowInteractor()
     interactor.SetRenderWindow(render_window)
 
-    factory = slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance()
-    for class_name in THREE_D_DISPLAYABLE_MANAGERS:
-        if not factory.IsDisplayableManagerRegistered(class_name):
-            factory.RegisterDisplayableManager(class_name)
-    group = slicer.vtkMRMLDisplayableManagerGroup()
-    group.Initialize(factory, renderer)
+    group = _displayable_managers(slicer.vtkMRMLThreeDViewDisplayableManagerFactory.GetInstance(),
+                                  THREE_D_DISPLAYABLE_MANAGERS, renderer)
     view_node = slicer.vtkMRMLViewNode()
     view_node.SetLayoutName("SLLBPreview3D")
     view_node.SetBoxVisible(False)
