@@ -346,3 +346,43 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
         collection.load_case(case, builder)
     assert seg_path.name in str(error.value)
     assert _node_ids(scene) == before
+
+
+@pytest.mark.parametrize("keyword, value, expected", [
+    ("PatientID", "CRLM-CT-1999", "another patient's annotation"),
+    ("FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.999", "in another frame"),
+])
+def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root: Path, tmp_path: Path,
+                                                                      builder: SceneBuilder, keyword: str,
+                                                                      value: str, expected: str) -> None:
+    """A SEG whose series reference was rewritten to this CT, but whose identity says otherwise, is not drawn."""
+    import pydicom
+
+    root = _copy_case(crlm_root, tmp_path)
+    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1001"
+    seg_path = next(patient.glob("*/100.000000-*/1-1.dcm"))
+    dataset = pydicom.dcmread(str(seg_path))
+    setattr(dataset, keyword, value)
+    dataset.save_as(str(seg_path))
+    collection = CrlmCollection(root)
+    before = _node_ids(builder.scene)
+    with pytest.raises(DataError) as error:
+        collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
+    assert "1-1.dcm" in str(error.value) and expected in str(error.value)
+    assert _node_ids(builder.scene) == before
+
+
+def test_a_seg_whose_patient_id_is_only_spelled_differently_loads_with_a_warning(crlm_root: Path, tmp_path: Path,
+                                                                                builder: SceneBuilder) -> None:
+    import pydicom
+
+    root = _copy_case(crlm_root, tmp_path)
+    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1001"
+    seg_path = next(patient.glob("*/100.000000-*/1-1.dcm"))
+    dataset = pydicom.dcmread(str(seg_path))
+    dataset.PatientID = "crlm-ct-1001 "
+    dataset.save_as(str(seg_path))
+    collection = CrlmCollection(root)
+    loaded = collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
+    assert loaded.segmentations
+    assert any("spelled differently" in f.message and f.severity == "warning" for f in loaded.findings)

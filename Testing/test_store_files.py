@@ -11,6 +11,7 @@ from SarcomaLungLiverBrowserLib import cli
 from SarcomaLungLiverBrowserLib.errors import DataError
 from SarcomaLungLiverBrowserLib.formats.atomic import check_output_set
 from SarcomaLungLiverBrowserLib.review import store as store_module
+from SarcomaLungLiverBrowserLib.review.report import write_verdicts_csv
 from SarcomaLungLiverBrowserLib.review.store import ReviewStore, default_store_path, open_review_store
 from SarcomaLungLiverBrowserLib.samples import hermessi
 
@@ -131,7 +132,23 @@ def test_a_read_only_collection_with_a_store_still_shows_and_exports_its_verdict
         open_review_store(hermessi_root)  # writing still needs another file
     with open_review_store(hermessi_root, read_only=True) as store:
         assert store.progress(case_ids)[0] == 1
-        exported = store.export_csv(tmp_path / "verdicts.csv", case_ids)
+        exported = write_verdicts_csv(tmp_path / "verdicts.csv", store, case_ids)
     assert "contour leaks" in exported.read_text()
     assert _fingerprint(hermessi_root) == before
     default_store_path(hermessi_root).unlink()
+
+
+def test_every_table_of_a_current_store_is_known_as_a_review_store_table(tmp_path: Path) -> None:
+    """A store this version writes (schema, readers, adjudications, known cases) is never taken for a foreign one."""
+    import sqlite3
+
+    from SarcomaLungLiverBrowserLib.review.store import ReviewStore
+    from SarcomaLungLiverBrowserLib.review.store_files import REVIEW_STORE_TABLES, check_store_file
+
+    path = tmp_path / "review.sqlite"
+    store = ReviewStore(path)
+    store.close()
+    with sqlite3.connect(str(path)) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables <= REVIEW_STORE_TABLES, tables - REVIEW_STORE_TABLES
+    check_store_file(path)  # does not raise

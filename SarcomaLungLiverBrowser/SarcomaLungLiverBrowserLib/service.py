@@ -181,11 +181,12 @@ class ReviewService:
 
     def _record_known_cases(self) -> None:
         """Let the store remember the case IDs, so a later command-line verdict can check its case ID without
-        detecting and indexing the collection again. Only into a store that exists: indexing never creates one."""
+        detecting and indexing the collection again. Only into a store already open for writing: indexing
+        never creates a store, and commands that only read (index, qa, exports) never change one's bytes."""
         if self._cases is None:
             return
-        store = self._store if self._store is not None else self.existing_store()
-        if store is None:
+        store = self._store
+        if store is None or getattr(store, "read_only", False):
             return
         try:
             store.record_known_cases(self.collection.root, self.collection.key, self.case_ids_of(self._cases))
@@ -264,6 +265,8 @@ class ReviewService:
         :raises DataError: naming the file, when it cannot be kept there; a
             read-only collection folder asks for another file.
         """
+        if self._store is not None and getattr(self._store, "read_only", False):
+            self.close_store()  # opened read-only for a report; a verdict needs the store writable
         if self._store is None:
             from .review.store import open_review_store
 
@@ -290,16 +293,33 @@ class ReviewService:
         return store
 
     def _record_known_cases_in(self, store: Any) -> None:
-        if self._cases is not None and self.collection is not None:
+        if self._cases is not None and self.collection is not None and not getattr(store, "read_only", False):
             store.record_known_cases(self.collection.root, self.collection.key, self.case_ids_of(self._cases))
 
-    def existing_store(self) -> Any:
-        """The review store if one was chosen or exists beside the collection, else None (nothing is created)."""
+    def existing_store(self, read_only: bool = False) -> Any:
+        """The review store if one was chosen or exists beside the collection, else None (nothing is created).
+
+        :param read_only: for reports and exports, which only read verdicts: the
+            file is opened read-only and never rewritten (a store in a read-only
+            collection folder is still read, and its bytes stay as they were).
+        """
         if self._store is not None:
             return self._store
         if self._store_path is None and not self.store_path.is_file():
             return None
-        return self.store()
+        if not read_only:
+            return self.store()
+        from .review.store import open_review_store
+
+        self._store = open_review_store(self._require_root(), self._store_path, read_only=True)
+        return self._store
+
+    def read_view(self) -> Any:
+        """:meth:`view` of the store opened read-only (see :meth:`existing_store`); None when there is no store."""
+        store = self.existing_store(read_only=True)
+        if store is None:
+            return None
+        return store.as_reader(self.reader, self.blinded) if self.reader else store
 
     def close_store(self) -> None:
         if self._store is not None:
@@ -425,7 +445,7 @@ class ReviewService:
         """
         from .review.report import export_review
 
-        store = self.store() if verdicts else None
+        store = self.existing_store(read_only=True) if verdicts else None
         qa_result = qa_result if qa_result is not None else self.qa_result
         cases = None
         if qa_result is None:
@@ -445,7 +465,7 @@ class ReviewService:
         from .review.annotations import add_verdict_columns, collection_annotation_table
 
         table = collection_annotation_table(self._require_collection(), self.cases(), None, progress)
-        store = self.existing_store()
+        store = self.existing_store(read_only=True)
         if store is not None:
             view = store.as_reader(self.reader, self.blinded) if self.reader else store
             add_verdict_columns(table, view.verdicts(), view.adjudications())

@@ -36,7 +36,7 @@ from ..case_data import (
 )
 from ..errors import DataError
 from ..colors import distinct_colors
-from ..findings import INFO, WARNING, Finding
+from ..findings import ERROR, INFO, WARNING, Finding
 from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
@@ -540,6 +540,7 @@ class CrlmCollection(Collection):
             part = sub_progress(progress, 0.5 + 0.3 * index / len(every_pair),
                                 0.5 + 0.3 * (index + 1) / len(every_pair))
             try:
+                data.findings.extend(_identity_check(case, seg_path, volumes[uid]))
                 decoded.append((decode_seg(seg_path, volumes[uid], case.case_id, part), uid))
             except DataError as error:
                 if not case.seg(seg_path).is_ai:
@@ -942,3 +943,24 @@ def _corrected_description(segmentation_node: Any, known: Optional[Dict[str, str
 
 
 COLLECTIONS = [CrlmCollection]
+
+
+def _identity_check(case: CrlmCase, seg_path: Path, volume: DicomVolume) -> List[Finding]:
+    """Warnings where a SEG's PatientID / Study / FrameOfReference differ from its CT's.
+
+    Geometry alone does not catch another patient's SEG whose series reference
+    was rewritten: it would be drawn, plausibly, on this patient's CT.
+
+    :raises DataError: naming the SEG, if it belongs to another patient or
+        another frame of reference (an ERROR finding of the identity check).
+    """
+    from ..formats.dicom_seg import read_seg_header
+    from ..formats.identity import identity_findings
+
+    images = [instance for instance in volume.instances if getattr(instance, "patient_id", None) is not None][:1]
+    findings = identity_findings(read_seg_header(seg_path), images, seg_path, case.case_id)
+    errors = [finding for finding in findings if finding.severity == ERROR]
+    if errors:
+        raise DataError(seg_path, f"{errors[0].message.split(': ', 1)[-1]}; it is not drawn on CT series "
+                                  f"{volume.series_instance_uid}")
+    return findings

@@ -54,7 +54,7 @@ def command_qa(arguments: argparse.Namespace) -> int:
         if arguments.store is None and not service.store_path.is_file():
             print(f"note: no review store at {service.store_path}; the report lists no verdicts", file=sys.stderr)
         try:
-            verdicts = arguments.store is not None or service.existing_store() is not None
+            verdicts = service.existing_store(read_only=True) is not None
         except DataError as error:
             print(f"warning: {error}; the report lists no verdicts", file=sys.stderr)
             verdicts = False
@@ -123,7 +123,11 @@ def command_review(arguments: argparse.Namespace) -> int:
             service.open(Path(arguments.folder), arguments.collection)
             service.set_store_path(arguments.store)
             service.set_reader(arguments.reviewer, arguments.blinded)
-            path = write_verdicts_csv(Path(arguments.export_csv), service.view(), service.case_ids())
+            view = service.read_view()  # an export only reads: the store is never rewritten
+            if view is None:
+                print(f"error: {service.store_path}: no review store to export", file=sys.stderr)
+                return 2
+            path = write_verdicts_csv(Path(arguments.export_csv), view, service.case_ids())
             print(f"written: {path} (verdicts from {service.store_path}"
                   + (f", as {service.reader} may see them blinded)" if service.reader and service.blinded else ")"))
         return 0

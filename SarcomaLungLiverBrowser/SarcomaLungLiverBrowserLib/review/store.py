@@ -234,6 +234,8 @@ class ReviewStore:
         self._connection: sqlite3.Connection
         self._open = False
         check_store_file(self.path)  # a foreign or damaged file is refused before SQLite can convert it
+        #: True when opened for reading only (reports, exports): writes are refused by SQLite.
+        self.read_only = read_only
         if read_only:
             self._open_read_only()
             return

@@ -20,8 +20,10 @@ from ..errors import DataError
 
 __all__ = ["REVIEW_STORE_TABLES", "check_store_file", "connect_read_only"]
 
-#: Tables a review store may hold (``sqlite_sequence`` comes with AUTOINCREMENT).
-REVIEW_STORE_TABLES = frozenset({"verdicts", "history", "sqlite_sequence"})
+#: Tables a review store may hold, in every schema version (``sqlite_sequence`` comes with AUTOINCREMENT);
+#: Testing/test_store_files.py checks this against the tables a new store really has.
+REVIEW_STORE_TABLES = frozenset({"verdicts", "history", "sqlite_sequence", "verdicts_by_reader", "adjudications",
+                                 "adjudication_reads", "known_cases"})
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 

@@ -155,12 +155,18 @@ MAX_NODE_NAME_LENGTH = 200
 #: NUL and the other control characters: MRML stores names as C strings, so a NUL cuts a name short
 #: (and ``GenerateUniqueName`` then never finds the name it is looking for: it loops forever).
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: A run of control characters with the white space around it: one space in a node name.
+_CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f-\x9f]+\s*")
 
 
 def sanitise_node_name(text: Any, fallback: str = "unnamed") -> str:
-    """A name from the data as the scene can hold it: control characters (NUL included) become spaces,
-    runs of white space one space, and names longer than :data:`MAX_NODE_NAME_LENGTH` end in "…"."""
-    name = re.sub(r"\s+", " ", _CONTROL_CHARACTERS.sub(" ", str(text))).strip()
+    """A name from the data as the scene can hold it: a run of control characters (NUL included) becomes one
+    space, and names longer than :data:`MAX_NODE_NAME_LENGTH` end in "…".
+
+    Other white space is kept as the data spells it (``"ThoraxRoutine  8.0.0  B70f"``), as Slicer's own
+    DICOM loading shows it.
+    """
+    name = _CONTROL_RUN.sub(" ", str(text)).strip()
     if len(name) > MAX_NODE_NAME_LENGTH:
         name = name[:MAX_NODE_NAME_LENGTH - 1].rstrip() + "\u2026"
     return name or fallback
