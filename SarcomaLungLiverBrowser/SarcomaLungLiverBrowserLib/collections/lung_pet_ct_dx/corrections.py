@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ...formats.atomic import atomic_path
 from ...case_data import LoadedCase
 from ...errors import DataError
 from ...formats.dicom_series import InstanceHeader
@@ -239,7 +240,8 @@ def export_sr(boxes: Sequence[CorrectedBox], source_headers: Mapping[str, Instan
             series_description="Tumor bounding box",
         )
         path = output_folder / f"{case_id}_series{series_number - 100}_boxes_SR.dcm"
-        sr.save_as(str(path))
+        with atomic_path(path) as partial:  # a kill mid-save leaves the previous SR whole
+            sr.save_as(str(partial))
         written.append(path)
     return written
 
