@@ -133,12 +133,12 @@ def test_the_command_line_indexes_without_a_cache_it_must_refuse(external_data: 
     _real_slices(external_data, tmp_path / "collection" / "series")
     foreign = _foreign_database(tmp_path / "foreign.sqlite")
     before = _sha256(foreign)
-    from SarcomaLungLiverBrowserLib import cli
+    from SarcomaLungLiverBrowserLib.service import ReviewService
 
-    arguments = cli.build_parser().parse_args(["index", str(tmp_path / "collection")])
     os.environ["SLLB_INDEX_CACHE"] = str(foreign)
     try:
-        cli._enable_index_cache(arguments)
+        # What every command does first (the command line and the Logic share the service's set-up).
+        ReviewService(header_cache="default", snapshots=False)._ensure_header_cache()
     finally:
         del os.environ["SLLB_INDEX_CACHE"]
         from SarcomaLungLiverBrowserLib.formats.dicom_series import set_default_index_cache

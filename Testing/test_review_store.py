@@ -214,7 +214,9 @@ def kill_writer_runs(tmp_path, runs: int) -> None:
     path = tmp_path / "review.sqlite"
     confirmed_log = tmp_path / "confirmed.txt"
     ReviewStore(path).close()
-    context = multiprocessing.get_context("fork")
+    # Writers fork from a fresh server process, not from this one: a test process that has loaded VTK and
+    # started threads can hand a forked child a lock held by a thread that does not exist there (a hang).
+    context = multiprocessing.get_context("forkserver")
     for run in range(runs):
         worker = context.Process(target=_endless_writer, args=(str(path), str(confirmed_log)))
         worker.start()
@@ -259,7 +261,7 @@ def _writer_killed_inside_a_transaction(path, inside):
 def test_a_writer_killed_inside_a_transaction_keeps_the_last_confirmed_state(tmp_path):
     path = tmp_path / "review.sqlite"
     ReviewStore(path).close()
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
     inside = context.Event()
     worker = context.Process(target=_writer_killed_inside_a_transaction, args=(str(path), inside))
     worker.start()

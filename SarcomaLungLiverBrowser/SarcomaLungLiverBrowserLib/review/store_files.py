@@ -52,7 +52,11 @@ def check_store_file(path: Path) -> None:
         raise DataError(path, "is not a review store (not an SQLite database); it is left untouched: "
                               "choose another file for --store")
     try:
-        connection = sqlite3.connect(_immutable_uri(path), uri=True)
+        # Through the write-ahead log when there is one: a writer killed mid-checkpoint leaves the main file
+        # inconsistent until the log is replayed, and an ``immutable`` read of it alone would look damaged.
+        connection = connect_read_only(path)
+    except DataError:
+        raise
     except sqlite3.Error as error:
         raise DataError(path, f"cannot be opened as a review store ({error}); it is left untouched") from error
     try:
