@@ -272,10 +272,12 @@ def test_lung_moved_box_is_saved_as_voc_and_sr(headless, lung_root: Path, tmp_pa
 
 
 def test_lung_corrections_never_replace_source_annotations(headless, lung_root: Path) -> None:
-    """Opened at the NBIA collection folder, the Annotation tree lies beside it: writing there is refused."""
+    """Opened at the NBIA collection folder with the Annotation tree beside it named: writing there is refused."""
     before = _hashes(lung_root)
     collection_folder = lung_root / lung_pet_ct_dx.MANIFEST / "Lung-PET-CT-Dx"
     browser = _open(headless, collection_folder)
+    browser.collection.annotation_roots = [lung_root / "Annotation"]  # as the user names it
+    browser.cases(refresh=True)
     browser.load_case("Lung_Dx-G0003")
     with pytest.raises(DataError, match="source files of Lung_Dx-G0003"):
         browser.save_corrections("Lung_Dx-G0003", lung_root)  # would write lung_root/Annotation/G0003/*.xml

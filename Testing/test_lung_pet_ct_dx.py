@@ -108,14 +108,24 @@ def test_discovery_finds_both_layouts_and_the_annotation_tree(sample_root: Path)
         assert [p.name for p in case.annotation_folders] == [case.case_id.split("-")[1]]
 
 
-def test_annotation_tree_is_found_beside_a_chosen_subfolder(sample_root: Path) -> None:
-    chosen = sample_root / sample.MANIFEST / "Lung-PET-CT-Dx"
+def test_annotation_roots_are_inside_the_chosen_folder_or_named_never_found_upward(
+        sample_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    download = tmp_path / "download"
+    shutil.copytree(sample_root, download)
+    chosen = download / sample.MANIFEST / "Lung-PET-CT-Dx"
     cases = LungPetCtDxCollection(chosen).discover_cases()
     assert [case.case_id for case in cases] == ["Lung_Dx-A0001", "Lung_Dx-G0003"]
-    assert all(case.annotation_folders for case in cases)
-    patient = LungPetCtDxCollection(chosen / "Lung_Dx-G0003").discover_cases()
-    assert [case.case_id for case in patient] == ["Lung_Dx-G0003"]
-    assert [p.name for p in patient[0].annotation_folders] == ["G0003"]
+    assert not any(case.annotation_folders for case in cases), "a sibling Annotation tree is not walked up to"
+    named = LungPetCtDxCollection(chosen, annotations=[download / "Annotation"]).discover_cases()
+    assert [[p.name for p in case.annotation_folders] for case in named] == [["A0001"], ["G0003"]]
+    # An edited copy beside the collection never changes what loads, however the folder is typed.
+    shutil.copytree(download / "Annotation", tmp_path / "my_edits" / "Annotation")
+    absolute = LungPetCtDxCollection(download.resolve()).discover_cases()
+    monkeypatch.chdir(tmp_path)
+    relative = LungPetCtDxCollection(Path("download")).discover_cases()
+    assert [[p.resolve() for p in case.annotation_folders] for case in absolute] == \
+        [[p.resolve() for p in case.annotation_folders] for case in relative] == \
+        [[(download / "Annotation" / case_id).resolve()] for case_id in ("A0001", "B0002", "G0003")]
 
 
 # ---------------------------------------------------------------------- the collection contract
@@ -469,3 +479,24 @@ def test_saving_corrections_does_not_scan_the_source_folders(sample_root: Path, 
     written = collection.save_corrections(loaded, builder.scene, tmp_path / "out")
     assert sorted({path.suffix for path in written}) == [".dcm", ".xml"]
     assert len([path for path in written if path.suffix == ".dcm"]) == 3
+
+
+def test_a_box_whose_instance_uid_is_in_two_series_is_placed_on_neither(sample_root: Path, tmp_path: Path,
+                                                                        builder: SceneBuilder) -> None:
+    """One SOPInstanceUID in a CT and a PET series: the box would land on whichever came first; it is refused."""
+    import pydicom
+
+    root = tmp_path / "copy"
+    shutil.copytree(sample_root, root)
+    xml = sorted((root / "Annotation" / "A0001").glob("*.xml"))[0]
+    sop = xml.name[:-4]
+    pet_file = next(path for path in sorted(root.rglob("*.dcm"))
+                    if "A0001" in str(path) and pydicom.dcmread(str(path), stop_before_pixels=True).Modality == "PT")
+    dataset = pydicom.dcmread(str(pet_file))
+    dataset.SOPInstanceUID = sop
+    dataset.file_meta.MediaStorageSOPInstanceUID = sop
+    dataset.save_as(str(pet_file))
+    _, loaded = _load(root, "Lung_Dx-A0001", builder)
+    refused = [f for f in loaded.findings if f.check == "lung.duplicate_sop_instance"]
+    assert len(refused) == 1 and xml.name in refused[0].message and refused[0].severity == "error"
+    assert all(roi.attributes.get("sop_instance_uid") != sop for roi in loaded.data.rois)

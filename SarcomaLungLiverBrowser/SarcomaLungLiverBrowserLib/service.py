@@ -309,6 +309,8 @@ class ReviewService:
             return None
         if not read_only:
             return self.store()
+        if not self.store_path.is_file():
+            return None  # a chosen store not written yet: no verdicts to read, and reading creates nothing
         from .review.store import open_review_store
 
         self._store = open_review_store(self._require_root(), self._store_path, read_only=True)

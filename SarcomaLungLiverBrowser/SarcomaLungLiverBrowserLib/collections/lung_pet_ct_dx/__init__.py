@@ -42,7 +42,7 @@ import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ...case_data import CaseData, LoadedCase
 from ...findings import Finding
@@ -151,6 +151,12 @@ class LungPetCtDxCollection(Collection):
     looks_for = "folders named Lung-PET-CT-Dx / lung_pet_ct_dx or patient folders Lung_Dx-A0001"
     record_type = LungCase
 
+    def __init__(self, root: Path, annotations: Sequence[Path] = ()) -> None:
+        """:param annotations: ``Annotation`` folders outside ``root`` to read too (named by the user;
+        folders beside the collection are never found by walking upward)."""
+        super().__init__(root)
+        self.annotation_roots: List[Path] = [Path(folder) for folder in annotations]
+
     @classmethod
     def detect(cls, root: Path) -> bool:
         from .discovery import walk_dirs  # light: os and pathlib only
@@ -162,7 +168,7 @@ class LungPetCtDxCollection(Collection):
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[LungCase]:
         from .discovery import discover_cases
 
-        return discover_cases(self.key, self.root, progress)
+        return discover_cases(self.key, self.root, progress, self.annotation_roots)
 
     def read_case(self, case: LungCase, progress: Optional[ProgressCallback] = None) -> CaseData:
         """The case's CT/PET volumes, box and lesion ROIs and box table, as plain data.

@@ -259,9 +259,17 @@ class _BoxReader:
         return boxes
 
     def _locate(self, sop_uid: str, path: Path) -> Optional[Tuple[ReadSeries, int]]:
-        for series in self.series.series.values():
-            if sop_uid in series.sop_to_slice:
-                return series, series.sop_to_slice[sop_uid]
+        holders = [series for series in self.series.series.values() if sop_uid in series.sop_to_slice]
+        if len(holders) > 1:
+            # A box names its image by SOPInstanceUID alone: on a UID shared by two series it could land on
+            # the wrong one (centimetres away), so it is placed on neither.
+            self.findings.add(ERROR, "lung.duplicate_sop_instance",
+                              f"{path.name}: SOPInstanceUID {sop_uid} is in {len(holders)} series "
+                              f"({', '.join(series.label for series in holders)}); the box is placed on none",
+                              path=path)
+            return None
+        for series in holders:
+            return series, series.sop_to_slice[sop_uid]
         if sop_uid in self.series.without_geometry:
             instance = self.series.without_geometry[sop_uid]
             self.findings.add(WARNING, "lung.box_no_geometry",

@@ -76,11 +76,15 @@ def _is_annotation_root(folder: Path) -> bool:
         return False
 
 
-def find_annotation_roots(root: Path) -> List[Path]:
-    """``Annotation`` folders inside ``root`` (3 levels deep) or beside it or one of its three parents.
+def find_annotation_roots(root: Path, named: Sequence[Path] = ()) -> List[Path]:
+    """``Annotation`` folders inside ``root`` (3 levels deep), and the folders the user ``named``.
 
-    Three parents reach the download folder from a chosen patient folder of
-    the NBIA layout (``<download>/manifest-*/Lung-PET-CT-Dx/Lung_Dx-A0001``).
+    Never folders found by walking upward: an edited copy of ``Annotation``
+    beside the collection would be read too, and what loads would depend on
+    whether the path was typed relative or absolute.
+
+    :param named: annotation folders given explicitly (each an ``Annotation``
+        folder, or a folder holding one within 3 levels).
     """
     roots: List[Path] = []
     seen = set()
@@ -91,18 +95,11 @@ def find_annotation_roots(root: Path) -> List[Path]:
             seen.add(key)
             roots.append(folder)
 
-    if _is_annotation_root(root):
-        add(root)
-    for folder, _ in walk_dirs(root, 3):
-        add(folder)
-    ancestor = root
-    for _ in range(3):
-        ancestor = ancestor.parent
-        if ancestor == ancestor.parent:
-            break
-        for folder, _ in walk_dirs(ancestor, 2):
-            if root not in folder.parents and folder != root:
-                add(folder)
+    for base in (root, *named):
+        base = Path(base)
+        add(base)
+        for folder, _ in walk_dirs(base, 3):
+            add(folder)
     return roots
 
 
@@ -142,13 +139,17 @@ def series_modalities(patient_folder: Path, layout: str, metadata: List[Dict[str
             for series in study.iterdir() if series.is_dir()]
 
 
-def discover_cases(collection_key: str, root: Path, progress: Optional[ProgressCallback] = None) -> List[LungCase]:
-    """Every patient under ``root`` (either layout), with its annotation folders, sorted by case ID."""
+def discover_cases(collection_key: str, root: Path, progress: Optional[ProgressCallback] = None,
+                   named_annotation_roots: Sequence[Path] = ()) -> List[LungCase]:
+    """Every patient under ``root`` (either layout), with its annotation folders, sorted by case ID.
+
+    :param named_annotation_roots: annotation folders outside ``root`` the user named.
+    """
     from ...formats.voc_xml import iter_xml_files
 
     report(progress, "Looking for Lung-PET-CT-Dx patients", 0.0)
     patients = find_patient_folders(root)
-    annotation_roots = find_annotation_roots(root)
+    annotation_roots = find_annotation_roots(root, named_annotation_roots)
     cases = []
     for case_id in sorted(patients):
         folders = patients[case_id]
