@@ -350,7 +350,6 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
 
 @pytest.mark.parametrize("keyword, value, expected", [
     ("PatientID", "CRLM-CT-1999", "another patient's annotation"),
-    ("FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.999", "in another frame"),
 ])
 def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root: Path, tmp_path: Path,
                                                                       builder: SceneBuilder, keyword: str,
@@ -386,3 +385,19 @@ def test_a_seg_whose_patient_id_is_only_spelled_differently_loads_with_a_warning
     loaded = collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
     assert loaded.segmentations
     assert any("spelled differently" in f.message and f.severity == "warning" for f in loaded.findings)
+
+
+def test_a_seg_in_another_frame_of_reference_is_an_error_finding_naming_it(crlm_root: Path, tmp_path: Path,
+                                                                          builder: SceneBuilder) -> None:
+    import pydicom
+
+    root = _copy_case(crlm_root, tmp_path)
+    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1001"
+    seg_path = next(patient.glob("*/100.000000-*/1-1.dcm"))
+    dataset = pydicom.dcmread(str(seg_path))
+    dataset.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.999"
+    dataset.save_as(str(seg_path))
+    collection = CrlmCollection(root)
+    loaded = collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
+    frame = [f for f in loaded.findings if "in another frame" in f.message]
+    assert frame and frame[0].severity == "error" and "1-1.dcm" in frame[0].message

@@ -946,20 +946,21 @@ COLLECTIONS = [CrlmCollection]
 
 
 def _identity_check(case: CrlmCase, seg_path: Path, volume: DicomVolume) -> List[Finding]:
-    """Warnings where a SEG's PatientID / Study / FrameOfReference differ from its CT's.
+    """Findings where a SEG's PatientID / Study / FrameOfReference differ from its CT's.
 
     Geometry alone does not catch another patient's SEG whose series reference
-    was rewritten: it would be drawn, plausibly, on this patient's CT.
+    was rewritten: it would be drawn, plausibly, on this patient's CT. Another
+    frame of reference is reported (an error finding) and the frames are still
+    placed by their positions, as the geometry checks report them.
 
-    :raises DataError: naming the SEG, if it belongs to another patient or
-        another frame of reference (an ERROR finding of the identity check).
+    :raises DataError: naming the SEG, if it belongs to another patient.
     """
     from ..formats.dicom_seg import read_seg_header
-    from ..formats.identity import identity_findings
+    from ..formats.identity import CHECK_PATIENT, identity_findings
 
     images = [instance for instance in volume.instances if getattr(instance, "patient_id", None) is not None][:1]
     findings = identity_findings(read_seg_header(seg_path), images, seg_path, case.case_id)
-    errors = [finding for finding in findings if finding.severity == ERROR]
+    errors = [finding for finding in findings if finding.severity == ERROR and finding.check == CHECK_PATIENT]
     if errors:
         raise DataError(seg_path, f"{errors[0].message.split(': ', 1)[-1]}; it is not drawn on CT series "
                                   f"{volume.series_instance_uid}")
