@@ -80,13 +80,14 @@ def test_requirements_never_replace_a_package_the_release_bundles(release):
 def test_requirements_file_and_cmake_name_the_oldest_tested_release():
     oldest = supported_releases()[0]
     requirements_text = REQUIREMENTS_FILE.read_text()
-    assert f"Supported: Slicer {oldest} and later" in requirements_text
+    assert f"Supported: Slicer {', '.join(supported_releases())}, exactly the releases CI proves." in requirements_text
     assert f"CI proves Slicer {', '.join(supported_releases())}:" in requirements_text
     top_cmake = (REPOSITORY / "CMakeLists.txt").read_text()
     assert f'set(SarcomaLungLiverBrowser_OLDEST_SLICER "{oldest}")' in top_cmake
     assert "if(Slicer_VERSION VERSION_LESS SarcomaLungLiverBrowser_OLDEST_SLICER)" in top_cmake
+    assert f'set(SarcomaLungLiverBrowser_TESTED_SLICERS "{";".join(supported_releases())}")' in top_cmake
     description = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]*)"\)', top_cmake).group(1)
-    assert description.startswith(f"For Slicer {oldest} and later.")
+    assert description.startswith(f"For Slicer {', '.join(supported_releases())} (the releases its CI proves).")
 
 
 def test_test_script_runs_every_supported_release():
@@ -96,9 +97,9 @@ def test_test_script_runs_every_supported_release():
 
 
 def test_readme_names_exactly_the_tested_releases():
-    """The README's install line says the oldest release the matrix proves, and no older one."""
+    """The README's install line names exactly the releases the matrix proves, no older and no newer one."""
     readme = (REPOSITORY / "README.md").read_text(encoding="utf-8")
-    oldest = supported_releases()[0]
     install_line = next((line for line in readme.splitlines() if line.startswith("**From the Extension Manager**")), "")
-    assert f"(Slicer {oldest} or later" in install_line, f"README install line: {install_line!r}"
+    assert f"(Slicer {', '.join(supported_releases())}," in install_line, f"README install line: {install_line!r}"
+    assert "later" not in install_line and "later" not in readme.split("**Supported Slicer release:")[1].split("\n")[0]
     assert "scripts/slicer-releases" in readme, "README says where the tested releases are defined"

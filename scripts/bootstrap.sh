@@ -57,6 +57,8 @@ if [ "${1:-}" = "--slicer-release" ]; then
 fi
 
 python="${PYTHON:-python3}"
+# pyproject.toml requires 3.11; CI proves 3.11 (this env) and 3.12 (the Slicer 5.12 env).
+"$python" -c 'import sys; sys.exit("error: Python 3.11 or later is needed (set PYTHON=...), this is " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
