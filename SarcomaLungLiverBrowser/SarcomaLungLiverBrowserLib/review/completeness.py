@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..errors import DataError
+from ..formats.atomic import write_text_atomically
 from ..formats.dicom_series import scan_folder
 from ..progress import ProgressCallback, report, sub_progress
 
@@ -49,6 +50,7 @@ __all__ = [
     "DiskSeries",
     "CompletenessReport",
     "index_parquet_path",
+    "import_or_install",
     "install_requirement",
     "read_index",
     "scan_disk",
@@ -98,22 +100,32 @@ def install_requirement(requirement: str) -> None:
         raise IndexUnavailable(f"'{' '.join(command)}' failed ({result.returncode}):\n{result.stderr[-2000:]}")
 
 
+def import_or_install(module_name: str, requirement: str, what: str, install: bool) -> Any:
+    """Import an optional module, pip-installing its pinned ``requirement`` first when asked.
+
+    :param what: the module's role in messages ("IDC's index").
+    :raises IndexUnavailable: when the module is missing and ``install`` is False (the message
+        names the pip command), or when pip fails.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        if not install:
+            raise IndexUnavailable(f"{what} is not installed; install it with: "
+                                   f"{sys.executable} -m pip install {requirement}") from None
+    install_requirement(requirement)
+    importlib.invalidate_caches()
+    return importlib.import_module(module_name)
+
+
 def index_parquet_path(install: bool = False) -> Path:
     """Where ``idc-index-data`` keeps ``idc_index.parquet``; installs the pinned release first if asked.
 
     :raises IndexUnavailable: when the package is missing and ``install`` is False.
     """
-    try:
-        import idc_index_data
-    except ImportError:
-        if not install:
-            raise IndexUnavailable(f"IDC's index is not installed; install it with: "
-                                   f"{sys.executable} -m pip install {IDC_INDEX_DATA_REQUIREMENT}") from None
-        install_requirement(IDC_INDEX_DATA_REQUIREMENT)
-        import importlib
-
-        importlib.invalidate_caches()
-        import idc_index_data
+    idc_index_data = import_or_install("idc_index_data", IDC_INDEX_DATA_REQUIREMENT, "IDC's index", install)
     path = idc_index_data.IDC_INDEX_PARQUET_FILEPATH
     if path is None or not Path(path).is_file():
         raise IndexUnavailable(f"idc-index-data {getattr(idc_index_data, '__version__', '?')} has no idc_index.parquet")
@@ -204,11 +216,8 @@ def write_selection(folder: Path, collection_id: str, patients: Optional[Sequenc
     existing = read_selection(folder) or {}
     selections = [s for s in existing.get("selections", []) if s.get("collection_id") != collection_id]
     selections.append({"collection_id": collection_id, "patients": sorted(patients) if patients else None})
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"idc_index_data": index_version(), "selections": selections}, indent=1),
-                         encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return write_text_atomically(path, json.dumps({"idc_index_data": index_version(), "selections": selections},
+                                                   indent=1))
 
 
 def read_selection(folder: Path) -> Optional[Dict[str, Any]]:

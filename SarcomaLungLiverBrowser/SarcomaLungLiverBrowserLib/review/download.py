@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 from ..errors import DataError, LoadCancelled
+from ..formats.atomic import write_text_atomically
 from ..progress import ProgressCallback, report, sub_progress
 from .completeness import (
     IndexUnavailable,
     CompletenessReport,
     check_completeness,
     index_parquet_path,
-    install_requirement,
+    import_or_install,
     read_index,
     scan_disk,
     write_selection,
@@ -142,8 +143,7 @@ def write_manifest(plan: DownloadPlan, path: Path) -> Path:
     lines = [f"cp {url} ." for url in plan.series["series_aws_url"]]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def idc_client(install: bool = False) -> Any:
@@ -151,18 +151,8 @@ def idc_client(install: bool = False) -> Any:
 
     :raises IndexUnavailable: when idc-index is missing and ``install`` is False.
     """
-    try:
-        from idc_index import IDCClient
-    except ImportError:
-        if not install:
-            raise IndexUnavailable(f"IDC's downloader is not installed; install it with: "
-                                   f"{sys.executable} -m pip install {IDC_INDEX_REQUIREMENT}") from None
-        install_requirement(IDC_INDEX_REQUIREMENT)
-        import importlib
-
-        importlib.invalidate_caches()
-        from idc_index import IDCClient
-    return IDCClient.client()
+    idc_index = import_or_install("idc_index", IDC_INDEX_REQUIREMENT, "IDC's downloader", install)
+    return idc_index.IDCClient.client()
 
 
 def _end_own_s5cmd_processes() -> List[int]:

@@ -46,7 +46,9 @@ def command_completeness(arguments: argparse.Namespace) -> int:
         print(f"table written to {result.write_csv(arguments.csv)}")
     if arguments.html:
         Path(arguments.html).parent.mkdir(parents=True, exist_ok=True)
-        Path(arguments.html).write_text(result.to_html(), encoding="utf-8")
+        from ..formats.atomic import write_text_atomically
+
+        write_text_atomically(arguments.html, result.to_html())
         print(f"HTML fragment written to {arguments.html}")
     return 0 if result.complete else 1
 
