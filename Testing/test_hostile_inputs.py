@@ -103,10 +103,30 @@ def test_hostile_input(entry: Entry, bases, baselines, headless, tmp_path):  # t
     baseline = baselines[entry.base]
     new = [f for f in loaded.findings if f.severity in (WARNING, ERROR)
            and (f.check, _normalise(f.message, root)) not in baseline]
+    if "-names_" in entry.id:
+        assert_names_clean_bounded_and_unique(loaded.nodes)
     if entry.expect == "tolerated":
         return
     assert any(names_one_of(f.message, names) for f in new), (
         f"no new warning/error finding names {names}; new findings: {[f.message for f in new]}")
+
+
+def assert_names_clean_bounded_and_unique(nodes) -> None:  # type: ignore[no-untyped-def]
+    """Names from the data reach the scene without control characters, bounded, and segment IDs unique."""
+    from SarcomaLungLiverBrowserLib.scene.builder import MAX_NODE_NAME_LENGTH
+
+    for node in nodes:
+        name = node.GetName()
+        assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in name), f"control character in {name!r}"
+        assert 0 < len(name) <= MAX_NODE_NAME_LENGTH, f"unbounded name {name!r}"
+        if node.IsA("vtkMRMLSegmentationNode"):
+            segmentation = node.GetSegmentation()
+            ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+            assert len(set(ids)) == len(ids), f"segment IDs not unique in {name!r}: {ids}"
+            for segment_id in ids:
+                segment_name = segmentation.GetSegment(segment_id).GetName()
+                assert not any(ord(c) < 32 for c in segment_id + segment_name), repr(segment_id + segment_name)
+                assert len(segment_id) <= MAX_NODE_NAME_LENGTH and len(segment_name) <= MAX_NODE_NAME_LENGTH
 
 
 # ---------------------------------------------------------------------------------------------- exports

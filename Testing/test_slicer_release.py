@@ -86,6 +86,9 @@ def test_requirements_file_and_cmake_name_the_oldest_tested_release():
     assert f'set(SarcomaLungLiverBrowser_OLDEST_SLICER "{oldest}")' in top_cmake
     assert "if(Slicer_VERSION VERSION_LESS SarcomaLungLiverBrowser_OLDEST_SLICER)" in top_cmake
     assert f'set(SarcomaLungLiverBrowser_TESTED_SLICERS "{";".join(supported_releases())}")' in top_cmake
+    # A newer, untested release still builds, but CMake says it is untested (the README promises that warning).
+    assert "IN_LIST SarcomaLungLiverBrowser_TESTED_SLICERS" in top_cmake
+    assert re.search(r'message\(WARNING "[^"]*tested with Slicer', top_cmake)
     description = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]*)"\)', top_cmake).group(1)
     assert description.startswith(f"For Slicer {', '.join(supported_releases())} (the releases its CI proves).")
 
