@@ -46,7 +46,7 @@ STAND_IN = textwrap.dedent('''\
         print("stand-in s5cmd")
         sys.exit(0)
     with open(os.environ["SLLB_TEST_S5CMD_LOG"], "a") as log:
-        log.write(" ".join(arguments) + "\\n")
+        log.write("pid=%d " % os.getpid() + " ".join(arguments) + "\\n")
     manifest = arguments[arguments.index("run") + 1]
     delay = float(os.environ.get("SLLB_TEST_S5CMD_DELAY", "0"))
     for line in open(manifest):
@@ -62,6 +62,15 @@ STAND_IN = textwrap.dedent('''\
             shutil.copyfile(os.path.join(folder, name), os.path.join(destination, name))
             time.sleep(delay)
 ''')
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _idc_index():
@@ -135,6 +144,17 @@ def test_cli_dry_run_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not (tmp_path / "idc").exists()  # a dry run writes nothing
 
 
+def test_cli_refuses_to_install_idc_index_with_no_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from SarcomaLungLiverBrowserLib.review.download import IDC_INDEX_REQUIREMENT
+
+    monkeypatch.setitem(sys.modules, "idc_index", None)  # as if not installed
+    code = main(["--no-cache", "download", CRLM, "--patients", CRLM_PATIENT, str(tmp_path / "idc"), "--no-install"])
+    assert code == 2
+    assert f"pip install {IDC_INDEX_REQUIREMENT}" in capsys.readouterr().err
+    assert not (tmp_path / "idc").exists() or not any((tmp_path / "idc").rglob("*.dcm"))
+
+
 # ---------------------------------------------------------------------- the download path through idc-index
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory, index_path: Path):
@@ -203,8 +223,14 @@ def test_cancel_keeps_what_was_fetched_and_missing_only_resumes(stand_in, tmp_pa
     def cancel_after_the_first_bytes(message: str, fraction: float) -> bool:
         return "MB" in message and fraction > 0
 
+    started = len(stand_in.log.read_text().splitlines()) if stand_in.log.exists() else 0
     with pytest.raises(LoadCancelled, match="--missing-only"):
         run_download(plan, stand_in.client, cancel_after_the_first_bytes)
+    # Cancelling ends the s5cmd processes this download started (the README says so).
+    pids = [int(line.split()[0][len("pid="):]) for line in stand_in.log.read_text().splitlines()[started:]]
+    assert pids, "the stand-in s5cmd never ran"
+    for pid in pids:
+        assert not _running(pid), f"s5cmd {pid} still runs after cancel"
     fetched = len(scan_folder(folder).instances)
     assert 0 < fetched < plan.instances
     monkeypatch.setenv("SLLB_TEST_S5CMD_DELAY", "0")
