@@ -115,6 +115,26 @@ def test_read_only_commands_never_write_the_store(hermessi_root: Path, tmp_path:
     assert "1 of" in (tmp_path / "report" / "report.html").read_text()
 
 
+def test_index_annotations_and_agreement_never_write_the_collection_store(hermessi_root: Path,
+                                                                          tmp_path: Path) -> None:
+    import shutil
+
+    from SarcomaLungLiverBrowserLib.registry import open_collection
+
+    root = tmp_path / "collection"
+    shutil.copytree(hermessi_root, root)
+    case_id = open_collection(root).discover_cases()[0].case_id
+    assert cli.main(["review", str(root), case_id, "--verdict", "accepted", "--reviewer", "ann"]) == 0
+    store = default_store_path(root)
+    assert store.exists()
+    before, mtime = _fingerprint(root), store.stat().st_mtime_ns
+    assert cli.main(["--no-cache", "index", str(root), "--csv", str(tmp_path / "index.csv")]) == 0
+    assert cli.main(["annotations", str(root), "--csv", str(tmp_path / "annotations.csv")]) == 0
+    assert cli.main(["review", str(root), "--agreement", "--agreement-csv", str(tmp_path / "agreement.csv")]) == 0
+    assert _fingerprint(root) == before and store.stat().st_mtime_ns == mtime
+    assert case_id in (tmp_path / "index.csv").read_text()
+
+
 def test_a_read_only_collection_with_a_store_still_shows_and_exports_its_verdicts(
         hermessi_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from SarcomaLungLiverBrowserLib.registry import open_collection

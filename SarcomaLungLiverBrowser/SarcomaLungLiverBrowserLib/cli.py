@@ -61,7 +61,7 @@ def command_index(arguments: argparse.Namespace) -> int:
 
     with _service(arguments) as service:
         collection = service.open(Path(arguments.folder), arguments.collection)
-        # An existing review store learns the case IDs, so later verdicts need no indexing.
+        # Indexing only reads: a store learns the case IDs when a command opens it for writing.
         cases = service.cases(_progress_printer(arguments.verbose))
     table = cases_table(cases)
     if arguments.csv:

@@ -124,7 +124,7 @@ class ReviewService:
         return collection
 
     def open_for_verdicts(self, folder: Path, collection_key: Optional[str] = None,
-                          store_path: Optional[Path] = None) -> None:
+                          store_path: Optional[Path] = None, read_only: bool = False) -> None:
         """Open a collection folder only to record verdicts, as cheaply as possible.
 
         When the review store already knows the folder's case IDs (recorded
@@ -133,6 +133,8 @@ class ReviewService:
         does not know makes the folder be opened and indexed after all (cases
         may have been added). Otherwise the folder is opened as by :meth:`open`.
 
+        :param read_only: only to read verdicts (reads, agreement): an existing store is opened read-only and
+            its bytes stay as they were; no store is created.
         :raises DataError: if the folder does not exist or the store cannot be opened there.
         """
         folder = Path(folder)
@@ -142,7 +144,8 @@ class ReviewService:
         self.collection, self._cases, self.qa_result = None, None, None
         self.root, self._collection_key = folder, collection_key
         self._store_path = Path(store_path) if store_path is not None else None
-        known = self.store().known_cases(folder)
+        store = self.existing_store(read_only=True) if read_only else self.store()
+        known = store.known_cases(folder) if store is not None else None
         if known is not None and collection_key in (None, known[0]):
             self._collection_key, self._known_case_ids = known[0], known[1]
         else:
@@ -385,7 +388,9 @@ class ReviewService:
         """
         from .review.agreement import reader_agreement
 
-        store = self.store()
+        store = self.existing_store(read_only=True)  # statistics only read: the store's bytes stay as they were
+        if store is None:
+            return []
         if self.reader and self.blinded:
             mine = {(r.case_id, r.annotation) for r in store.verdicts(reader=self.reader)}
             if any((r.case_id, r.annotation) not in mine for r in store.verdicts()):

@@ -74,10 +74,13 @@ def _print_reads(arguments: argparse.Namespace) -> int:
         print("error: --reads needs a case ID", file=sys.stderr)
         return 2
     with _service(arguments) as service:
-        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store, read_only=True)
         service.set_reader(arguments.reviewer, arguments.blinded)
         case_id = service.canonical_case_id(arguments.case_id)
-        view = service.view()
+        view = service.read_view()  # printing reads never rewrites the store
+        if view is None:
+            print(f"{case_id}: no review store")
+            return 0
         reads = view.reads(case_id, arguments.annotation)
         on = f"{case_id} ({arguments.annotation})" if arguments.annotation else case_id
         if not reads:
@@ -98,7 +101,7 @@ def _print_agreement(arguments: argparse.Namespace) -> int:
     from .report import write_csv
 
     with _service(arguments) as service:
-        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store, read_only=True)
         service.set_reader(arguments.reviewer, arguments.blinded)
         try:
             rows = agreement_rows(service.agreement())
