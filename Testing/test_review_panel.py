@@ -35,3 +35,13 @@ def test_shortcuts_exist_only_while_the_module_is_shown_and_are_listed_in_the_pa
     assert not any("QShortcut" in source for name, source in methods.items() if name != "enter")
     assert "shortcutsLabel" in methods["setup"] and "REVIEW_SHORTCUTS" in methods["setup"]
     assert re.search(r'name="shortcutsLabel"', UI_FILE.read_text())
+
+
+def test_readme_shortcut_table_is_the_module_s_table():
+    """The README's keyboard table lists exactly the shortcuts the panel installs, key for key."""
+    readme = (MODULE_FILE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Keyboard-only review", 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| Ctrl")]
+    assert {keys.strip(): action.strip() for keys, action in rows} == {
+        keys: action for keys, action, _ in import_module_file().REVIEW_SHORTCUTS}
+
