@@ -27,13 +27,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 def external_data_root() -> Path:
     """Real public files fetched from other repositories (not committed here).
 
-    Looked for in ``$SLLB_EXTERNAL_DATA``, then ``shared/external_testdata``
-    beside the checkout, then ``/work/external_testdata``.
+    Looked for in ``$SLLB_EXTERNAL_DATA``, then ``shared/external_testdata`` beside the checkout.
     """
     candidates = [
         os.environ.get("SLLB_EXTERNAL_DATA", ""),
         str(REPOSITORY.parent / "shared" / "external_testdata"),
-        "/work/external_testdata",
     ]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
