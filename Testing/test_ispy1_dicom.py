@@ -401,3 +401,41 @@ def test_real_dcmqi_seg_on_its_real_images(external_data: Path, tmp_path: Path) 
     header.save_as(str(seg_folder / "label.dcm"))
     data = _read(tmp_path / "ispy1", "ISPY1_9002")
     assert not data.segmentations and _checks(data.findings, "identity.patient_id")[0].severity == ERROR
+
+
+def test_a_slice_missing_from_one_phase_leaves_a_gap_in_that_phase_only(copy_of: Path) -> None:
+    root = copy_of / sample.COLLECTION_FOLDER
+    dce = next(series for series in find_patient_series(root)["ISPY1_1002"].images
+               if series.description == "Dynamic-3dfgre")
+    # InstanceNumber 30 is phase 2 (instances 21..40), its 10th position: an interrupted download lost it.
+    lost = next(path for path in dce.folders[0].glob("*.dcm")
+                if int(pydicom.dcmread(str(path), stop_before_pixels=True).InstanceNumber) == 30)
+    lost.unlink()
+    data = _read(root, "ISPY1_1002")
+    for phase in (1, 3):
+        nifti = _nifti_phase(copy_of, "ISPY1_1002", phase - 1)
+        volume = next(v for v in data.volumes if v.attributes.get("ispy1_dicom.phase") == str(phase)
+                      and "Dynamic" in v.name)
+        assert np.array_equal(_on_nifti_grid(volume.voxels, volume.ijk_to_ras, nifti), np.asarray(nifti.dataobj))
+    early = next(v for v in data.volumes if v.attributes.get("ispy1_dicom.phase") == "2")
+    assert early.voxels.shape == (20, 64, 64)
+    nifti = np.asarray(_nifti_phase(copy_of, "ISPY1_1002", 1).dataobj)
+    on_grid = _on_nifti_grid(early.voxels, early.ijk_to_ras, _nifti_phase(copy_of, "ISPY1_1002", 1))
+    differing = sorted({int(k) for k in np.argwhere(on_grid != nifti)[:, 2]})
+    assert len(differing) == 1, "exactly one slice of phase 2 is empty"
+    assert any(f.check == "ispy1_dicom.stack" and "Dynamic-3dfgre" in f.message
+               for f in data.findings)
+
+
+def test_dce_is_recognised_by_description_when_no_map_names_it(copy_of: Path) -> None:
+    root = copy_of / sample.COLLECTION_FOLDER
+    patient = root / "ispy1" / "ISPY1_1002"
+    for folder in list(patient.glob("*/*")):
+        description = pydicom.dcmread(str(next(folder.glob("*.dcm"))), stop_before_pixels=True).SeriesDescription
+        if folder.name.startswith("SEG_") or ":" in description:
+            shutil.rmtree(folder)
+    data = _read(root, "ISPY1_1002")
+    assert [v.name.split(" ", 2)[2] for v in data.volumes] == [
+        "Dynamic-3dfgre phase 1 (pre-contrast)", "Dynamic-3dfgre phase 2 (post-contrast 1)",
+        "Dynamic-3dfgre phase 3 (post-contrast 2)"]
+    assert _checks(data.findings, "ispy1_dicom.dce_by_description")

@@ -94,7 +94,11 @@ COLLECTION_FOLDER_NAMES = ("ispy1",)
 PATIENT_FOLDER = re.compile(r"^ISPY1_\d{3,5}$", re.IGNORECASE)
 IDC_SERIES_FOLDER = re.compile(r"^(?P<modality>[A-Z]{2,8})_(?P<uid>[0-9.]+)$")
 #: The vendor CAD maps of a DCE series: "<DCE description>: SER", ": PE1", ": PE2".
-MAP_DESCRIPTION = re.compile(r"^(?P<source>.*\S)\s*:\s*(?P<map>SER|PE\d)\s*$", re.IGNORECASE)
+MAP_DESCRIPTION = re.compile(r"^(?P<source>.*?)\s*:\s*(?P<map>SER|PE\d)\s*$", re.IGNORECASE)
+#: DCE acquisitions named in studies without vendor maps (GE 3dfgre, Siemens fl3d / T1_3D, IR-SPGR, VIBE,
+#: Philips 6DYN), subtractions excluded; from the MR SeriesDescriptions of ``ispy1`` in ``idc_index``.
+DCE_DESCRIPTION = re.compile(r"dyn|3dfgre|fl3d|spgr|vibe|t1[-_ ]?3d", re.IGNORECASE)
+SUBTRACTION_DESCRIPTION = re.compile(r"sub", re.IGNORECASE)
 #: The SEGs that segment enhancing tumour (compared with the NIfTI FTV mask).
 TUMOUR_SEG_DESCRIPTION = re.compile(r"\bPE\s+Segmentation\b", re.IGNORECASE)
 #: How deep below the chosen folder patient folders are looked for (parent/manifest/ISPY1/ISPY1_1001).
@@ -344,7 +348,10 @@ def split_phases(instances: Sequence[InstanceHeader]) -> Tuple[List[List[Instanc
     Instances are grouped by position along the slice normal; within each
     position they are ordered by the first attribute of
     :data:`PHASE_ORDER_KEYWORDS` that every instance has and that differs
-    within every position, and the n-th of each position is in phase n.
+    within every position. When that attribute takes exactly one value per
+    phase (TemporalPositionIdentifier 1..n) the value decides the phase, so a
+    slice missing from one phase leaves a gap in that phase only; otherwise
+    the n-th image of each position is in phase n.
 
     :returns: the phases (one list per phase; a single list when no position
         repeats) and the attribute that ordered them ("" for one phase).
@@ -367,12 +374,21 @@ def split_phases(instances: Sequence[InstanceHeader]) -> Tuple[List[List[Instanc
         values = keys[keyword]
         if any(value is None for value in values):
             continue
-        if all(len({values[i] for i in members}) == len(members) for members in positions.values()):
-            phases: List[List[InstanceHeader]] = [[] for _ in range(depth)]
+        if not all(len({values[i] for i in members}) == len(members) for members in positions.values()):
+            continue
+        phases: List[List[InstanceHeader]] = [[] for _ in range(depth)]
+        distinct = sorted(set(values))  # type: ignore[type-var]
+        if len(distinct) == depth:
+            # One value per phase (e.g. TemporalPositionIdentifier): a slice missing from one phase
+            # leaves a gap in that phase only.
+            for index, value in enumerate(values):
+                phases[distinct.index(value)].append(instances[index])
+        else:
+            # Values that vary within a phase too (per-slice times): the n-th of each position.
             for members in positions.values():
-                for rank, index in enumerate(sorted(members, key=lambda i: values[i])):
+                for rank, index in enumerate(sorted(members, key=lambda i: values[i])):  # type: ignore[arg-type]
                     phases[rank].append(instances[index])
-            return phases, keyword
+        return phases, keyword
     raise DataError(instances[0].path.parent, f"series {instances[0].series_instance_uid} holds {depth} images at "
                                               f"one slice position, and none of {', '.join(PHASE_ORDER_KEYWORDS)} "
                                               "tells its phases apart")
@@ -498,6 +514,7 @@ class _CaseReader:
         self.data = CaseData(case=case)
         self.images: Dict[str, _ReadImage] = {}  # key -> image
         self.by_series: Dict[str, List[_ReadImage]] = {}  # SeriesInstanceUID -> its phase volumes (first = phase 1)
+        self.dce_series: List[ImageSeries] = []  # the series recognised as DCE acquisitions
 
     def finding(self, severity: str, check: str, message: str, **details: Any) -> None:
         self.data.findings.append(_finding(self.case_id, severity, check, message, **details))
@@ -544,9 +561,17 @@ class _CaseReader:
         for study_uid, members in studies.items():
             dce_names = {series.map_source.lower() for series in members if series.map_source}
             dce = [s for s in members if s.description.lower() in dce_names and s.map_source is None]
+            if not dce_names and not any(s.series_instance_uid in referenced for s in members):
+                dce = [s for s in members if s.modality == "MR" and DCE_DESCRIPTION.search(s.description)
+                       and not SUBTRACTION_DESCRIPTION.search(s.description)]
+                if dce:
+                    self.finding(INFO, "dce_by_description",
+                                 f"{self.case_id} {members[0].study_date}: no vendor map names the DCE series; "
+                                 f"{', '.join(sorted({s.description for s in dce}))} loaded as DCE by description")
             maps = [s for s in members if s.map_source is not None and s.map_source.lower() in
                     {d.description.lower() for d in dce}]
             others = [s for s in members if s.series_instance_uid in referenced and s not in dce and s not in maps]
+            self.dce_series.extend(dce)
             chosen = [*dce, *maps, *others]
             skipped += len(members) - len(chosen)
             if chosen:
@@ -582,10 +607,9 @@ class _CaseReader:
             if not instances:
                 raise DataError(series.folders[0], f"holds no readable image of series {series.series_instance_uid}")
             phases, keyword = split_phases(instances)
-            is_dce = any(other.map_source and other.map_source.lower() == series.description.lower()
-                         for other in self.case.images if other.study_instance_uid == series.study_instance_uid)
-            same_description = [s for s in self.case.images if s.study_instance_uid == series.study_instance_uid
-                                and s.description.lower() == series.description.lower() and s.map_source is None]
+            is_dce = series in self.dce_series
+            same_description = [s for s in self.dce_series if s.study_instance_uid == series.study_instance_uid
+                                and s.description.lower() == series.description.lower()]
             volumes = [read_series(phase, sub_progress(progress, n / len(phases), (n + 1) / len(phases)))
                        for n, phase in enumerate(phases)]
         except DataError as error:
