@@ -161,7 +161,7 @@ def test_phases_fall_back_to_trigger_time_and_refuse_when_nothing_orders_them(co
     unreadable = _checks(data.findings, "ispy1_dicom.unreadable_series")
     assert unreadable and unreadable[0].severity == ERROR and "Dynamic-3dfgre" in unreadable[0].message
     # The SEG drawn on the map still loads; the ones drawn on the unreadable DCE series are reported.
-    assert [s.name for s in data.segmentations] == ["ISPY1_1002 19841102 PE Segmentation thresh=70"]
+    assert [s.name for s in data.segmentations] == ["ISPY1_1002 1984-11-02 PE Segmentation thresh=70"]
     assert len(_checks(data.findings, "ispy1_dicom.seg_unpaired")) == 2
 
 
@@ -169,9 +169,9 @@ def test_phases_fall_back_to_trigger_time_and_refuse_when_nothing_orders_them(co
 def test_segs_load_on_the_series_they_reference(generated: Path) -> None:
     data = _read(generated / sample.COLLECTION_FOLDER, "ISPY1_1002")
     by_name = {segmentation.name: segmentation for segmentation in data.segmentations}
-    pe = by_name["ISPY1_1002 19841102 PE Segmentation thresh=70"]
-    voi = by_name["ISPY1_1002 19841102 VOI PE Segmentation thresh=70"]
-    tissue = by_name["ISPY1_1002 19841102 Breast Tissue Segmentation"]
+    pe = by_name["ISPY1_1002 1984-11-02 PE Segmentation thresh=70"]
+    voi = by_name["ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"]
+    tissue = by_name["ISPY1_1002 1984-11-02 Breast Tissue Segmentation"]
     assert data.volume(pe.reference).name.endswith("Dynamic-3dfgre: PE1")
     assert data.volume(voi.reference).name.endswith("phase 1 (pre-contrast)")
     assert data.volume(tissue.reference).name.endswith("phase 1 (pre-contrast)")
@@ -196,20 +196,20 @@ def test_dice_with_the_nifti_ftv(generated: Path) -> None:
     assert added == 18 and not ftv[i0:i1, j0:j1, k0:k1].any()
     expected = 2.0 * (total - removed) / (total + (total - removed + added))
     dice = data.metrics["nifti_ftv_dice"]
-    assert dice["ISPY1_1002 19841102 PE Segmentation thresh=70"] == pytest.approx(1.0, abs=1e-12)
-    assert dice["ISPY1_1002 19841102 VOI PE Segmentation thresh=70"] == pytest.approx(expected, abs=1e-6)
-    assert "ISPY1_1002 19841102 Breast Tissue Segmentation" not in dice, "breast tissue is not a tumour mask"
+    assert dice["ISPY1_1002 1984-11-02 PE Segmentation thresh=70"] == pytest.approx(1.0, abs=1e-12)
+    assert dice["ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"] == pytest.approx(expected, abs=1e-6)
+    assert "ISPY1_1002 1984-11-02 Breast Tissue Segmentation" not in dice, "breast tissue is not a tumour mask"
     findings = {f.node_name: f for f in _checks(data.findings, "ispy1_dicom.nifti_dice")}
-    assert findings["ISPY1_1002 19841102 PE Segmentation thresh=70"].severity == INFO
-    changed = findings["ISPY1_1002 19841102 VOI PE Segmentation thresh=70"]
+    assert findings["ISPY1_1002 1984-11-02 PE Segmentation thresh=70"].severity == INFO
+    changed = findings["ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"]
     assert expected < DICE_WARNING_BELOW and changed.severity == WARNING
     assert changed.value == pytest.approx(expected, abs=1e-6) and "masks_ftv" in changed.message
 
 
 def test_only_the_baseline_study_is_compared_with_the_nifti_ftv(generated: Path) -> None:
     data = _read(generated / sample.COLLECTION_FOLDER, "ISPY1_1005")
-    assert data.metrics["nifti_ftv_dice"] == {"ISPY1_1005 19850216 PE Segmentation thresh=90": 1.0}
-    follow_up = [s for s in data.segmentations if "19850317" in s.name]
+    assert data.metrics["nifti_ftv_dice"] == {"ISPY1_1005 1985-02-16 PE Segmentation thresh=90": 1.0}
+    follow_up = [s for s in data.segmentations if "1985-03-17" in s.name]
     assert len(follow_up) == 2, "the follow-up study's SEGs load"
 
 
@@ -237,13 +237,13 @@ def test_another_patients_seg_is_refused_and_another_frame_is_an_error(copy_of: 
     dataset.save_as(str(shifted))
     data = _read(root, "ISPY1_1002")
     names = [segmentation.name for segmentation in data.segmentations]
-    assert "ISPY1_1002 19841102 Breast Tissue Segmentation" not in names, "another patient's SEG is not drawn"
+    assert "ISPY1_1002 1984-11-02 Breast Tissue Segmentation" not in names, "another patient's SEG is not drawn"
     patient = _checks(data.findings, "identity.patient_id")
     assert len(patient) == 1 and patient[0].severity == ERROR and "ISPY1_1999" in patient[0].message
     assert "refused" in patient[0].message and patient[0].path == str(foreign)
     frame = _checks(data.findings, "identity.frame_of_reference_uid")
     assert len(frame) == 1 and frame[0].severity == ERROR and frame[0].path == str(shifted)
-    assert "ISPY1_1002 19841102 VOI PE Segmentation thresh=70" in names, "another frame is reported, still drawn"
+    assert "ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70" in names, "another frame is reported, still drawn"
 
 
 def test_a_damaged_seg_costs_only_itself(copy_of: Path) -> None:
@@ -328,8 +328,8 @@ def test_the_case_loads_into_the_scene(generated: Path, headless: Any) -> None:
     browser.open(generated / sample.COLLECTION_FOLDER)
     loaded = browser.load_case("ISPY1_1002")
     assert [node.GetName() for node in loaded.segmentations] == [
-        "ISPY1_1002 19841102 PE Segmentation thresh=70", "ISPY1_1002 19841102 Breast Tissue Segmentation",
-        "ISPY1_1002 19841102 VOI PE Segmentation thresh=70"]
+        "ISPY1_1002 1984-11-02 PE Segmentation thresh=70", "ISPY1_1002 1984-11-02 Breast Tissue Segmentation",
+        "ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"]
     assert len(loaded.volumes) == 5
     assert all(node.GetSegmentation().GetNumberOfSegments() == 1 for node in loaded.segmentations)
 
@@ -439,3 +439,40 @@ def test_dce_is_recognised_by_description_when_no_map_names_it(copy_of: Path) ->
         "Dynamic-3dfgre phase 1 (pre-contrast)", "Dynamic-3dfgre phase 2 (post-contrast 1)",
         "Dynamic-3dfgre phase 3 (post-contrast 2)"]
     assert _checks(data.findings, "ispy1_dicom.dce_by_description")
+
+
+def test_an_edited_seg_is_saved_as_dicom_seg_on_its_series(generated: Path, headless: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    import slicer
+
+    from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+    from SarcomaLungLiverBrowserLib.formats.dicom_seg import decode_seg
+
+    root = generated / sample.COLLECTION_FOLDER
+    before = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    browser = CollectionBrowser(headless.scene)
+    browser.open(root)
+    loaded = browser.load_case("ISPY1_1002")
+    node = next(n for n in loaded.segmentations if n.GetName().endswith("VOI PE Segmentation thresh=70"))
+    volume_node = next(v for v in loaded.volumes if v.GetName().endswith("phase 1 (pre-contrast)"))
+    segment_id = node.GetSegmentation().GetNthSegmentID(0)
+    original = slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume_node).astype(bool)
+    edited = original.copy()
+    edited[: int(np.flatnonzero(original.any(axis=(1, 2)))[0]) + 1] = False  # the reviewer erases the first slice
+    edited[0, 0, 0] = True
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.astype(np.uint8), node, segment_id, volume_node)
+    written = browser.save_corrections("ISPY1_1002", tmp_path / "out")
+    assert len(written) == 3
+    target = tmp_path.resolve() / "out" / "ISPY1_1002" / "ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70.dcm"
+    assert target in written
+    phase1 = loaded.data.provenance["images"][node.GetAttribute("SarcomaLungLiverBrowser.ispy1_dicom.reference")]
+    reloaded = decode_seg(target, phase1.volume)
+    assert np.array_equal(reloaded.segments[0].mask, edited)
+    dataset = pydicom.dcmread(str(target), stop_before_pixels=True)
+    assert dataset.SeriesDescription == "VOI PE Segmentation thresh=70 (corrected)"
+    assert dataset.ReferencedSeriesSequence[0].SeriesInstanceUID == phase1.series.series_instance_uid
+    after = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    assert after == before, "the source files are untouched"
+    with pytest.raises(DataError, match="inside the ISPY1 DICOM"):
+        browser.save_corrections("ISPY1_1002", root / "corrections")

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..case_data import CaseData, Placement, SegmentationData, SegmentSpec, VolumeData
+from ..case_data import ATTRIBUTE_PREFIX, CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..formats.dicom_series import (
@@ -86,6 +86,7 @@ __all__ = [
     "split_phases",
     "phase_label",
     "is_tumour_segmentation",
+    "display_date",
     "DICE_WARNING_BELOW",
 ]
 
@@ -394,6 +395,12 @@ def split_phases(instances: Sequence[InstanceHeader]) -> Tuple[List[List[Instanc
                                               "tells its phases apart")
 
 
+def display_date(study_date: str) -> str:
+    """``1984-11-02`` for a DICOM date ``19841102`` (other text as it is)."""
+    text = study_date.strip()
+    return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else text
+
+
 def is_tumour_segmentation(description: str) -> bool:
     """True for the vendor's enhancing-tumour SEGs (``PE Segmentation thresh=N``, ``VOI PE Segmentation ...``)."""
     return TUMOUR_SEG_DESCRIPTION.search(description) is not None
@@ -501,6 +508,44 @@ class Ispy1DicomCollection(Collection):
         findings.extend(_compare_with_nifti(data))
         return findings
 
+    # ------------------------------------------------------------------ corrections
+    def save_corrections(self, loaded: LoadedCase, scene: Any, output_folder: Path,
+                         progress: Optional[ProgressCallback] = None) -> List[Path]:
+        """Each SEG segmentation of the case, as edited, as a DICOM SEG: ``<out>/<case_id>/<node name>.dcm``.
+
+        The SEG references the series the node was loaded on, as read at load
+        (a multi-phase DCE series: its first phase's instances), keeps the
+        segments' names, codes and colours, and is described as the source
+        SEG's SeriesDescription with "(corrected)". Every target is checked
+        before the first file is written.
+
+        :raises DataError: if the folder is refused, no segmentation is left in
+            the scene, or the series a node was drawn on is not known.
+        """
+        from ..scene.segment_export import export_segmentation_node
+
+        case = loaded.case
+        plan = self.plan_segmentation_files(loaded, scene, output_folder, lambda node: node.GetName())
+        images: Dict[str, _ReadImage] = loaded.data.provenance.get("images", {}) if loaded.data is not None else {}
+        references = []
+        for node, target in plan:
+            image = images.get(node.GetAttribute(ATTRIBUTE_PREFIX + "ispy1_dicom.reference") or "")
+            if image is None:
+                raise DataError(target, f"{node.GetName()}: the series it was drawn on is not known (it was not "
+                                        "loaded from an ISPY1 DICOM case); nothing was written")
+            references.append(image)
+        written = []
+        for index, ((node, target), image) in enumerate(zip(plan, references)):
+            report(progress, f"Writing {target.name}", index / len(plan))
+            source = node.GetAttribute(ATTRIBUTE_PREFIX + "ispy1_dicom.seg_description") or "Segmentation"
+            try:
+                written.append(export_segmentation_node(node, image.volume, target,
+                                                        series_description=f"{source[:52]} (corrected)"))
+            except ValueError as error:  # a segment no longer on the series' grid
+                raise DataError(target, f"{node.GetName()}: {error}") from error
+        report(progress, f"Saved {len(written)} SEG file(s) of {case.case_id}", 1.0)
+        return written
+
 
 class _CaseReader:
     """Reads one case: studies -> DCE phases and maps -> SEGs on the series they reference."""
@@ -566,7 +611,7 @@ class _CaseReader:
                        and not SUBTRACTION_DESCRIPTION.search(s.description)]
                 if dce:
                     self.finding(INFO, "dce_by_description",
-                                 f"{self.case_id} {members[0].study_date}: no vendor map names the DCE series; "
+                                 f"{self.case_id} {display_date(members[0].study_date)}: no vendor map names the DCE series; "
                                  f"{', '.join(sorted({s.description for s in dce}))} loaded as DCE by description")
             maps = [s for s in members if s.map_source is not None and s.map_source.lower() in
                     {d.description.lower() for d in dce}]
@@ -583,7 +628,8 @@ class _CaseReader:
         return plan
 
     def _placement(self, series: ImageSeries) -> Placement:
-        name = " ".join(part for part in (series.study_description.strip() or "MR", series.study_date) if part)
+        name = " ".join(part for part in (series.study_description.strip() or "MR", display_date(series.study_date))
+                        if part)
         return Placement(self.case_id, self.case_id, series.study_instance_uid, name)
 
     # ---------------------------------------------------------------------------------- images
@@ -634,7 +680,7 @@ class _CaseReader:
                     other_phase_instances: List[InstanceHeader]) -> None:
         key = f"{series.series_instance_uid}/phase{phase}" if phase else series.series_instance_uid
         label = f" phase {phase} ({phase_label(phase)})" if phase else ""
-        name = f"{self.case_id} {series.study_date} {series.description or series.modality}{label}"
+        name = f"{self.case_id} {display_date(series.study_date)} {series.description or series.modality}{label}"
         attributes = {"case_id": self.case_id, "SeriesInstanceUID": series.series_instance_uid,
                       "ispy1_dicom.folder": str(series.folders[0]), "ispy1_dicom.series": series.description}
         if phase:
@@ -682,7 +728,7 @@ class _CaseReader:
             except DataError as error:
                 self.finding(ERROR, "seg_unreadable", f"{error}; this SEG was not loaded", path=error.path)
                 continue
-            name = f"{self.case_id} {image.series.study_date} {seg.description or 'segmentation'}"
+            name = f"{self.case_id} {display_date(image.series.study_date)} {seg.description or 'segmentation'}"
             if name in taken:
                 name = f"{name} {seg.series_instance_uid[-6:]}"
             taken.append(name)
