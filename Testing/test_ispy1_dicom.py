@@ -476,3 +476,18 @@ def test_an_edited_seg_is_saved_as_dicom_seg_on_its_series(generated: Path, head
     assert after == before, "the source files are untouched"
     with pytest.raises(DataError, match="inside the ISPY1 DICOM"):
         browser.save_corrections("ISPY1_1002", root / "corrections")
+
+
+def test_seg_frames_outside_the_image_are_an_error_finding(copy_of: Path) -> None:
+    """As for the NIfTI masks (voxels outside the image): frames that lie off the series are reported, not drawn."""
+    root = copy_of / sample.COLLECTION_FOLDER
+    path = _seg_path(root, "ISPY1_1002", "VOI PE Segmentation thresh=70")
+    dataset = pydicom.dcmread(str(path))
+    frame = dataset.PerFrameFunctionalGroupsSequence[0]
+    position = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+    frame.PlanePositionSequence[0].ImagePositionPatient = [position[0], position[1] + 500.0, position[2]]
+    dataset.save_as(str(path))
+    data = _read(root, "ISPY1_1002")
+    unplaced = [f for f in _checks(data.findings, "seg.unplaced_frames") if f.path == str(path)]
+    assert len(unplaced) == 1 and unplaced[0].severity == ERROR and unplaced[0].value == 1.0
+    assert unplaced[0].node_name == "ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"
