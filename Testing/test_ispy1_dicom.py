@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 
 import numpy as np
 import pydicom
@@ -24,7 +24,6 @@ from SarcomaLungLiverBrowserLib.case_data import CaseData
 from SarcomaLungLiverBrowserLib.collections.ispy1 import Ispy1Collection
 from SarcomaLungLiverBrowserLib.collections.ispy1_dicom import (
     DICE_WARNING_BELOW,
-    Ispy1DicomCase,
     Ispy1DicomCollection,
     find_patient_series,
     split_phases,

@@ -298,9 +298,7 @@ def _nifti_ftv_masks(root: Path) -> Dict[str, Path]:
     """Case ID -> ``masks_ftv`` file of an ISPY1-Tumor-SEG-Radiomics tree in ``root`` or up to two levels above."""
     from .ispy1 import Ispy1Collection
 
-    for candidate in (root, root.parent, root.parent.parent):
-        if candidate != root and candidate == candidate.parent:
-            break
+    for candidate in dict.fromkeys((root, root.parent, root.parent.parent)):  # distinct, nearest first
         if Ispy1Collection.detect(candidate):
             cases = Ispy1Collection(candidate).discover_cases()
             return {case.case_id.upper(): Path(case.ftv) for case in cases if case.ftv}
@@ -323,7 +321,8 @@ def _phase_keys(instances: Sequence[InstanceHeader]) -> Dict[str, List[Optional[
             dataset = pydicom.dcmread(str(instance.path), stop_before_pixels=True,
                                       specific_tags=list(PHASE_ORDER_KEYWORDS))
         except Exception as error:  # pydicom raises many types for damaged files
-            raise DataError(instance.path, f"its header cannot be read again ({type(error).__name__}: {error})")
+            raise DataError(instance.path, f"its header cannot be read again ({type(error).__name__}: {error})") \
+                from error
         for keyword in PHASE_ORDER_KEYWORDS:
             values[keyword].append(_as_number(dataset.get(keyword), keyword))
     return values
@@ -611,7 +610,8 @@ class _CaseReader:
                        and not SUBTRACTION_DESCRIPTION.search(s.description)]
                 if dce:
                     self.finding(INFO, "dce_by_description",
-                                 f"{self.case_id} {display_date(members[0].study_date)}: no vendor map names the DCE series; "
+                                 f"{self.case_id} {display_date(members[0].study_date)}: no vendor map names the "
+                                 "DCE series; "
                                  f"{', '.join(sorted({s.description for s in dce}))} loaded as DCE by description")
             maps = [s for s in members if s.map_source is not None and s.map_source.lower() in
                     {d.description.lower() for d in dce}]
@@ -711,7 +711,8 @@ class _CaseReader:
         read: List[_ReadSeg] = []
         taken: List[str] = []
         for index, seg in enumerate(self.case.segs):
-            part = sub_progress(progress, index / max(1, len(self.case.segs)), (index + 1) / max(1, len(self.case.segs)))
+            count = max(1, len(self.case.segs))
+            part = sub_progress(progress, index / count, (index + 1) / count)
             image = self._reference_for(seg)
             if image is None:
                 self.finding(WARNING, "seg_unpaired", f"{seg.path.name}: {seg.description!r} references series "
