@@ -490,3 +490,20 @@ def test_seg_frames_outside_the_image_are_an_error_finding(copy_of: Path) -> Non
     unplaced = [f for f in _checks(data.findings, "seg.unplaced_frames") if f.path == str(path)]
     assert len(unplaced) == 1 and unplaced[0].severity == ERROR and unplaced[0].value == 1.0
     assert unplaced[0].node_name == "ISPY1_1002 1984-11-02 VOI PE Segmentation thresh=70"
+
+
+def test_the_dce_phases_open_one_above_the_other_like_the_nifti_form(generated: Path) -> None:
+    from SarcomaLungLiverBrowserLib.browser import CollectionBrowser
+    from SarcomaLungLiverBrowserLib.scene.headless import HeadlessSlicer
+    from SarcomaLungLiverBrowserLib.scene.layout import THREE_OVER_THREE, plan_views
+
+    with HeadlessSlicer() as environment:
+        browser = CollectionBrowser(environment.scene)
+        browser.open(generated / sample.COLLECTION_FOLDER)
+        for case_id in ("ISPY1_1002", "ISPY1_1005"):  # phases in one series / one series per phase
+            plan = plan_views(browser.load_case(case_id))
+            assert plan.layout_id == THREE_OVER_THREE, plan.reason
+            upper = environment.scene.GetNodeByID(plan.views[0].background_id).GetName()
+            lower = environment.scene.GetNodeByID(plan.views[3].background_id).GetName()
+            assert upper.endswith("phase 1 (pre-contrast)") and lower.endswith("phase 2 (post-contrast 1)")
+            assert upper.split(" ")[1] == lower.split(" ")[1], "both phases of the baseline visit"

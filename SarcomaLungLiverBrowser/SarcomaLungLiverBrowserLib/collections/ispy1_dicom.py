@@ -685,6 +685,10 @@ class _CaseReader:
                       "ispy1_dicom.folder": str(series.folders[0]), "ispy1_dicom.series": series.description}
         if phase:
             attributes["ispy1_dicom.phase"] = str(phase)
+            # The NIfTI form's phase names and one "family" per acquisition: the view layout then shows
+            # pre- and early post-contrast phases one above the other, as it does for the NIfTI form.
+            attributes["ispy1.phase"] = f"DCE_{phase - 1:04d}"
+            attributes["ispy1.family"] = f"dicom {series.study_instance_uid} {series.description}"
         self.data.volumes.append(VolumeData(key, name, volume.voxels, volume.ijk_to_ras, self._placement(series),
                                             attributes=attributes, share_memory=True))
         image = _ReadImage(key, series, volume, phase, other_phase_instances)
