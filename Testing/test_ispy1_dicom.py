@@ -507,3 +507,25 @@ def test_the_dce_phases_open_one_above_the_other_like_the_nifti_form(generated: 
             lower = environment.scene.GetNodeByID(plan.views[3].background_id).GetName()
             assert upper.endswith("phase 1 (pre-contrast)") and lower.endswith("phase 2 (post-contrast 1)")
             assert upper.split(" ")[1] == lower.split(" ")[1], "both phases of the baseline visit"
+
+
+def test_a_seg_drawn_on_a_later_phase_of_the_dce_series_is_placed_by_its_references(copy_of: Path) -> None:
+    """Frames naming phase-2 images of a multi-phase series land on the same voxels, without a missing-image note."""
+    root = copy_of / sample.COLLECTION_FOLDER
+    case = Ispy1DicomCollection(root).find_case("ISPY1_1002")
+    dce = next(series for series in case.images if series.description == "Dynamic-3dfgre")
+    phase2 = [i for i in scan_folder(dce.folders[0]).instances if 21 <= (i.instance_number or 0) <= 40]
+    ordered = sorted(phase2, key=lambda i: float(np.dot(i.image_position, [1.0, 0.0, 0.0])))
+    mask = np.zeros((20, 64, 64), bool)
+    mask[5:8, 20:30, 25:35] = True
+    path = _write_seg_on([i.path for i in ordered], mask, dce.folders[0].parent / "SEG_1.2.3.9" / "p2.dcm",
+                         "PE Segmentation thresh=140")
+    data = _read(root, "ISPY1_1002")
+    segmentation = next(s for s in data.segmentations if s.name.endswith("thresh=140"))
+    assert data.volume(segmentation.reference).name.endswith("phase 1 (pre-contrast)")
+    spec = segmentation.segments[0]
+    placed = np.zeros(mask.shape, bool)
+    k, j, i = spec.offset
+    placed[k:k + spec.mask.shape[0], j:j + spec.mask.shape[1], i:i + spec.mask.shape[2]] = spec.mask
+    assert np.array_equal(placed, mask)
+    assert not [f for f in data.findings if f.path == str(path) and f.check == "seg.missing_source_instances"]
