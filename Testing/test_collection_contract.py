@@ -86,7 +86,7 @@ def _scene_state(scene: Any) -> Tuple[List[str], int]:
 # ---------------------------------------------------------------------------------------------- the contract
 def test_every_collection_module_is_registered() -> None:
     keys = [collection_class.key for collection_class in COLLECTION_CLASSES]
-    assert keys == ["crlm", "lung_pet_ct_dx", "ispy1", "soft_tissue_sarcoma", "hermessi"]
+    assert keys == ["crlm", "lung_pet_ct_dx", "ispy1", "ispy1_dicom", "soft_tissue_sarcoma", "hermessi"]
     assert len(set(keys)) == len(keys)
     assert case_data.ATTRIBUTE_PREFIX == scene_builder.ATTRIBUTE_PREFIX
     assert case_data.SUBJECT_HIERARCHY_UID_NAME == scene_builder.SUBJECT_HIERARCHY_UID_NAME

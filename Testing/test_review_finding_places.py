@@ -10,7 +10,7 @@ from SarcomaLungLiverBrowserLib.service import ReviewService
 LUNG_FILE_FINDINGS = {"lung.size_mismatch", "lung.label_mismatch", "lung.duplicate_box", "lung.box_outside_image"}
 
 
-@pytest.mark.parametrize("name", ["lung_pet_ct_dx", "crlm", "ispy1", "soft_tissue_sarcoma", "hermessi"])
+@pytest.mark.parametrize("name", ["lung_pet_ct_dx", "crlm", "ispy1", "ispy1_dicom", "soft_tissue_sarcoma", "hermessi"])
 def test_every_finding_of_every_sample_case_has_a_place_or_a_reason(headless, sample_collections, name):
     service = ReviewService(headless.scene, header_cache=None, snapshots=False)
     service.open(root_of(sample_collections, name))

@@ -40,6 +40,7 @@ COLLECTION_MODULES: List[str] = [
     "crlm",
     "lung_pet_ct_dx",
     "ispy1",
+    "ispy1_dicom",
     "soft_tissue_sarcoma",
     "hermessi",
 ]

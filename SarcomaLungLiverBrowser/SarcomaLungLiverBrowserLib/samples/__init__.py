@@ -12,7 +12,7 @@ from typing import Dict
 __all__ = ["generate_all", "SAMPLE_MODULES"]
 
 #: Sample generator modules; each has ``generate(parent: Path) -> Path``.
-SAMPLE_MODULES = ("crlm", "lung_pet_ct_dx", "ispy1", "soft_tissue_sarcoma", "hermessi")
+SAMPLE_MODULES = ("crlm", "lung_pet_ct_dx", "ispy1", "ispy1_dicom", "soft_tissue_sarcoma", "hermessi")
 
 
 def generate_all(parent: Path) -> Dict[str, Path]:
