@@ -77,7 +77,7 @@ def test_corpus_is_large_and_covers_every_collection():
     assert len(ENTRIES) >= 200
     assert len({entry.id for entry in ENTRIES}) == len(ENTRIES)
     covered = {entry.base.split("_")[0] for entry in ENTRIES}
-    assert covered == {"crlm", "lung", "ispy1", "sts", "hermessi"}
+    assert covered == {"crlm", "lung", "ispy1", "ispy1dicom", "sts", "hermessi"}
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[entry.id for entry in ENTRIES])

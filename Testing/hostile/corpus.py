@@ -58,6 +58,8 @@ BASE_SPECS: Dict[str, BaseSpec] = {spec.key: spec for spec in (
     BaseSpec("sts_nbia", "soft_tissue_sarcoma", "soft_tissue_sarcoma", "STS_001", ("STS_002",), "MR"),
     BaseSpec("sts_idc", "soft_tissue_sarcoma", "soft_tissue_sarcoma", "STS_002", ("STS_001",), "CT"),
     BaseSpec("hermessi", "hermessi", "hermessi", "STS_003", (), "MR"),
+    # ISPY1 in DICOM (IDC layout, GE style: three DCE phases in one series, SEGs on a map and on the DCE series).
+    BaseSpec("ispy1dicom_idc", "ispy1_dicom", "ISPY1-DICOM", "ISPY1_1002", ("ISPY1_1005",), "MR"),
 )}
 
 
@@ -425,7 +427,8 @@ DICOM_IMAGE_DEFECTS: List[Tuple[str, Mutation, str, str]] = [
 ]
 
 #: Bases whose image series the DICOM defects are applied to.
-DICOM_IMAGE_BASES = ("crlm_nbia", "crlm_idc", "lung_nbia", "lung_idc", "sts_nbia", "sts_idc", "hermessi")
+DICOM_IMAGE_BASES = ("crlm_nbia", "crlm_idc", "lung_nbia", "lung_idc", "sts_nbia", "sts_idc", "hermessi",
+                     "ispy1dicom_idc")
 
 
 # ---------------------------------------------------------------------------------------------- SEG defects
@@ -476,12 +479,20 @@ def _segment_number(value: int) -> Callable[[pydicom.Dataset], None]:
 
 
 def _duplicate_segment_numbers(dataset: pydicom.Dataset) -> None:
+    import copy
+
+    if len(dataset.SegmentSequence) < 2:  # a one-segment SEG (ISPY1's vendor SEGs): a second item, same number
+        dataset.SegmentSequence.append(copy.deepcopy(dataset.SegmentSequence[0]))
+        dataset.SegmentSequence[1].SegmentLabel = "duplicate"
     dataset.SegmentSequence[1].SegmentNumber = dataset.SegmentSequence[0].SegmentNumber
 
 
 def _referenced_segment(value: int) -> Callable[[pydicom.Dataset], None]:
     def change(dataset: pydicom.Dataset) -> None:
-        dataset.PerFrameFunctionalGroupsSequence[0].SegmentIdentificationSequence[0].ReferencedSegmentNumber = value
+        frame = dataset.PerFrameFunctionalGroupsSequence[0]
+        if "SegmentIdentificationSequence" not in frame:  # one segment: identified once, in the shared groups
+            frame = dataset.SharedFunctionalGroupsSequence[0]
+        frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber = value
     return change
 
 
@@ -554,7 +565,7 @@ SEG_DEFECTS: List[Tuple[str, Mutation, str]] = [
     ("seg_rows_differ", _seg(_seg_rows), "either"),
     ("seg_missing_pixel_data", _seg(_delete("PixelData")), "either"),
 ]
-SEG_BASES = ("crlm_nbia", "crlm_idc")
+SEG_BASES = ("crlm_nbia", "crlm_idc", "ispy1dicom_idc")
 
 
 # ---------------------------------------------------------------------------------------------- RTSTRUCT defects

@@ -456,6 +456,14 @@ def _decode_findings(result: DecodedSegmentation, reference: DicomVolume, case_i
             f"{name}: {multiframe} frame(s) reference frames of a multi-frame image; placed by position",
             case_id=case_id, path=str(result.path), value=float(multiframe),
         ))
+    numbers = [segment.number for segment in result.segments]
+    for number in sorted({n for n in numbers if numbers.count(n) > 1}):
+        findings.append(Finding(
+            ERROR, "seg.duplicate_segment_number",
+            f"{name}: SegmentSequence describes segment number {number} {numbers.count(number)} times; "
+            "the frames of that number cannot be told apart between those segments",
+            case_id=case_id, path=str(result.path), value=float(numbers.count(number)),
+        ))
     for number, count in sorted(unknown_segments.items()):
         findings.append(Finding(
             ERROR, "seg.unknown_segment",
