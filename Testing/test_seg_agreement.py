@@ -207,6 +207,8 @@ def test_expert_and_bamf_coded_ai_seg_give_per_structure_results(crlm_root: Path
     assert liver.hd95_mm == pytest.approx(_kd_tree_hd95(expert_liver, ai_liver, np.array(spacing)), abs=1e-6)
     assert liver.volume_difference_ml == pytest.approx(
         volume_ml(ai_liver, spacing) - volume_ml(expert_liver, spacing), abs=1e-9)
+    assert liver.volume_difference_percent == pytest.approx(
+        100.0 * liver.volume_difference_ml / volume_ml(expert_liver, spacing), abs=1e-9)  # AI minus expert, in %
     assert liver.dice < 1.0 and liver.hd95_mm > 0
     # The AI segments no vessels: the expert's hepatic and portal veins are reported as reference only.
     only = {(r.structure, r.reference_labels) for r in agreement.rows if r.kind == "reference only"}
