@@ -124,6 +124,10 @@ def test_labels_never_overlap_or_leave_the_image(sample_previews, folder):
         assert image_box.contains(label.box), f"{label.kind} {label.text!r} leaves the image"
     letters = [label for label in preview.labels if label.kind == "orientation"]
     assert len(letters) == 4 * len(preview.panels)
+    scale_bars = [label for label in preview.labels if label.kind == "scale bar"]
+    slice_views = [panel for panel in preview.panels if panel.view != "3D"]
+    assert slice_views and len(scale_bars) == len(slice_views), "every slice view has a scale bar"
+    assert all(label.text.endswith("mm") or label.text.endswith("cm") for label in scale_bars), scale_bars
     for label in letters:
         assert color_pixels(crop(preview.image, label.box), (255, 230, 120), tolerance=30).sum() > 3, \
             f"orientation letter {label.text} is not drawn in its box"
@@ -142,6 +146,9 @@ def test_window_and_pet_units_are_stated(sample_previews):
     assert lung.pet_text.startswith("PET ")
     assert any("not in SUV" in note or "SUVbw" in lung.pet_text for note in lung.notes + [lung.pet_text])
     assert any(label.kind == "colour bar" for label in lung.labels)
+    # An MR has no fixed window: the percentile window is used and named.
+    ispy1 = sample_previews["ISPY1-Tumor-SEG-Radiomics"]["preview"]
+    assert "(from the 1–99.5th percentiles)" in ispy1.window_text, ispy1.window_text
 
 
 def test_orientation_letters_follow_the_slice_axes():
@@ -228,7 +235,15 @@ def test_real_sarcoma_pet_is_fused_in_suvbw(external_data):
         pet = by_modality["PT"]
         assert pet.GetAttribute("SarcomaLungLiverBrowser.pet.is_suv") == "1"  # Units GML in the real header
         loaded.metrics.update(background_volume_id=by_modality["CT"].GetID(), foreground_volume_id=pet.GetID())
+        shown = []  # (window, lower threshold, threshold applied) as the PET display changes while rendering
+        display = pet.GetDisplayNode()
+        observer = display.AddObserver("ModifiedEvent", lambda node, event: shown.append(
+            (node.GetWindow(), node.GetLowerThreshold(), node.GetApplyThreshold())))
         preview = render_case_preview(environment.scene, loaded, panel_size=192, max_findings=1)
+        display.RemoveObserver(observer)
+    # Rendered 0–8 g/ml and transparent below 1.5 g/ml: in stored values, window 8/f and threshold 1.5/f.
+    fused = [(window, lower) for window, lower, applied in shown if applied]
+    assert fused and any(lower * 8.0 / window == pytest.approx(1.5, rel=1e-6) for window, lower in fused), shown
     assert preview.pet_text.startswith("PET SUVbw (g/ml) 0–8")
     assert not any("not in SUV" in note for note in preview.notes)
     bar = next(label for label in preview.labels if label.kind == "colour bar")
