@@ -62,6 +62,8 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
                               b"UV"})
 _TAG_AND_LENGTH = struct.Struct("<HHL")
+#: Functional groups nest three deep; deeper sequences are left to pydicom (no recursion limit to hit here).
+_MAX_DEPTH = 8
 _TAG_VR_SHORT_LENGTH = struct.Struct("<HH2sH")
 
 #: A parsed item: tag -> raw value bytes (leaves), list of items (sequences) or a pydicom value.
@@ -72,8 +74,11 @@ class _NotPlain(Exception):
     """Raw bytes the plain walker does not read; pydicom reads the frame groups instead."""
 
 
-def _read_items(data: bytes, position: int, end: Optional[int], implicit: bool) -> Tuple[List[_Node], int]:
+def _read_items(data: bytes, position: int, end: Optional[int], implicit: bool, depth: int = 0
+                ) -> Tuple[List[_Node], int]:
     """The items of a sequence value from ``position``: up to ``end``, or to its delimiter when ``end`` is None."""
+    if depth > _MAX_DEPTH:
+        raise _NotPlain
     items: List[_Node] = []
     limit = len(data) if end is None else end
     while position < limit:
@@ -87,11 +92,11 @@ def _read_items(data: bytes, position: int, end: Optional[int], implicit: bool) 
         if tag != _ITEM:
             raise _NotPlain
         if length == _UNDEFINED_LENGTH:
-            item, position = _read_elements(data, position, None, implicit)
+            item, position = _read_elements(data, position, None, implicit, depth)
         else:
             if position + length > limit:
                 raise _NotPlain
-            item, _ = _read_elements(data, position, position + length, implicit)
+            item, _ = _read_elements(data, position, position + length, implicit, depth)
             position += length
         items.append(item)
     if end is None:
@@ -99,7 +104,8 @@ def _read_items(data: bytes, position: int, end: Optional[int], implicit: bool) 
     return items, position
 
 
-def _read_elements(data: bytes, position: int, end: Optional[int], implicit: bool) -> Tuple[_Node, int]:
+def _read_elements(data: bytes, position: int, end: Optional[int], implicit: bool, depth: int
+                   ) -> Tuple[_Node, int]:
     """The wanted elements of one item from ``position``: up to ``end``, or to its delimiter when ``end`` is None."""
     elements: _Node = {}
     limit = len(data) if end is None else end
@@ -123,11 +129,11 @@ def _read_elements(data: bytes, position: int, end: Optional[int], implicit: boo
             return elements, position
         if vr == b"SQ" or (implicit and (tag in _SEQUENCE_TAGS or length == _UNDEFINED_LENGTH)):
             if length == _UNDEFINED_LENGTH:
-                value, position = _read_items(data, position, None, implicit)
+                value, position = _read_items(data, position, None, implicit, depth + 1)
             else:
                 if position + length > limit:
                     raise _NotPlain
-                value, _ = _read_items(data, position, position + length, implicit)
+                value, _ = _read_items(data, position, position + length, implicit, depth + 1)
                 position += length
             elements[tag] = value
             continue
@@ -160,7 +166,10 @@ def _sequence_items(element: Any) -> List[_Node]:
     if isinstance(element, RawDataElement):
         if not element.is_little_endian or element.value is None or element.VR not in (None, "SQ"):
             raise _NotPlain
-        items, _ = _read_items(element.value, 0, len(element.value), bool(element.is_implicit_VR))
+        try:
+            items, _ = _read_items(element.value, 0, len(element.value), bool(element.is_implicit_VR))
+        except struct.error:  # bounds are checked before each read; this is a second guard
+            raise _NotPlain from None
         return items
     if element.VR != "SQ":
         raise _NotPlain
