@@ -8,6 +8,7 @@ is imported only when a SEG is decoded.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -232,7 +233,8 @@ def decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolume
         return _decode_seg(source, reference, case_id, progress)
     except (DataError, LoadCancelled, MemoryError):
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+    except (ValueError, TypeError, LookupError, AttributeError, OverflowError, NotImplementedError, EOFError,
+            struct.error) as error:  # pydicom converts values lazily: a damaged one fails where it is first read
         path = getattr(source, "filename", None) or source
         raise DataError(str(path), f"cannot be decoded as a DICOM SEG ({type(error).__name__}: {error})") from error
 
