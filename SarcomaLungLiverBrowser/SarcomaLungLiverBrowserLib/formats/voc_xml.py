@@ -44,6 +44,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "parse_voc",
     "parse_voc_bytes",
+    "parse_voc_files",
     "format_voc",
     "write_voc",
     "safe_output_path",
@@ -112,7 +113,8 @@ class VocAnnotation:
         """The file name without ``.xml``: the annotated image's SOPInstanceUID."""
         if self.path is None:
             return ""
-        name = Path(self.path).name
+        # os.path, not Path(self.path).name: re-parsing a path costs more than parsing a 540-byte file's boxes.
+        name = os.path.basename(self.path)
         return name[:-4] if name.lower().endswith(".xml") else name
 
 
@@ -155,7 +157,13 @@ def _text_for_scanning(data: bytes, path: Union[str, Path]) -> str:
         raise DataError(path, f"is not readable text ({error})") from error
 
 
+def _is_8_bit(data: bytes) -> bool:
+    return not (data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in data[:4])
+
+
 def _refuse_entities(data: bytes, path: Union[str, Path]) -> None:
+    if _is_8_bit(data) and b"<!" not in data:
+        return  # 8-bit text is scanned as latin-1, byte for character: no "<!", no declaration
     text = _text_for_scanning(data, path)
     if _ENTITY_DECLARATION.search(text):
         raise DataError(path, "declares XML entities (<!ENTITY ...>); refused for safety, "
@@ -309,6 +317,74 @@ def parse_voc(path: Union[str, Path]) -> VocAnnotation:
     except OSError as error:
         raise DataError(path, f"cannot be read ({error.strerror or error})") from error
     return parse_voc_bytes(data, path)
+
+
+# ---------------------------------------------------------------------- many files, in parallel
+#: Files per task sent to a worker process: large enough that a task costs far more than its
+#: round trip (pickling a list of paths and of plain tuples), small enough to keep workers balanced.
+CHUNK_FILES = 256
+
+_Fields = Tuple[Any, ...]
+
+
+def _fields_of(annotation: VocAnnotation) -> _Fields:
+    """The annotation as plain tuples: pickled several times faster than the dataclasses."""
+    objects = tuple((o.name, o.xmin, o.ymin, o.xmax, o.ymax, o.difficult, o.truncated, o.pose)
+                    for o in annotation.objects)
+    return (annotation.width, annotation.height, annotation.depth, objects, annotation.verified, annotation.folder,
+            annotation.filename, annotation.image_path, annotation.source, annotation.database, annotation.segmented)
+
+
+def _annotation_of(path: Path, fields: _Fields) -> VocAnnotation:
+    width, height, depth, objects, verified, folder, filename, image_path, source, database, segmented = fields
+    return VocAnnotation(path, width, height, depth, [VocObject(*values) for values in objects], verified, folder,
+                         filename, image_path, source, database, segmented)
+
+
+def _parse_chunk(paths: Sequence[str]) -> List[Tuple[bool, Any]]:
+    """Worker side: (True, fields) or (False, problem) per path, in order."""
+    results: List[Tuple[bool, Any]] = []
+    for path in paths:
+        try:
+            results.append((True, _fields_of(parse_voc(path))))
+        except DataError as error:
+            results.append((False, error.problem))
+    return results
+
+
+def parse_voc_files(paths: Sequence[Union[str, Path]], workers: int = 1, chunk_files: int = CHUNK_FILES
+                    ) -> List[Union[VocAnnotation, DataError]]:
+    """Parse many VOC files with every check of :func:`parse_voc`, in ``workers`` processes when above 1.
+
+    Each file is judged alone: one that cannot be read gives its
+    :class:`~.errors.DataError` in its place, the others are still read.
+    Paths go to the processes in chunks of ``chunk_files`` and results come
+    back as plain tuples; the processes are spawned (safe in a multi-threaded
+    host such as Slicer) and import only this module.
+
+    :returns: an annotation or the error naming the file, in the order of ``paths``.
+    """
+    paths = [path if isinstance(path, Path) else Path(path) for path in paths]
+    if workers <= 1 or len(paths) <= chunk_files:
+        return [_parse_or_error(path) for path in paths]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [[str(path) for path in paths[start : start + chunk_files]]
+              for start in range(0, len(paths), chunk_files)]
+    results: List[Union[VocAnnotation, DataError]] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for chunk, outcomes in zip(chunks, pool.map(_parse_chunk, chunks)):
+            for path, (ok, value) in zip(chunk, outcomes):
+                results.append(_annotation_of(Path(path), value) if ok else DataError(path, value))
+    return results
+
+
+def _parse_or_error(path: Path) -> Union[VocAnnotation, DataError]:
+    try:
+        return parse_voc(path)
+    except DataError as error:
+        return error
 
 
 # ---------------------------------------------------------------------- writing
