@@ -290,6 +290,7 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     scattered: Dict[int, List[np.ndarray]] = {segment.number: [] for segment in segments}
     unknown_segments: Dict[int, int] = {}
     invalid_orientation: Dict[str, List[int]] = {}
+    placed_without_position: List[int] = []
     no_reference = 0
     multiframe = 0
     for index, frame in enumerate(frames):
@@ -327,6 +328,8 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
         if not on_grid and frame.position is None:
             result.unplaced_frames.append(frame.number)
             continue
+        if frame.position is None:
+            placed_without_position.append(frame.number)
         if on_grid and grid.empty[k]:
             result.frames_on_empty_slices.append(frame.number)
         values = reader.frame(frame.number)
@@ -374,6 +377,14 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
         raise DataError(path, f"none of its {len(frames)} frames lies on the series "
                               f"{reference.series_instance_uid} ({reference.instances[0].path.parent})")
     result.findings = _decode_findings(result, reference, case_id, unknown_segments, no_reference, multiframe)
+    if placed_without_position:
+        # PS3.3 C.7.6.16.2.3: a SEG on a frame of reference gives every frame's position; placing such a
+        # frame by its source image alone cannot check that it lies where that image is.
+        result.findings.append(Finding(
+            WARNING, "seg.frames_without_position",
+            f"{path.name}: {len(placed_without_position)} frame(s) have no ImagePositionPatient (frames "
+            f"{placed_without_position[:10]}); placed on the CT image they reference, unchecked",
+            case_id=case_id, path=str(path), value=float(len(placed_without_position))))
     for problem, numbers in invalid_orientation.items():
         result.findings.append(Finding(
             ERROR, "seg.invalid_orientation",
