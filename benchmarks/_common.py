@@ -95,3 +95,35 @@ def run_isolated(script: Path, *arguments: str) -> Dict[str, float]:
 
 def median(values: List[float]) -> float:
     return float(statistics.median(values))
+
+
+def machine_and_versions(packages: List[str]) -> str:
+    """One line naming the machine, its load and the versions measured, printed with every result."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for name in packages:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"machine: {platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs, "
+            f"load {load:.1f}; Python {platform.python_version()}; " + ", ".join(versions))
+
+
+def reset_peak_memory() -> float:
+    """Reset this process's VmHWM to its current RSS (Linux clear_refs) and return that RSS in MB.
+
+    A measurement's peak is then VmHWM minus this baseline: what the measured
+    work added on top of what was loaded before it, measured the same way for
+    every side.
+    """
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as stream:
+        stream.write("5")
+    return process_memory_mb("VmRSS")

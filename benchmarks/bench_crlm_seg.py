@@ -1,20 +1,29 @@
-"""Target 2: a CRLM-like case (CT + SEG with many overlapping segments) to arrays on the CT grid.
+"""Target 2: a CRLM-like case (CT + DICOM SEG with many overlapping segments) to per-segment arrays on the CT grid.
 
-Peer: dcmqi's ``segimage2itkimage`` (PyPI ``dcmqi``, the binary Slicer 5.12's
-core DICOMSegmentationPlugin runs, with the same ``--mergeSegments`` flag),
-plus reading its NRRD outputs with SimpleITK (ITK's NRRD reader, as Slicer's
-volume storage node uses) and placing each one on the CT grid (dcmqi writes
-only the SEG's slab, not the CT's extent: its offset in CT voxels is computed
-and checked, the slab itself is kept as is, as our boxes are).
+Peers, each in its own fresh interpreter, interleaved run by run:
 
-Ours: ``scan_folder`` + ``read_series`` of the CT, then ``decode_seg`` (every
-segment as a bounding box placed on the CT grid; overlaps kept).
+* **highdicom** (the library's own decoder): ``hd.seg.segread`` and, segment
+  by segment, ``Segmentation.get_pixels_by_source_instance`` over the CT's
+  SOPInstanceUIDs (``assert_missing_frames_are_empty`` as dcmqi omits empty
+  frames, ``dtype=bool``), each cropped to its bounding box: the same output
+  as ours (per-segment bool boxes with their offsets on the CT grid). All
+  segments at once would be a 300 x 512 x 512 x 39 array (3 GB), so one
+  segment at a time is highdicom's memory-conscious use.
+* **dcmqi** ``segimage2itkimage`` (PyPI ``dcmqi``, the binary Slicer 5.12's
+  DICOMSegmentationPlugin runs, with the same ``--mergeSegments`` flag), plus
+  reading its NRRD outputs with SimpleITK and placing each one on the CT grid
+  (skipped when dcmqi is not installed).
 
-The CT grid is handed to the peer for free (in Slicer the CT is loaded
-already), so the target ratio compares our CT + SEG time with the peer's SEG
-time alone; the like-for-like ratios (SEG alone, and CT + SEG with the CT read
-by SimpleITK on the peer's side) are printed before it. Both sides must give
-the same voxel count per segment, else the run fails.
+Ours: ``decode_seg`` (every segment as a bounding box placed on the CT grid;
+overlaps kept). The CT is read first on every side (``scan_folder`` +
+``read_series`` for ours and highdicom, SimpleITK for dcmqi) and is not part
+of the SEG figures. Memory: after the CT is read and the libraries imported,
+the process's peak RSS (VmHWM) is reset; "SEG peak" is VmHWM minus the RSS
+at that moment, measured identically for ours and highdicom.
+
+Ours and highdicom must give the same boxes voxel for voxel (a digest of
+every segment's offset, shape and bytes), and dcmqi the same voxel count per
+segment, else the run fails.
 
 The case: 512x512 CT with realistic headers, a BINARY SEG written by
 highdicom and given dcmqi's quirks (frames grouped by segment, empty frames
@@ -22,11 +31,12 @@ omitted, per-segment running DimensionIndexValues, no SegmentsOverlap): Liver
 (containing the tumours), Liver Remnant, Hepatic and Portal vessels (leaving
 the liver) and Tumor_1..n, some tumours overlapping each other.
 
-    python benchmarks/bench_crlm_seg.py [--slices 150] [--segments 30] [--runs 5]
+    python benchmarks/bench_crlm_seg.py [--slices 300] [--segments 39] [--runs 3] [--no-dcmqi]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -180,6 +190,41 @@ def _dcmqi_executable() -> str:
     raise RuntimeError("dcmqi's segimage2itkimage is not installed (pip install -r benchmarks/requirements.txt)")
 
 
+def _box_digest(offset: Sequence[int], box) -> str:
+    """Offset, shape and voxels of one segment's box, as one comparable string."""
+    import numpy as np
+
+    box = np.ascontiguousarray(box, dtype=bool)
+    return f"{tuple(int(v) for v in offset)}{box.shape}" + hashlib.sha1(box.tobytes()).hexdigest()[:16]
+
+
+def _highdicom_boxes(seg_path: str, volume) -> Dict[str, Tuple[int, str]]:
+    """highdicom's decoding of every segment onto the CT grid, cropped to its box: label -> (voxels, digest)."""
+    import highdicom as hd
+    import numpy as np
+
+    uids = [instance.sop_instance_uid for instance in volume.instances]
+    if len(volume.present_instances) != len(uids):
+        raise RuntimeError("the benchmark CT must have no missing slices")
+    segmentation = hd.seg.segread(seg_path)
+    result = {}
+    for number in segmentation.segment_numbers:
+        label = segmentation.get_segment_description(number).segment_label
+        pixels = segmentation.get_pixels_by_source_instance(
+            uids, segment_numbers=[number], assert_missing_frames_are_empty=True, ignore_spatial_locations=True,
+            dtype=bool)[..., 0]
+        extents = [np.flatnonzero(pixels.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+        if any(extent.size == 0 for extent in extents):
+            result[label] = (0, _box_digest((0, 0, 0), np.zeros((0, 0, 0), dtype=bool)))
+            continue
+        low = [int(extent[0]) for extent in extents]
+        high = [int(extent[-1]) + 1 for extent in extents]
+        box = np.ascontiguousarray(pixels[low[0]:high[0], low[1]:high[1], low[2]:high[2]])
+        del pixels
+        result[label] = (int(np.count_nonzero(box)), _box_digest(low, box))
+    return result
+
+
 def measure(kind: str, ct_folder: str, seg_path: str, grid_json: str) -> None:
     import numpy as np
 
@@ -213,44 +258,73 @@ def measure(kind: str, ct_folder: str, seg_path: str, grid_json: str) -> None:
         print(json.dumps({"ct_seconds": ct_seconds, "seg_seconds": seg_seconds, "convert_seconds": convert_seconds,
                           "layers": len(layers), "counts": counts, "ct_shape": list(ct.shape)}))
         return
+    import highdicom  # noqa: F401 - imported before the memory baseline on both sides (ours uses it for colours)
+    import highdicom.color  # noqa: F401
+    from _common import process_memory_mb, reset_peak_memory
     from SarcomaLungLiverBrowserLib.formats.dicom_seg import decode_seg
     from SarcomaLungLiverBrowserLib.formats.dicom_series import read_series, scan_folder
 
     start = time.perf_counter()
     volume = read_series(scan_folder(Path(ct_folder), cache=None).instances)
     ct_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    decoded = decode_seg(Path(seg_path), volume)
-    seg_seconds = time.perf_counter() - start
-    counts = {segment.label: segment.voxel_count for segment in decoded.segments}
-    print(json.dumps({"ct_seconds": ct_seconds, "seg_seconds": seg_seconds, "counts": counts,
-                      "frames": decoded.number_of_frames, "ct_shape": list(volume.voxels.shape)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # highdicom: "BENCH-1" as a one-component person name
+        baseline_mb = reset_peak_memory()
+        start = time.perf_counter()
+        if kind == "highdicom":
+            boxes = _highdicom_boxes(seg_path, volume)
+        else:
+            decoded = decode_seg(Path(seg_path), volume)
+            boxes = {segment.label: (segment.voxel_count, _box_digest(segment.offset, segment.box))
+                     for segment in decoded.segments}
+        seg_seconds = time.perf_counter() - start
+        peak_mb = process_memory_mb("VmHWM")
+    print(json.dumps({"ct_seconds": ct_seconds, "seg_seconds": seg_seconds, "seg_peak_mb": peak_mb - baseline_mb,
+                      "process_peak_mb": peak_mb, "counts": {label: value[0] for label, value in boxes.items()},
+                      "digests": {label: value[1] for label, value in boxes.items()},
+                      "ct_shape": list(volume.voxels.shape)}))
+
+
+def _dcmqi_available() -> bool:
+    try:
+        _dcmqi_executable()
+    except Exception:  # not installed, or an install without the binary
+        return False
+    return True
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, default=150)
-    parser.add_argument("--segments", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--segments", type=int, default=39)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-dcmqi", action="store_true", help="compare with highdicom only")
     parser.add_argument("--measure", nargs=4, metavar=("KIND", "CT", "SEG", "GRID"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.measure:
         measure(*arguments.measure)
         return 0
-    from _common import median, run_isolated
+    from _common import machine_and_versions, median, run_isolated
 
+    kinds = ["ours", "highdicom"] + ([] if arguments.no_dcmqi or not _dcmqi_available() else ["dcmqi"])
     with tempfile.TemporaryDirectory(prefix="sllb-bench-crlm-") as folder:
         ct_folder, seg_path = make_case(Path(folder), arguments.slices, arguments.segments)
-        grid = json.dumps(ct_grid(ct_folder))
-        for path in [*ct_folder.iterdir(), seg_path]:  # warm the page cache for both sides
+        grid = json.dumps(ct_grid(ct_folder)) if "dcmqi" in kinds else "{}"
+        for path in [*ct_folder.iterdir(), seg_path]:  # warm the page cache for every side
             path.read_bytes()
-        results: Dict[str, List[Dict[str, float]]] = {"dcmqi": [], "ours": []}
+        results: Dict[str, List[Dict]] = {kind: [] for kind in kinds}
         for _ in range(arguments.runs):
-            for kind in results:
+            for kind in kinds:
                 results[kind].append(run_isolated(Path(__file__), "--measure", kind, str(ct_folder), str(seg_path), grid))
         seg_mb = seg_path.stat().st_size / 2 ** 20
-    ours, peer = results["ours"][0], results["dcmqi"][0]
-    if ours["counts"] != peer["counts"]:
+    ours, highdicom = results["ours"][0], results["highdicom"][0]
+    if ours["digests"] != highdicom["digests"]:
+        differing = sorted(k for k in set(ours["digests"]) | set(highdicom["digests"])
+                           if ours["digests"].get(k) != highdicom["digests"].get(k))
+        print(f"MISMATCH between highdicom and ours in segments {differing}")
+        return 1
+    if "dcmqi" in results and ours["counts"] != results["dcmqi"][0]["counts"]:
+        peer = results["dcmqi"][0]
         differing = sorted(k for k in set(ours["counts"]) | set(peer["counts"])
                            if ours["counts"].get(k) != peer["counts"].get(k))
         print(f"MISMATCH between dcmqi and ours in segments {differing}: "
@@ -260,21 +334,27 @@ def main() -> int:
     def med(kind: str, key: str) -> float:
         return median([r[key] for r in results[kind]])
 
-    ours_ct, ours_seg = med("ours", "ct_seconds"), med("ours", "seg_seconds")
-    peer_ct, peer_seg, peer_convert = med("dcmqi", "ct_seconds"), med("dcmqi", "seg_seconds"), \
-        med("dcmqi", "convert_seconds")
     shape = ours["ct_shape"]
-    print(f"case: CT {shape[0]} slices of {shape[1]}x{shape[2]}; SEG {len(ours['counts'])} segments, "
-          f"{ours['frames']} frames, {seg_mb:.1f} MB; dcmqi wrote {peer['layers']} merged NRRD layer(s); "
-          f"median of {arguments.runs} runs; per-segment voxel counts agree")
-    print(f"dcmqi segimage2itkimage --mergeSegments: {peer_convert:.3f} s; + reading NRRDs (SimpleITK) and "
-          f"placing them on the CT grid: {peer_seg:.3f} s")
-    print(f"SimpleITK CT series read (peer side):    {peer_ct:.3f} s")
-    print(f"ours: CT scan_folder + read_series {ours_ct:.3f} s; decode_seg {ours_seg:.3f} s; "
-          f"total {ours_ct + ours_seg:.3f} s")
-    print(f"SEG only, ours/dcmqi: {ours_seg / peer_seg:.3f}")
-    print(f"CT + SEG on both sides, ours/(SimpleITK + dcmqi): {(ours_ct + ours_seg) / (peer_ct + peer_seg):.3f}")
-    print(f"ours (CT + SEG) / dcmqi (SEG + outputs): {(ours_ct + ours_seg) / peer_seg:.3f} (target <= 0.5)")
+    print(machine_and_versions(["numpy", "pydicom", "highdicom", "SimpleITK", "dcmqi"]))
+    print(f"case: CT {shape[0]} slices of {shape[1]}x{shape[2]}; SEG BINARY, {len(ours['counts'])} segments, "
+          f"{seg_mb:.1f} MB; median of {arguments.runs} interleaved runs, each in a fresh interpreter; "
+          "boxes identical to highdicom's voxel for voxel"
+          + ("; per-segment voxel counts identical to dcmqi's" if "dcmqi" in results else ""))
+    ours_seg, peer_seg = med("ours", "seg_seconds"), med("highdicom", "seg_seconds")
+    ours_peak, peer_peak = med("ours", "seg_peak_mb"), med("highdicom", "seg_peak_mb")
+    print(f"highdicom segread + get_pixels_by_source_instance per segment: {peer_seg:.3f} s, SEG peak "
+          f"{peer_peak:.0f} MB (process peak {med('highdicom', 'process_peak_mb'):.0f} MB)")
+    print(f"ours decode_seg:                                               {ours_seg:.3f} s, SEG peak "
+          f"{ours_peak:.0f} MB (process peak {med('ours', 'process_peak_mb'):.0f} MB)")
+    print(f"SEG time, ours/highdicom: {ours_seg / peer_seg:.3f} (target <= 0.5)")
+    print(f"SEG peak memory, ours/highdicom: {ours_peak / peer_peak:.3f} (target <= 1.0)")
+    if "dcmqi" in results:
+        dcmqi_seg, dcmqi_convert = med("dcmqi", "seg_seconds"), med("dcmqi", "convert_seconds")
+        ours_ct = med("ours", "ct_seconds")
+        print(f"dcmqi segimage2itkimage --mergeSegments: {dcmqi_convert:.3f} s; + reading NRRDs (SimpleITK) and "
+              f"placing them on the CT grid: {dcmqi_seg:.3f} s")
+        print(f"SEG only, ours/dcmqi: {ours_seg / dcmqi_seg:.3f}")
+        print(f"ours (CT {ours_ct:.3f} s + SEG) / dcmqi (SEG + outputs): {(ours_ct + ours_seg) / dcmqi_seg:.3f}")
     return 0
 
 

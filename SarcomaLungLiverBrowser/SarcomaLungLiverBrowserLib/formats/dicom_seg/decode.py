@@ -2,12 +2,15 @@
 
 Frames are placed by the CT instance they reference, else by their
 ``ImagePositionPatient``, never by their order in the file (see the package
-docstring). highdicom is imported only when a SEG is decoded.
+docstring). Native (uncompressed) SEGs are decoded with pydicom and numpy
+alone; highdicom decodes compressed frames and converts display colours, and
+is imported only when a SEG is decoded.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -22,9 +25,6 @@ from ...errors import DataError, LoadCancelled
 from ...findings import ERROR, INFO, WARNING, Finding
 from ...geometry import LPS_TO_RAS, orientation_problem, spacing_from_matrix
 from ...progress import ProgressCallback, report
-
-if TYPE_CHECKING:  # pragma: no cover - typing only; highdicom is imported where it is used
-    import highdicom as hd
 
 __all__ = ["decode_seg", "SLICE_POSITION_TOLERANCE", "IN_PLANE_TOLERANCE"]
 
@@ -152,8 +152,11 @@ def _geometry_mismatches(dataset: Any, frames: Sequence[_FrameInfo], grid: _Grid
     if (int(dataset.Rows), int(dataset.Columns)) != (grid.rows, grid.columns):
         problems.append(f"frames are {dataset.Rows}x{dataset.Columns} pixels, the CT's slices "
                         f"{grid.rows}x{grid.columns}")
-    measures = _functional_item(dataset, 0, "PixelMeasuresSequence")
-    between = measures.get("SpacingBetweenSlices") if measures is not None else None
+    if frames:
+        between: Any = frames[0].spacing_between_slices
+    else:
+        measures = _functional_item(dataset, 0, "PixelMeasuresSequence")
+        between = measures.get("SpacingBetweenSlices") if measures is not None else None
     if between not in (None, "") and len(grid.distances) > 1 \
             and abs(float(between) - grid.slice_spacing) > 0.01 * grid.slice_spacing + 1e-3:
         problems.append(f"SpacingBetweenSlices {float(between):g} mm differs from the CT's slice spacing "
@@ -165,6 +168,33 @@ def _same_plane_grid(frame: _FrameInfo, grid: _Grid, rows: int, columns: int) ->
     orientation_ok = frame.orientation is None or np.allclose(frame.orientation, grid.orientation, atol=1e-3)
     spacing_ok = frame.pixel_spacing is None or np.allclose(frame.pixel_spacing, grid.pixel_spacing, rtol=1e-3)
     return orientation_ok and spacing_ok and (rows, columns) == (grid.rows, grid.columns)
+
+
+class _PlaneChecks:
+    """:func:`orientation_problem` and :func:`_same_plane_grid` once per distinct orientation and spacing.
+
+    A SEG repeats one orientation and spacing for each of its thousand-odd
+    frames; numpy's checks cost about a millisecond per call.
+    """
+
+    def __init__(self, grid: _Grid, rows: int, columns: int) -> None:
+        self.grid, self.rows, self.columns = grid, rows, columns
+        self._problems: Dict[bytes, Optional[str]] = {}
+        self._same_plane: Dict[Tuple[Optional[bytes], Optional[Tuple[float, float]]], bool] = {}
+
+    def orientation_problem(self, frame: _FrameInfo) -> Optional[str]:
+        if frame.orientation is None:
+            return None
+        key = frame.orientation.tobytes()
+        if key not in self._problems:
+            self._problems[key] = orientation_problem(frame.orientation)
+        return self._problems[key]
+
+    def same_plane_grid(self, frame: _FrameInfo) -> bool:
+        key = (None if frame.orientation is None else frame.orientation.tobytes(), frame.pixel_spacing)
+        if key not in self._same_plane:
+            self._same_plane[key] = _same_plane_grid(frame, self.grid, self.rows, self.columns)
+        return self._same_plane[key]
 
 
 def _resample_frame(values: np.ndarray, frame: _FrameInfo, grid: _Grid, shared_orientation: np.ndarray,
@@ -203,7 +233,8 @@ def decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolume
         return _decode_seg(source, reference, case_id, progress)
     except (DataError, LoadCancelled, MemoryError):
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+    except (ValueError, TypeError, LookupError, AttributeError, OverflowError, NotImplementedError, EOFError,
+            struct.error) as error:  # pydicom converts values lazily: a damaged one fails where it is first read
         path = getattr(source, "filename", None) or source
         raise DataError(str(path), f"cannot be decoded as a DICOM SEG ({type(error).__name__}: {error})") from error
 
@@ -251,6 +282,7 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     shared_orientation = next((f.orientation for f in frames if f.orientation is not None), grid.orientation)
     shared_spacing = next((f.pixel_spacing for f in frames if f.pixel_spacing is not None), grid.pixel_spacing)
     reader = _FrameReader(segmentation, path)
+    plane_checks = _PlaneChecks(grid, reader.rows, reader.columns)
     threshold = _binary_threshold(result)
     fill = int(segmentation.get("PixelPaddingValue", 0) or 0) if labelmap else 0
     label_volume = np.full(grid.shape, fill, dtype=np.int32) if labelmap else None
@@ -258,6 +290,7 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     scattered: Dict[int, List[np.ndarray]] = {segment.number: [] for segment in segments}
     unknown_segments: Dict[int, int] = {}
     invalid_orientation: Dict[str, List[int]] = {}
+    placed_without_position: List[int] = []
     no_reference = 0
     multiframe = 0
     for index, frame in enumerate(frames):
@@ -269,7 +302,7 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
             if frame.segment_number not in by_number:
                 unknown_segments[frame.segment_number or -1] = unknown_segments.get(frame.segment_number or -1, 0) + 1
                 continue
-        problem = orientation_problem(frame.orientation) if frame.orientation is not None else None
+        problem = plane_checks.orientation_problem(frame)
         if problem:
             # Never rescaled or skewed silently: such a frame has no trustworthy place.
             invalid_orientation.setdefault(problem, []).append(frame.number)
@@ -289,12 +322,14 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
                 result.frames_referencing_missing_instances.append((frame.number, frame.source_uids[0]))
         if k is None and frame.position is not None:
             k = grid.slice_of_position(frame.position)
-        on_grid = k is not None and _same_plane_grid(frame, grid, reader.rows, reader.columns) and (
+        on_grid = k is not None and plane_checks.same_plane_grid(frame) and (
             frame.position is None or np.all(np.abs(grid.in_plane_offset(frame.position, k)) < IN_PLANE_TOLERANCE)
         )
         if not on_grid and frame.position is None:
             result.unplaced_frames.append(frame.number)
             continue
+        if frame.position is None:
+            placed_without_position.append(frame.number)
         if on_grid and grid.empty[k]:
             result.frames_on_empty_slices.append(frame.number)
         values = reader.frame(frame.number)
@@ -317,7 +352,8 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
             rows = np.flatnonzero(inside.any(axis=1))
             if rows.size:
                 columns = np.flatnonzero(inside.any(axis=0))
-                crop = inside[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+                # A copy: a view would keep the whole decoded frame alive until the segment is assembled.
+                crop = inside[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1].copy()
                 pieces[number].append((int(k), int(rows[0]), int(columns[0]), crop))  # type: ignore[index,arg-type]
             result.frames_placed += 1
             continue
@@ -341,6 +377,14 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
         raise DataError(path, f"none of its {len(frames)} frames lies on the series "
                               f"{reference.series_instance_uid} ({reference.instances[0].path.parent})")
     result.findings = _decode_findings(result, reference, case_id, unknown_segments, no_reference, multiframe)
+    if placed_without_position:
+        # PS3.3 C.7.6.16.2.3: a SEG on a frame of reference gives every frame's position; placing such a
+        # frame by its source image alone cannot check that it lies where that image is.
+        result.findings.append(Finding(
+            WARNING, "seg.frames_without_position",
+            f"{path.name}: {len(placed_without_position)} frame(s) have no ImagePositionPatient (frames "
+            f"{placed_without_position[:10]}); placed on the CT image they reference, unchecked",
+            case_id=case_id, path=str(path), value=float(len(placed_without_position))))
     for problem, numbers in invalid_orientation.items():
         result.findings.append(Finding(
             ERROR, "seg.invalid_orientation",
@@ -349,7 +393,8 @@ def _decode_seg(source: Union[Path, str, pydicom.Dataset], reference: DicomVolum
     return result
 
 
-def _read_segmentation(source: Union[Path, str, pydicom.Dataset], path: Path) -> hd.seg.Segmentation:
+def _read_segmentation(source: Union[Path, str, pydicom.Dataset], path: Path) -> pydicom.Dataset:
+    """The SEG's dataset, refused unless it is a SEG whose claimed frames fit its pixel data and the caps."""
     try:
         dataset = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(str(path))
     except Exception as error:  # pydicom raises many types for damaged files
@@ -357,15 +402,12 @@ def _read_segmentation(source: Union[Path, str, pydicom.Dataset], path: Path) ->
     if str(dataset.get("SOPClassUID", "")) not in SEG_SOP_CLASS_UIDS:
         raise DataError(path, f"is not a DICOM Segmentation (SOP class {dataset.get('SOPClassUID', 'missing')})")
     check_seg_frames(dataset, path)  # claimed frames vs bytes present and caps, before any per-frame work
-    import highdicom as hd
-
-    try:
-        segmentation = hd.seg.Segmentation.from_dataset(dataset, copy=False)
-    except Exception as error:  # highdicom validates many attributes
-        raise DataError(path, f"is not a valid DICOM Segmentation ({type(error).__name__}: {error})") from error
-    if segmentation.get("DimensionOrganizationType") == "TILED_FULL" or "TotalPixelMatrixRows" in segmentation:
+    if dataset.get("DimensionOrganizationType") == "TILED_FULL" or "TotalPixelMatrixRows" in dataset:
         raise DataError(path, "is a tiled (slide microscopy) segmentation, not one on a CT/MR series")
-    return segmentation
+    for what in ("Rows", "Columns", "SOPInstanceUID", "SeriesInstanceUID"):
+        if dataset.get(what) in (None, ""):
+            raise DataError(path, f"is not a valid DICOM Segmentation ({what} is missing)")
+    return dataset
 
 
 def _binary_threshold(result: DecodedSegmentation) -> float:
