@@ -68,7 +68,6 @@ __all__ = [
     "find_clinical_row",
     "export_segmentation",
     "CLINICAL_SHEET",
-    "SEG_AGREEMENT_COLUMNS",
 ]
 
 PATIENT_FOLDER = re.compile(r"^CRLM-CT-\d{3,5}$", re.IGNORECASE)
@@ -856,18 +855,12 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
     return findings
 
 
-#: Columns of the expert vs AI agreement table (metrics ``seg_agreement``, its table node, the report).
-SEG_AGREEMENT_COLUMNS = ["reference", "test", "test_description", "kind", "structure", "reference_labels",
-                         "test_labels", "dice", "hd95_mm", "reference_ml", "test_ml", "volume_difference_ml",
-                         "volume_difference_percent"]
-
-
 def _expert_ai_agreement(data: CaseData, ct_volumes: Dict[str, DicomVolume]) -> None:
     """Compare each AI SEG with the expert SEG on its CT (structures matched by codes, see
     :mod:`..formats.seg_agreement`): rows into ``data.metrics["seg_agreement"]``, one table per AI SEG."""
     import pandas as pd
 
-    from ..formats.seg_agreement import compare_segmentations
+    from ..formats.seg_agreement import CASE_AGREEMENT_COLUMNS, compare_segmentations
 
     case = data.case
     reads: List[_ReadSegmentation] = data.provenance.get("segmentations", [])
@@ -883,7 +876,7 @@ def _expert_ai_agreement(data: CaseData, ct_volumes: Dict[str, DicomVolume]) -> 
         data.metrics.setdefault("seg_agreement", []).extend(rows)
         data.tables.append(TableData(
             f"seg agreement/{read.decoded.series_instance_uid}", f"{read.node_name} vs expert agreement",
-            pd.DataFrame(rows, columns=SEG_AGREEMENT_COLUMNS),
+            pd.DataFrame(rows, columns=CASE_AGREEMENT_COLUMNS),
             _study_placement(case, ct_volumes[read.ct_uid].instances[0]),
             {"case_id": case.case_id, "crlm.seg_agreement_reference": expert.node_name,
              "crlm.seg_agreement_test": read.node_name}))

@@ -420,4 +420,8 @@ def compare_segmentations(reference: DecodedSegmentation, test: DecodedSegmentat
     return compare_structures(_cropped_structures(reference, window), _cropped_structures(test, window), spacing)
 
 
-__all__ += ["compare_segmentations"]
+#: Columns of a case's expert vs AI rows (``metrics["seg_agreement"]``, its table node, the report's CSV):
+#: which segmentation nodes were compared, then an :class:`AgreementRow`.
+CASE_AGREEMENT_COLUMNS = ["reference", "test", "test_description", *AgreementRow.__dataclass_fields__]
+
+__all__ += ["compare_segmentations", "CASE_AGREEMENT_COLUMNS"]
