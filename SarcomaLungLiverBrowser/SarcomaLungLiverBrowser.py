@@ -1301,6 +1301,7 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         node.SetAttribute(COMPLETENESS_TABLE_ATTRIBUTE, "1")
         for old in previous:
             self.browser.scene.RemoveNode(old)
+        node.SetName(name)  # the scene made the name unique while the previous table was still there
         return node
 
     @staticmethod

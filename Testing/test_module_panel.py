@@ -50,7 +50,15 @@ class FakeWidget:
         self.connections[signal] = slot
 
     def emit(self, signal: str, *arguments: Any) -> Any:
-        return self.connections[signal](*arguments)
+        """Call the connected slot as PythonQt does: with only as many of the signal's arguments as it takes."""
+        import inspect
+
+        slot = self.connections[signal]
+        parameters = inspect.signature(slot).parameters.values()
+        if not any(p.kind == p.VAR_POSITIONAL for p in parameters):
+            arguments = arguments[:len([p for p in parameters if p.default is p.empty
+                                        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])]
+        return slot(*arguments)
 
     def blockSignals(self, blocked: bool) -> bool:
         return False
@@ -90,6 +98,62 @@ class FakeWidget:
         return lambda *arguments, **keywords: None
 
 
+class FakeTableItem:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:
+        self._text = text
+
+    def flags(self) -> int:
+        return 0
+
+    def setFlags(self, flags: int) -> None:
+        pass
+
+
+class FakeTable(FakeWidget):
+    """QTableWidget: ``currentRow()`` is a method there (a property on QListWidget)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        del self.currentRow  # the method below, not FakeWidget's list property
+        self.rowCount = self.columnCount = 0
+        self.cells: Dict[Tuple[int, int], FakeTableItem] = {}
+        self.headers: List[str] = []
+        self._current = -1
+
+    def currentRow(self) -> int:  # type: ignore[override]
+        return self._current
+
+    def setColumnCount(self, count: int) -> None:
+        self.columnCount = count
+
+    def setRowCount(self, count: int) -> None:
+        self.rowCount = count
+
+    def setHorizontalHeaderLabels(self, labels: List[str]) -> None:
+        self.headers = list(labels)
+
+    def horizontalHeaderItem(self, column: int) -> Optional[FakeTableItem]:
+        return FakeTableItem(self.headers[column]) if column < len(self.headers) else None
+
+    def setItem(self, row: int, column: int, item: FakeTableItem) -> None:
+        self.cells[(row, column)] = item
+
+    def item(self, row: int, column: int = 0) -> Optional[FakeTableItem]:  # type: ignore[override]
+        return self.cells.get((row, column))
+
+    def clear(self) -> None:
+        self.cells = {}
+
+    def selectRow(self, row: int) -> None:
+        self._current = row
+
+
 def ui_widget_names() -> List[str]:
     import xml.etree.ElementTree as ElementTree
 
@@ -119,6 +183,7 @@ def panel(headless, monkeypatch, tmp_path):
         QPushButton=lambda text: FakeWidget("chooseReviewStoreButton"),
         QFileDialog=types.SimpleNamespace(getSaveFileName=lambda *arguments: saved_file[0] if saved_file else ""),
         QListWidgetItem=lambda text: types.SimpleNamespace(setToolTip=lambda tip: None, text=text),
+        QTableWidgetItem=FakeTableItem,
     )
     monkeypatch.setattr(module, "qt", fake_qt)
     FakeSettings.store = {}
@@ -132,9 +197,19 @@ def panel(headless, monkeypatch, tmp_path):
         monkeypatch.setattr(slicer.util, name, lambda text, kind=kind, **keywords: messages.append((kind, text)),
                             raising=False)
     monkeypatch.setattr(slicer.util, "mainWindow", lambda: None, raising=False)
+    dialogs: List[Any] = []
+
+    def progress_dialog(**keywords: Any) -> Any:
+        dialog = types.SimpleNamespace(**{"labelText": "", "value": 0, "wasCanceled": False, "close": lambda: None,
+                                          **keywords})
+        dialogs.append(dialog)
+        return dialog
+
+    monkeypatch.setattr(slicer.util, "createProgressDialog", progress_dialog, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", headless.scene)
     names = ui_widget_names()
     ui = types.SimpleNamespace(**{name: FakeWidget(name) for name in names})
+    ui.casesTable = FakeTable("casesTable")
     ui.reviewCollapsibleButton.layout = lambda: types.SimpleNamespace(addRow=lambda widget: None)
     monkeypatch.setattr(slicer.util, "loadUI", lambda path: FakeWidget("root"), raising=False)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda widget: ui, raising=False)
