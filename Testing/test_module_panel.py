@@ -197,6 +197,8 @@ def panel(headless, monkeypatch, tmp_path):
         monkeypatch.setattr(slicer.util, name, lambda text, kind=kind, **keywords: messages.append((kind, text)),
                             raising=False)
     monkeypatch.setattr(slicer.util, "mainWindow", lambda: None, raising=False)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay",
+                        lambda text, **keywords: messages.append(("question", text)) and False, raising=False)
     dialogs: List[Any] = []
 
     def progress_dialog(**keywords: Any) -> Any:
