@@ -58,6 +58,8 @@ MODULE_NAME = "SarcomaLungLiverBrowser"
 SETTINGS_LAST_FOLDER = MODULE_NAME + "/LastCollectionFolder"
 SETTINGS_REVIEWER = MODULE_NAME + "/Reviewer"
 SETTINGS_OUTPUT_FOLDER = MODULE_NAME + "/OutputFolder"
+#: Attribute of the table node holding the last completeness check (a new check replaces it).
+COMPLETENESS_TABLE_ATTRIBUTE = MODULE_NAME + ".CompletenessTable"
 
 
 def _translate(text: str) -> str:
@@ -154,6 +156,31 @@ def ensureModuleRequirements(installInTesting: bool = False, ask: bool = True) -
                                install_in_testing=installInTesting, ask=ask)
 
 
+#: The optional packages of the Imaging Data Commons section (idc-index pins its index, idc-index-data).
+IDC_REQUIREMENTS_FILE = Path(__file__).resolve().parent / "Resources" / "idc-requirements.txt"
+
+#: IDC collection IDs of the collections this module reads (the download combo box offers them; others can be typed).
+IDC_COLLECTIONS = ("colorectal_liver_metastases", "lung_pet_ct_dx", "ispy1", "soft_tissue_sarcoma")
+
+
+def ensureIdcRequirements(ask: bool = True) -> Any:
+    """Make idc-index (and the index it pins) ready at first use of the IDC section, as
+    :func:`ensureModuleRequirements` does for the module's own packages (same questions, same restart rule).
+
+    :returns: ``Readiness.READY`` or ``Readiness.RESTART_NEEDED``.
+    :raises DependencyError: declined or failed, with a message for the user.
+    """
+    from SarcomaLungLiverBrowserLib.dependencies import ensure_requirements
+
+    util = getattr(slicer, "util", None)
+    confirm = getattr(util, "confirmOkCancelDisplay", None) or (lambda question: False)
+    pipInstall = getattr(util, "pip_install", None) or _pipInstallOutsideSlicer
+    return ensure_requirements(confirm=confirm, pip_install=pipInstall, slicer_packaging=_slicerPackaging(),
+                               path=IDC_REQUIREMENTS_FILE,
+                               requester=_translate("The Imaging Data Commons tools of Sarcoma Lung Liver Browser"),
+                               ask=ask)
+
+
 def requireModuleRequirements() -> None:
     """Like :func:`ensureModuleRequirements`, but a needed restart is an error too (for console use)."""
     from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
@@ -233,6 +260,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self._outputFolderChosen = False
         self._dependenciesReady = False
         self._chooseReviewStoreButton: Any = None
+        self._idcDependenciesReady = False
+        self._idcCancelRequested = False
+        self.lastCompleteness: Any = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -285,6 +315,15 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.runQAButton.connect("clicked(bool)", self.onRunQA)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.saveCorrectionsButton.connect("clicked(bool)", self.onSaveCorrections)
+        self.ui.annotationFolderButton.connect("directoryChanged(QString)", self.onAnnotationFolderChosen)
+        self.ui.removeAnnotationFolderButton.connect("clicked(bool)", self.onRemoveAnnotationFolder)
+        self.ui.checkCompletenessButton.connect("clicked(bool)", self.onCheckCompleteness)
+        self.ui.saveCompletenessCsvButton.connect("clicked(bool)", self.onSaveCompletenessCsv)
+        self.ui.idcDownloadButton.connect("clicked(bool)", self.onIdcDownload)
+        self.ui.idcCancelButton.connect("clicked(bool)", self.onIdcCancel)
+        self.ui.idcFolderButton.connect("directoryChanged(QString)", lambda folder: self.updateButtons())
+        for collectionId in IDC_COLLECTIONS:
+            self.ui.idcCollectionComboBox.addItem(collectionId)
 
         # A read-only collection cannot hold its review store: let the user put it elsewhere.
         self._chooseReviewStoreButton = qt.QPushButton(_translate("Choose review store file..."))
@@ -297,6 +336,8 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.ui.blindedCheckBox.checked = str(settings.value(SETTINGS_BLINDED, "false")).lower() == "true"
         self.logic.setReader(self.ui.reviewerLineEdit.text, self.ui.blindedCheckBox.checked)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        # As the Extension Wizard template does: what the panel shows of the closed scene goes once it is closed.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.updateButtons()
 
     @staticmethod
@@ -335,6 +376,16 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.ui.findingsList.clear()
             self.updateButtons()
 
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        # The segments and ROIs the verdict combo box named are gone with the scene; so is the case they came with.
+        if self.ui is None:
+            return
+        self.ui.annotationComboBox.clear()
+        self.ui.caseLabel.text = _translate("(none loaded)")
+        self.ui.readsLabel.text = ""
+        self.ui.commentTextEdit.plainText = ""
+        self.updateButtons()
+
     # ------------------------------------------------------------------ running actions
     def _ensureDependencies(self) -> bool:
         """Install missing or too-old Python packages at first use, after asking (never at setup)."""
@@ -356,22 +407,31 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
     def _setControlsEnabled(self, enabled: bool) -> None:
         for name in ("collectionCollapsibleButton", "reviewCollapsibleButton", "outputCollapsibleButton"):
             getattr(self.ui, name).enabled = enabled
+        # The IDC section stays usable for its Cancel button; its other controls follow the panel.
+        for name in ("idcFolderButton", "checkCompletenessButton", "saveCompletenessCsvButton",
+                     "idcCollectionComboBox", "idcPatientsLineEdit", "idcMissingOnlyCheckBox", "idcDownloadButton"):
+            getattr(self.ui, name).enabled = enabled
+        if enabled:
+            self.updateButtons()
 
     def _runAction(self, title: str, failureMessage: str, work: Any, remember: Any = None,
-                   withProgress: bool = True) -> Any:
+                   withProgress: bool = True, progress: Any = None) -> Any:
         """Run ``work(callback)`` as one user action; returns its ActionResult, or None if it could not start.
 
         The panel is disabled while it runs (Slicer's progress dialog is not modal, so buttons and the
         Ctrl+N/P/U shortcuts would otherwise start a second action inside this one); failures show one
         message; Cancel shows nothing.
+
+        :param progress: a progress callback of the caller's own (e.g. the IDC section's progress bar and
+            Cancel button) used instead of a progress dialog.
         """
         from SarcomaLungLiverBrowserLib.actions import Outcome
 
         if self._actions is None or self._actions.busy or not self._ensureDependencies():
             return None
         dialog = None
-        callback = None
-        if withProgress:
+        callback = progress
+        if withProgress and progress is None:
             dialog = slicer.util.createProgressDialog(parent=slicer.util.mainWindow(), maximum=1000,
                                                       labelText=title, windowTitle=title)
 
@@ -431,6 +491,9 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             button.enabled = haveCase
         if self._chooseReviewStoreButton is not None:
             self._chooseReviewStoreButton.enabled = haveCollection
+        self.ui.removeAnnotationFolderButton.enabled = self.ui.annotationFoldersList.count > 0
+        self.ui.saveCompletenessCsvButton.enabled = self.lastCompleteness is not None
+        self.ui.idcCancelButton.enabled = self._actions is not None and self._actions.busy
 
     def updateReviewProgress(self) -> None:
         if self.logic is None or self.logic.collection is None:
@@ -460,8 +523,10 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         if self.ui.collectionDirectoryButton.directory != folder:
             self._setDirectorySilently(self.ui.collectionDirectoryButton, folder)
 
+        annotations = self.annotationFolders()
+
         def work(callback):
-            collection = self.logic.openCollection(folder)
+            collection = self.logic.openCollection(folder, annotations=annotations or None)
             table = self.logic.caseTable(callback)
             verdicts, storeProblem = self.logic.caseVerdictsOrProblem()
             return collection, table, verdicts, storeProblem
@@ -479,6 +544,27 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         self.updateReviewProgress()
         self.updateButtons()
         return result is not None and result.done
+
+    def annotationFolders(self) -> List[str]:
+        """The Lung-PET-CT-Dx annotation folders listed in the panel, in order."""
+        widget = self.ui.annotationFoldersList
+        return [widget.item(row).text() for row in range(widget.count)]
+
+    def onAnnotationFolderChosen(self, folder: str) -> None:
+        """Add a chosen annotation folder to the list (once); it is used when the collection is next opened."""
+        if not folder or folder == "." or folder in self.annotationFolders():
+            return
+        self.ui.annotationFoldersList.addItem(folder)
+        self.updateButtons()
+        if self.logic is not None and self.logic.collection is not None:
+            self.ui.collectionLabel.text = _translate("Press Refresh to use the annotation folders.")
+
+    def onRemoveAnnotationFolder(self) -> None:
+        widget = self.ui.annotationFoldersList
+        row = widget.currentRow if widget.currentRow >= 0 else widget.count - 1
+        if row >= 0:
+            widget.takeItem(row)
+        self.updateButtons()
 
     def _offerOtherReviewStore(self, problem: str) -> None:
         question = _translate("Verdicts cannot be saved:\n\n{problem}\n\nChoose another file for the review store now?")
@@ -623,7 +709,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             self.ui.readsLabel.text = _translate("Blinded: other readers' verdicts show once you have given yours.")
             return
         lines = [f"{read.reviewer}: {read.verdict}" + (f" — {read.comment}" if read.comment else "") for read in reads]
-        final = self.logic.service.view().adjudication(caseId, annotation)
+        final = self.logic.adjudicationOf(caseId, annotation)
         if final is not None:
             lines.append(_translate("Adjudicated by {name}: {verdict}").format(name=final.adjudicator,
                                                                                verdict=final.verdict))
@@ -752,6 +838,11 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
 
     def onExportReport(self) -> None:
         folder = self._outputFolder()
+        problem = self.logic.outputFolderProblem(folder)
+        if problem is not None:
+            # A read-only collection keeps its verdicts readable, but the report cannot go beside them.
+            slicer.util.warningDisplay(problem, windowTitle=_translate("Writing the review report"))
+            return
         result = self._runAction(_translate("Writing the review report"), _translate("The report could not be written."),
                                  lambda callback: self.logic.exportReview(folder, self.lastQA, callback),
                                  remember=lambda paths: self._rememberOutputFolder(folder))
@@ -769,6 +860,127 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
                                  remember=lambda paths: self._rememberOutputFolder(folder))
         if result is not None and result.done and result.value:
             slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in result.value))
+
+    # ------------------------------------------------------------------ Imaging Data Commons
+    def _ensureIdcDependencies(self) -> bool:
+        """Install idc-index (which brings IDC's index) at first use of the IDC section, after asking."""
+        if self._idcDependenciesReady:
+            return True
+        from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
+
+        try:
+            readiness = ensureIdcRequirements()
+        except DependencyError as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_translate("Imaging Data Commons"))
+            return False
+        if readiness is Readiness.RESTART_NEEDED:
+            slicer.util.warningDisplay(RESTART_MESSAGE, windowTitle=_translate("Imaging Data Commons"))
+            return False
+        self._idcDependenciesReady = True
+        return True
+
+    def _idcFolder(self) -> Optional[str]:
+        """The IDC folder chosen in the panel, else the open collection's folder; None (with a message) if neither."""
+        folder = self.ui.idcFolderButton.directory
+        if folder and folder != ".":
+            return folder
+        if self.logic is not None and self.logic.collection is not None:
+            return str(self.logic.collection.root)
+        slicer.util.warningDisplay(_translate("Choose the folder of the IDC download first."),
+                                   windowTitle=_translate("Imaging Data Commons"))
+        return None
+
+    def _idcProgress(self, message: str, fraction: float) -> bool:
+        """The IDC section's progress callback: its own bar and label, and its Cancel button."""
+        self.ui.idcProgressBar.value = int(max(0.0, min(1.0, fraction)) * 1000)
+        self.ui.idcStatusLabel.text = message
+        slicer.app.processEvents()
+        return self._idcCancelRequested
+
+    def onIdcCancel(self) -> None:
+        self._idcCancelRequested = True
+        self.ui.idcStatusLabel.text = _translate("Cancelling...")
+
+    def _runIdcAction(self, title: str, failureMessage: str, work: Any) -> Any:
+        """Run an IDC action with the section's own progress bar, its Cancel button live while it runs."""
+        if not self._ensureIdcDependencies():
+            return None
+        self._idcCancelRequested = False
+        self.ui.idcProgressBar.value = 0
+        self.ui.idcCancelButton.enabled = True
+        try:
+            result = self._runAction(title, failureMessage, work, progress=self._idcProgress)
+        finally:
+            self.ui.idcCancelButton.enabled = False
+        if result is not None and not result.done and not self._idcCancelRequested:
+            self.ui.idcStatusLabel.text = result.message or ""
+        elif result is not None and not result.done:
+            self.ui.idcStatusLabel.text = _translate("Cancelled; files fetched so far stay. "
+                                                     "Download again with \"Missing series only\" to resume.")
+        return result
+
+    def onCheckCompleteness(self) -> None:
+        folder = self._idcFolder()
+        if folder is None:
+            return
+        result = self._runIdcAction(
+            _translate("Checking completeness against IDC"), _translate("The completeness check failed."),
+            lambda callback: self.logic.checkCompleteness(folder, progressCallback=callback))
+        if result is None or not result.done:
+            return
+        self.showCompleteness(result.value)
+
+    def showCompleteness(self, report: Any) -> None:
+        """The completeness result as a table node in the scene (shown in a table view) and in the status line."""
+        self.lastCompleteness = report
+        node = self.logic.completenessTableNode(report)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(node.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        self.ui.idcStatusLabel.text = self.logic.describeCompleteness(report)
+        self.updateButtons()
+
+    def onSaveCompletenessCsv(self) -> None:
+        if self.lastCompleteness is None:
+            return
+        start = os.path.join(self._outputFolder() if self.logic.collection is not None else os.path.expanduser("~"),
+                             "completeness.csv")
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _translate("Save the completeness table"),
+                                              start, _translate("CSV files (*.csv)"))
+        if not path:
+            return
+        report = self.lastCompleteness
+        result = self._runAction(_translate("Saving the completeness table"), _translate("The table could not be saved."),
+                                 lambda callback: self.logic.writeCompletenessCsv(report, path), withProgress=False)
+        if result is not None and result.done:
+            self.ui.idcStatusLabel.text = _translate("Written: {path}").format(path=result.value)
+
+    def onIdcDownload(self) -> None:
+        folder = self._idcFolder()
+        collectionId = self.ui.idcCollectionComboBox.currentText.strip()
+        if folder is None or not collectionId:
+            return
+        patients = self.logic.parsePatientList(self.ui.idcPatientsLineEdit.text)
+        missingOnly = self.ui.idcMissingOnlyCheckBox.checked
+
+        def work(callback):
+            from SarcomaLungLiverBrowserLib.progress import sub_progress
+
+            plan = self.logic.planIdcDownload(collectionId, folder, patients, missingOnly,
+                                              sub_progress(callback, 0.0, 0.05))
+            return plan, self.logic.runIdcDownload(plan, sub_progress(callback, 0.05, 1.0))
+
+        result = self._runIdcAction(_translate("Downloading from IDC"), _translate("The download failed."), work)
+        if result is None or not result.done:
+            return
+        plan, report = result.value
+        self.showCompleteness(report)
+        summary = plan.describe() + "\n\n" + self.logic.describeCompleteness(report)
+        if report.complete:
+            slicer.util.infoDisplay(summary, windowTitle=_translate("Downloaded from IDC"))
+        else:
+            slicer.util.warningDisplay(summary + "\n\n" + _translate(
+                "Some series are still incomplete: download again with \"Missing series only\"."),
+                windowTitle=_translate("Downloaded from IDC"))
 
 
 #
@@ -828,11 +1040,17 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         return self._service.collection if self._service is not None else None
 
     # ------------------------------------------------------------------ browsing
-    def openCollection(self, folder: str, collectionKey: Optional[str] = None) -> Any:
+    def openCollection(self, folder: str, collectionKey: Optional[str] = None,
+                       annotations: Optional[List[str]] = None) -> Any:
         """Open a collection folder (detected unless ``collectionKey`` names it).
+
+        :param annotations: Lung-PET-CT-Dx annotation folders outside the collection folder (the VOC XML
+            trees); None or empty for none. Passed to the review service as ``annotations``.
 
         If the folder cannot be opened, the collection open before stays open, with its review store.
         """
+        if annotations:
+            return self.service.open(Path(folder), collectionKey, annotations=[Path(path) for path in annotations])
         return self.service.open(Path(folder), collectionKey)
 
     def cases(self, progressCallback: Any = None) -> List[Any]:
@@ -1015,6 +1233,107 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         Uses the cases indexed when the collection was opened, reporting progress through ``progressCallback``.
         """
         return self.service.export_report(Path(outputFolder), qaResult, progressCallback, reviewer=reviewer)
+
+    def outputFolderProblem(self, outputFolder: str) -> Optional[str]:
+        """Why reports cannot be written into ``outputFolder`` (it, or the folder it would be made in, is
+        read-only -- e.g. the default beside the store of a read-only collection), or None."""
+        folder = Path(outputFolder)
+        existing = folder
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if existing.is_dir() and os.access(str(existing), os.W_OK | os.X_OK):
+            return None
+        return (f"Reports cannot be written to {folder}: {existing} is read-only. Choose an output folder "
+                "you can write to under \"Quality checks and export\"; the verdicts themselves are read "
+                "from the review store as they are.")
+
+    def adjudicationOf(self, caseId: str, annotation: str = "") -> Any:
+        """The adjudicated verdict of a case (or annotation) as the current reader may see it, or None."""
+        store = self.service.store_for_reading()
+        if store is None:
+            return None
+        view = store.as_reader(self.service.reader, self.service.blinded) if self.service.reader else store
+        return view.adjudication(caseId, annotation)
+
+    # ------------------------------------------------------------------ Imaging Data Commons
+    @staticmethod
+    def parsePatientList(text: str) -> List[str]:
+        """PatientIDs typed in the panel, separated by commas, semicolons or white space (no duplicates)."""
+        import re
+
+        patients: List[str] = []
+        for part in re.split(r"[,;\s]+", text or ""):
+            if part and part not in patients:
+                patients.append(part)
+        return patients
+
+    def checkCompleteness(self, folder: str, collections: Optional[List[str]] = None,
+                          patients: Optional[List[str]] = None, progressCallback: Any = None,
+                          indexPath: Optional[str] = None) -> Any:
+        """Compare the DICOM files below ``folder`` with IDC's index (idc-index-data), as ``sllb completeness``.
+
+        :returns: a CompletenessReport (rows: what is missing or unknown; summary per collection).
+        :raises IndexUnavailable: when idc-index-data is not installed (the widget installs it first).
+        """
+        from SarcomaLungLiverBrowserLib.review.completeness import check_completeness
+
+        return check_completeness(Path(folder), collections or None, patients or None,
+                                  Path(indexPath) if indexPath else None, progressCallback)
+
+    @staticmethod
+    def describeCompleteness(report: Any) -> str:
+        """One line per collection and the count of each problem, for the panel."""
+        from SarcomaLungLiverBrowserLib.review.completeness import STATUSES
+
+        lines = [f"{row['collection_id']}: {row['patients_on_disk']}/{row['patients_expected']} patients, "
+                 f"{row['series_complete']}/{row['series_expected']} series complete, "
+                 f"{row['instances_on_disk']}/{row['instances_expected']} instances" for row in report.summary]
+        counts = [f"{len(report.rows_with(status))} {status}" for status in STATUSES if report.rows_with(status)]
+        lines.append(", ".join(counts) if counts else "complete: every expected series is on disk")
+        return "\n".join(lines)
+
+    def completenessTableNode(self, report: Any) -> Any:
+        """The completeness rows as a table node (one per scene: a new check replaces the previous table)."""
+        name = "IDC completeness"
+        previous = [node for node in slicer.util.getNodesByClass("vtkMRMLTableNode", self.browser.scene)
+                    if node.GetAttribute(COMPLETENESS_TABLE_ATTRIBUTE)]
+        node = self.browser.builder.add_table(name, report.table, attributes={"completeness_folder": str(report.folder)})
+        node.SetAttribute(COMPLETENESS_TABLE_ATTRIBUTE, "1")
+        for old in previous:
+            self.browser.scene.RemoveNode(old)
+        node.SetName(name)  # the scene made the name unique while the previous table was still there
+        return node
+
+    @staticmethod
+    def writeCompletenessCsv(report: Any, path: str) -> Path:
+        """The completeness rows as CSV (spreadsheet-safe cells, written atomically)."""
+        return report.write_csv(Path(path))
+
+    @staticmethod
+    def planIdcDownload(collectionId: str, folder: str, patients: Optional[List[str]] = None, missingOnly: bool = False,
+                        progressCallback: Any = None, indexPath: Optional[str] = None) -> Any:
+        """Which series a download fetches and where they land (offline, from IDC's index), as ``sllb download``.
+
+        :raises DataError: naming the folder, for an unknown collection or patients the collection lacks.
+        """
+        from SarcomaLungLiverBrowserLib.review.download import plan_download
+
+        return plan_download(collectionId, Path(folder), patients or None, missingOnly,
+                             Path(indexPath) if indexPath else None, progressCallback)
+
+    @staticmethod
+    def runIdcDownload(plan: Any, progressCallback: Any = None, client: Any = None) -> Any:
+        """Fetch a planned download with idc-index, then verify the instance counts against the index.
+
+        Returning True from ``progressCallback`` cancels (files fetched so far stay; plan again with
+        ``missingOnly`` to resume).
+
+        :returns: the completeness of the chosen patients after the download.
+        :raises LoadCancelled: when cancelled.
+        """
+        from SarcomaLungLiverBrowserLib.review.download import run_download
+
+        return run_download(plan, client, progressCallback)
 
     def saveCorrections(self, outputFolder: str, caseId: Optional[str] = None, progressCallback: Any = None) -> List[Path]:
         """Write the loaded case's (edited) annotations in the collection's own format; never over the sources."""

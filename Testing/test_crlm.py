@@ -276,8 +276,10 @@ def test_clinical_workbook_with_spaces_in_its_name(crlm_root: Path, tmp_path: Pa
     shutil.copy(crlm_root / sample.CLINICAL_FILE, root / "Colorectal Liver Metastases Clinical data April 2023.xlsx")
     collection = CrlmCollection(root)
     loaded = collection.load_case(collection.find_case("crlm-ct-1003"), builder)
-    assert [node.GetName() for node in loaded.tables] == ["Colorectal-Liver-Metastases clinical data",
-                                                          "CRLM-CT-1003 clinical data"]
+    # (1003 also has an AI SEG, whose agreement with the expert SEG is a table of its own.)
+    assert [node.GetName() for node in loaded.tables] == [
+        "Colorectal-Liver-Metastases clinical data", "CRLM-CT-1003 clinical data",
+        "CRLM-CT-1003 AIMI liver-tumor AI segmentation vs expert agreement"]
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -98,6 +98,7 @@ def test_logic_review_round_without_the_widget(headless, tmp_path):
     assert headless.scene.GetNumberOfNodes() == nodes_before
     assert "case(s) checked" in logic.describeQA(qa_result)
     paths = logic.exportReview(str(tmp_path / "report"), qa_result)
-    assert {path.name for path in paths} == {"review.csv", "findings.csv", "report.html"}
+    assert {path.name for path in paths} == {"review.csv", "findings.csv", "report.html", "segmentation_agreement.csv",
+                                             "segmentation_agreement_summary.csv"}  # 1003 has an AI SEG
     written = logic.saveCorrections(str(tmp_path / "corrected"))
     assert written and all(path.suffix == ".dcm" for path in written)

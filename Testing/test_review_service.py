@@ -75,11 +75,13 @@ def test_logic_and_command_line_write_the_same_report_with_snapshots(headless, c
 
     logic_page = (tmp_path / "from_logic" / "report.html").read_text(encoding="utf-8")
     cli_page = (tmp_path / "from_cli" / "report.html").read_text(encoding="utf-8")
-    assert {path.name for path in logic_paths} == {"review.csv", "findings.csv", "report.html"}
+    # (1003's AI SEG brings the expert vs AI agreement CSVs.)
+    assert {path.name for path in logic_paths} == {"review.csv", "findings.csv", "report.html",
+                                                   "segmentation_agreement.csv", "segmentation_agreement_summary.csv"}
     # One snapshot per case, inline, in both.
     assert logic_page.count('src="data:image/png;base64,') == 3
     assert without_timestamps(logic_page) == without_timestamps(cli_page)
-    for name in ("review.csv", "findings.csv"):
+    for name in ("review.csv", "findings.csv", "segmentation_agreement.csv", "segmentation_agreement_summary.csv"):
         assert (tmp_path / "from_logic" / name).read_bytes() == (tmp_path / "from_cli" / name).read_bytes()
     assert "liver &lt;fine&gt; &amp; clean" in logic_page
 

@@ -41,6 +41,9 @@ IMPORT_NAMES: Dict[str, str] = {
     "pandas": "pandas",
     "lxml": "lxml",
     "openpyxl": "openpyxl",
+    # The Imaging Data Commons section's optional packages (Resources/idc-requirements.txt).
+    "idc-index": "idc_index",
+    "idc-index-data": "idc_index_data",
 }
 
 #: How to ask for a version: returns the installed version of a distribution, or None.

@@ -319,6 +319,14 @@ class ReviewService:
         self._store = open_review_store(self._require_root(), self._store_path, read_only=True)
         return self._store
 
+    def store_for_reading(self) -> Any:
+        """The store to show verdicts from: :meth:`store`, except for a collection that cannot hold its store
+        (read-only folder, no other file chosen), whose existing store is opened read-only (None if it has
+        none), so its verdicts are still shown and exported; recording a verdict there still asks for a file."""
+        if self.store_location_problem() is not None:
+            return self.existing_store(read_only=True)
+        return self.store()
+
     def read_view(self) -> Any:
         """:meth:`view` of the store opened read-only (see :meth:`existing_store`); None when there is no store."""
         store = self.existing_store(read_only=True)
@@ -368,13 +376,19 @@ class ReviewService:
     def verdict_of(self, case_id: str, annotation: str = "") -> Any:
         """The verdict to show for an item: the reader's own when a reader is set (blinded or not:
         what they are asked to give), else the adjudicated or latest verdict. None when there is none."""
+        store = self.store_for_reading()
+        if store is None:
+            return None
         if self.reader:
-            return self.store().verdict(case_id, annotation, reader=self.reader)
-        return self.store().verdict(case_id, annotation)
+            return store.verdict(case_id, annotation, reader=self.reader)
+        return store.verdict(case_id, annotation)
 
     def reads(self, case_id: str, annotation: str = "") -> List[Any]:
         """Every reader's verdict on an item side by side, as far as the current reader may see them."""
-        return self.view().reads(case_id, annotation)
+        store = self.store_for_reading()
+        if store is None:
+            return []
+        return (store.as_reader(self.reader, self.blinded) if self.reader else store).reads(case_id, annotation)
 
     def history(self, case_id: Optional[str] = None) -> List[Any]:
         """The verdict history (of one case), as far as the current reader may see it."""
@@ -400,12 +414,18 @@ class ReviewService:
 
     def review_progress(self) -> Tuple[int, int]:
         """(cases with a whole-case verdict (by the current reader, if set), number of cases)."""
-        return self.store().progress(self.case_ids(), reader=self.reader)
+        store = self.store_for_reading()
+        if store is None:
+            return 0, len(self.case_ids())
+        return store.progress(self.case_ids(), reader=self.reader)
 
     def next_unreviewed_case_id(self, case_id: Optional[str] = None) -> Optional[str]:
         """The first case after ``case_id`` (wrapping) without a whole-case verdict (by the current reader,
         if set), or None when all have one."""
-        return self.store().next_unreviewed(self.case_ids(), after=case_id, reader=self.reader)
+        store = self.store_for_reading()
+        if store is None:
+            return self.neighbour_case_id(case_id, 1)  # no store, no verdicts: every case is unreviewed
+        return store.next_unreviewed(self.case_ids(), after=case_id, reader=self.reader)
 
     # ------------------------------------------------------------------ QA and report
     def _default_snapshot_folder(self) -> Path:

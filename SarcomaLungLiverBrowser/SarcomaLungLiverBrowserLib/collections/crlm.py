@@ -619,6 +619,7 @@ class CrlmCollection(Collection):
         ct_volumes: Dict[str, DicomVolume] = data.provenance.get("ct_volumes", {})
         for read in data.provenance.get("segmentations", []):
             findings.extend(_quality(data, read, ct_volumes[read.ct_uid].ijk_to_ras))
+        _expert_ai_agreement(data, ct_volumes)
         return findings
 
     # ------------------------------------------------------------------ clinical
@@ -852,6 +853,33 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
         data.metrics.update(metrics)
     data.metrics.setdefault("per_segmentation", {})[node_name] = metrics
     return findings
+
+
+def _expert_ai_agreement(data: CaseData, ct_volumes: Dict[str, DicomVolume]) -> None:
+    """Compare each AI SEG with the expert SEG on its CT (structures matched by codes, see
+    :mod:`..formats.seg_agreement`): rows into ``data.metrics["seg_agreement"]``, one table per AI SEG."""
+    import pandas as pd
+
+    from ..formats.seg_agreement import CASE_AGREEMENT_COLUMNS, compare_segmentations
+
+    case = data.case
+    reads: List[_ReadSegmentation] = data.provenance.get("segmentations", [])
+    experts = [read for read in reads if not case.seg(read.decoded.path).is_ai]
+    for read in reads:
+        seg = case.seg(read.decoded.path)
+        expert = next((other for other in experts if other.ct_uid == read.ct_uid), None)
+        if not seg.is_ai or expert is None:
+            continue
+        agreement = compare_segmentations(expert.decoded, read.decoded, ct_volumes[read.ct_uid].ijk_to_ras)
+        rows = [{"reference": expert.node_name, "test": read.node_name, "test_description": seg.series_description,
+                 **row.to_dict()} for row in agreement.rows]
+        data.metrics.setdefault("seg_agreement", []).extend(rows)
+        data.tables.append(TableData(
+            f"seg agreement/{read.decoded.series_instance_uid}", f"{read.node_name} vs expert agreement",
+            pd.DataFrame(rows, columns=CASE_AGREEMENT_COLUMNS),
+            _study_placement(case, ct_volumes[read.ct_uid].instances[0]),
+            {"case_id": case.case_id, "crlm.seg_agreement_reference": expert.node_name,
+             "crlm.seg_agreement_test": read.node_name}))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

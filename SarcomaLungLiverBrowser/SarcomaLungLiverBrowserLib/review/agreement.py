@@ -1,4 +1,6 @@
-"""Agreement between readers: percent agreement, Cohen's kappa (two readers), Fleiss' kappa (more).
+"""Agreement between readers: percent agreement, Cohen's kappa (two readers), Fleiss' kappa (more);
+and, for the report, the collection's expert vs AI segmentation agreement (measured per case by the
+collections, see ``formats.seg_agreement``) gathered into rows and a per-structure summary.
 
 The statistics are computed here in a few lines of plain Python rather than
 with statsmodels or scikit-learn: those would add SciPy (and more) to every
@@ -16,8 +18,10 @@ that was.
 from __future__ import annotations
 
 import collections
+import math
+import statistics
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .store import VERDICTS, ReviewRecord, default_item_type
 
@@ -150,3 +154,71 @@ def reader_agreement(records: Iterable[ReviewRecord]) -> List[Agreement]:
 def agreement_rows(agreements: Sequence[Agreement]) -> List[List[object]]:
     """The agreements as rows of :data:`AGREEMENT_COLUMNS`."""
     return [agreement.row() for agreement in agreements]
+
+
+# ---------------------------------------------------------------------- expert vs AI segmentations
+#: Columns of ``segmentation_agreement.csv``: the case, then its rows (see ``formats.seg_agreement``).
+SEGMENTATION_AGREEMENT_CSV_COLUMNS = ["case_id", "reference", "test", "test_description", "kind", "structure",
+                                      "reference_labels", "test_labels", "dice", "hd95_mm", "reference_ml",
+                                      "test_ml", "volume_difference_ml", "volume_difference_percent"]
+
+#: Columns of ``segmentation_agreement_summary.csv``: one row per test series description, kind and structure.
+SEGMENTATION_SUMMARY_COLUMNS = ["test_description", "kind", "structure", "cases", "dice_mean", "dice_median",
+                                "hd95_mean_mm", "hd95_median_mm", "volume_difference_mean_ml"]
+
+
+def segmentation_agreement_rows(cases: Iterable[Any]) -> List[Dict[str, Any]]:
+    """Every case's expert vs AI rows (its ``metrics["seg_agreement"]``), each with its case ID, in case order.
+
+    :param cases: per-case QA results (anything with ``case_id`` and ``metrics``).
+    """
+    rows: List[Dict[str, Any]] = []
+    for case in cases:
+        for row in case.metrics.get("seg_agreement", []) or []:
+            rows.append({"case_id": case.case_id, **{column: row.get(column)
+                                                      for column in SEGMENTATION_AGREEMENT_CSV_COLUMNS[1:]}})
+    return rows
+
+
+def _finite(values: Iterable[Any]) -> List[float]:
+    finite = []
+    for value in values:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            finite.append(number)
+    return finite
+
+
+def segmentation_agreement_summary(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The collection's expert vs AI agreement: per AI series description (an AI result and its
+    radiologist-corrected form are different readers), kind of row and structure, the number of cases and
+    the mean and median Dice and HD95 over the rows where they are defined, and the mean volume difference.
+
+    Means and medians of an empty set are None (shown empty), never 0.
+    """
+    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((str(row.get("test_description") or ""), str(row["kind"]), str(row["structure"])),
+                          []).append(row)
+    summary = []
+    for (description, kind, structure), members in groups.items():
+        dice_values = _finite(row["dice"] for row in members)
+        hd95_values = _finite(row["hd95_mm"] for row in members)
+        differences = _finite(row["volume_difference_ml"] for row in members)
+        summary.append({
+            "test_description": description, "kind": kind, "structure": structure,
+            "cases": len({row["case_id"] for row in members}),
+            "dice_mean": statistics.fmean(dice_values) if dice_values else None,
+            "dice_median": statistics.median(dice_values) if dice_values else None,
+            "hd95_mean_mm": statistics.fmean(hd95_values) if hd95_values else None,
+            "hd95_median_mm": statistics.median(hd95_values) if hd95_values else None,
+            "volume_difference_mean_ml": statistics.fmean(differences) if differences else None,
+        })
+    return summary
+
+
+__all__ += ["SEGMENTATION_AGREEMENT_CSV_COLUMNS", "SEGMENTATION_SUMMARY_COLUMNS", "segmentation_agreement_rows",
+            "segmentation_agreement_summary"]

@@ -32,6 +32,7 @@ __all__ = [
     "write_findings_csv",
     "write_review_csv",
     "write_verdicts_csv",
+    "write_segmentation_agreement_csvs",
     "write_html_report",
     "export_review",
 ]
@@ -148,6 +149,34 @@ def write_verdicts_csv(path: Path, store: Any, case_ids: Optional[Iterable[str]]
     rows.extend([case_id] + [""] * (len(REVIEW_STORE_CSV_COLUMNS) - 1)
                 for case_id in case_ids or [] if case_id not in seen)
     return write_csv(path, REVIEW_STORE_CSV_COLUMNS, rows)
+
+
+def write_segmentation_agreement_csvs(output_folder: Path, qa_result: CollectionQA) -> List[Path]:
+    """``segmentation_agreement.csv`` (every case's expert vs AI rows) and ``segmentation_agreement_summary.csv``
+    (per AI series, kind and structure), when any case has an AI segmentation compared; else nothing.
+
+    Numbers are written in full (Python's shortest exact form), so the CSV gives back the measured values.
+    """
+    from .agreement import (SEGMENTATION_AGREEMENT_CSV_COLUMNS, SEGMENTATION_SUMMARY_COLUMNS,
+                            segmentation_agreement_rows, segmentation_agreement_summary)
+
+    rows = segmentation_agreement_rows(qa_result.cases)
+    if not rows:
+        return []
+    summary = segmentation_agreement_summary(rows)
+    return [
+        write_csv(safe_output_path(output_folder, "segmentation_agreement.csv"), SEGMENTATION_AGREEMENT_CSV_COLUMNS,
+                  [[_number_cell(row[column]) for column in SEGMENTATION_AGREEMENT_CSV_COLUMNS] for row in rows]),
+        write_csv(safe_output_path(output_folder, "segmentation_agreement_summary.csv"), SEGMENTATION_SUMMARY_COLUMNS,
+                  [[_number_cell(row[column]) for column in SEGMENTATION_SUMMARY_COLUMNS] for row in summary]),
+    ]
+
+
+def _number_cell(value: Any) -> Any:
+    """NaN (undefined Dice or HD95) as an empty cell, not the text "nan" a spreadsheet would read as a word."""
+    if isinstance(value, float) and value != value:
+        return ""
+    return value
 
 
 def _case_id(case: CaseLike) -> str:
@@ -287,6 +316,58 @@ def _agreement_table(agreements: Sequence[Any]) -> str:
     return f"<h2>Agreement between readers</h2><table><tr>{header}</tr>{rows}</table>"
 
 
+def _measure(value: Any, digits: int) -> str:
+    """A measured number for the HTML report, "—" when undefined (None or NaN)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{float(value):.{digits}f}"
+
+
+#: (column, heading, digits) of the HTML agreement tables; None digits: text.
+_SEGMENTATION_COLUMNS = [("kind", "compared", None), ("structure", "structure", None),
+                         ("reference_labels", "expert segments", None), ("test_labels", "AI segments", None),
+                         ("dice", "Dice", 4), ("hd95_mm", "HD95 (mm)", 2), ("reference_ml", "expert (mL)", 2),
+                         ("test_ml", "AI (mL)", 2), ("volume_difference_ml", "difference (mL)", 2),
+                         ("volume_difference_percent", "difference (%)", 1)]
+
+
+def _segmentation_agreement_html(rows: Sequence[Dict[str, Any]]) -> str:
+    """A case's expert vs AI agreement: one table per AI segmentation compared."""
+    if not rows:
+        return ""
+    parts = ["<h3>Expert vs AI segmentation</h3>"]
+    by_test: Dict[str, List[Dict[str, Any]]] = {}
+    for row in rows:
+        by_test.setdefault(str(row.get("test", "")), []).append(row)
+    header = "".join(f"<th>{_text(title)}</th>" for _, title, _ in _SEGMENTATION_COLUMNS)
+    for test, members in by_test.items():
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_text(row.get(column) if digits is None else _measure(row.get(column), digits))}"
+                             "</td>" for column, _, digits in _SEGMENTATION_COLUMNS) + "</tr>"
+            for row in members)
+        parts.append(f"<p>{_text(test)} against {_text(members[0].get('reference', ''))}</p>"
+                     f"<table><tr>{header}</tr>{body}</table>")
+    return "".join(parts)
+
+
+def _segmentation_summary_html(summary: Sequence[Dict[str, Any]]) -> str:
+    """The collection's expert vs AI agreement per AI series, kind and structure."""
+    if not summary:
+        return ""
+    columns = [("test_description", "AI series", None), ("kind", "compared", None), ("structure", "structure", None),
+               ("cases", "cases", None), ("dice_mean", "Dice mean", 4), ("dice_median", "Dice median", 4),
+               ("hd95_mean_mm", "HD95 mean (mm)", 2), ("hd95_median_mm", "HD95 median (mm)", 2),
+               ("volume_difference_mean_ml", "volume difference mean (mL)", 2)]
+    header = "".join(f"<th>{_text(title)}</th>" for _, title, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_text(row.get(column) if digits is None else _measure(row.get(column), digits))}"
+                         "</td>" for column, _, digits in columns) + "</tr>"
+        for row in summary)
+    return ("<h2>Expert vs AI segmentation agreement</h2><p>Structures matched by their segmented-property codes; "
+            "tumours as a union and one-to-one. Means and medians over the cases where a measure is defined.</p>"
+            f"<table><tr>{header}</tr>{body}</table>")
+
+
 def _case_section(anchor: str, case: Any, case_qa: Optional[CaseQA], records: Sequence[Any],
                   snapshot: Optional[Path], adjudications: Sequence[Any] = (), history: Sequence[Any] = ()) -> str:
     findings = case_qa.findings if case_qa else []
@@ -296,6 +377,7 @@ def _case_section(anchor: str, case: Any, case_qa: Optional[CaseQA], records: Se
     details = "".join(f"<dt>{_text(name)}</dt><dd>{_text(value)}</dd>" for name, value in facts)
     return (f'<section class="case" id="{_text(anchor)}"><h2>{_text(case.case_id)}</h2><dl>{details}</dl>'
             f"{_image_tag(snapshot, case.case_id)}<h3>Findings</h3>{_findings_table(findings)}"
+            f"{_segmentation_agreement_html(case_qa.metrics.get('seg_agreement', []) if case_qa else [])}"
             f"<h3>Review</h3>{_verdicts_table(records, adjudications)}{_history_list(history)}</section>")
 
 
@@ -340,12 +422,17 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
         collection_part = ("<h2>The collection as a whole</h2>" + _findings_table(qa_result.collection_findings)
                            + (f"<ul>{notes}</ul>" if notes else ""))
     agreement_part = ""
+    if qa_result is not None:
+        from .agreement import segmentation_agreement_rows, segmentation_agreement_summary
+
+        agreement_part = _segmentation_summary_html(
+            segmentation_agreement_summary(segmentation_agreement_rows(qa_result.cases)))
     if store is not None:
         from .agreement import reader_agreement
 
         verdicts = store.verdicts()
         if verdicts:
-            agreement_part = _agreement_table(reader_agreement(verdicts))
+            agreement_part += _agreement_table(reader_agreement(verdicts))
     document = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_text(title)}</title><style>{_STYLE}</style></head><body>"
@@ -359,7 +446,8 @@ def write_html_report(path: Path, title: str, cases: Sequence[Any], store: Any =
 def export_review(output_folder: Path, collection: Any, store: Any = None, qa_result: Optional[CollectionQA] = None,
                   progress: Optional[ProgressCallback] = None, snapshots: Optional[Dict[str, Path]] = None,
                   cases: Optional[Sequence[Any]] = None, reviewer: Optional[str] = None) -> List[Path]:
-    """Write ``review.csv``, ``findings.csv`` (when QA ran) and ``report.html`` into ``output_folder``.
+    """Write ``review.csv``, ``findings.csv`` (when QA ran) and ``report.html`` into ``output_folder``, with
+    ``segmentation_agreement.csv`` and ``segmentation_agreement_summary.csv`` when QA compared AI segmentations.
 
     :param cases: the cases to report, in order (default: the QA result's
         cases, else every case of the collection).
@@ -375,6 +463,7 @@ def export_review(output_folder: Path, collection: Any, store: Any = None, qa_re
     report(progress, "Writing findings", 0.3)
     if qa_result is not None:
         written.append(write_findings_csv(safe_output_path(output_folder, "findings.csv"), qa_result))
+        written.extend(write_segmentation_agreement_csvs(output_folder, qa_result))
     report(progress, "Writing the HTML report", 0.6)
     written.append(write_html_report(safe_output_path(output_folder, "report.html"), f"Review of {collection.title}",
                                      cases, store, qa_result, snapshots, reviewer))
