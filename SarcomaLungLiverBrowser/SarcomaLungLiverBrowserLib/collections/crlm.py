@@ -424,8 +424,10 @@ class CrlmCollection(Collection):
             layout = inventory.layout_of(entry)
             if layout not in layouts:
                 layouts.append(layout)
-        problems = [*problems, *(str(error) for error in inventory.errors
-                                 if any(folder in Path(error.path).parents for folder in folders))]
+        ct_folders = {folder for held in ct_series.values() for folder in held}
+        # Unreadable files in a CT folder are reported when the CT is read; the others here.
+        problems = [*problems, *(str(error) for error in inventory.errors if Path(error.path).parent not in ct_folders
+                                 and any(folder in Path(error.path).parents for folder in folders))]
         problems.extend(missing_series_problems(
             case_id, metadata, {entry.series_instance_uid for entry in series_entries},
             lambda subject: crlm_case_id(subject) == case_id or subject == case_id))
