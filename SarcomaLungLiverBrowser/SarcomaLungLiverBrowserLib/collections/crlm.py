@@ -49,7 +49,6 @@ from ..formats.dicom_inventory import (
 from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
-    mixed_series_folders,
     read_series,
     scan_folder,
     split_stackable,
@@ -319,9 +318,10 @@ class CrlmCollection(Collection):
 
     key = "crlm"
     title = "Colorectal-Liver-Metastases"
-    looks_for = ("a folder named Colorectal-Liver-Metastases or colorectal_liver_metastases, or CRLM-CT-nnnn "
-                 "patient folders, within two levels, or the clinical workbook "
-                 "Colorectal-Liver-Metastases-Clinical-data-*.xlsx")
+    looks_for = ("PatientIDs CRLM-CT-nnnn in the DICOM headers (or, if no collection matches, CT with DICOM SEG), "
+                 "a folder named Colorectal-Liver-Metastases, colorectal_liver_metastases or CRLM-CT-nnnn within "
+                 "two levels, or the clinical workbook Colorectal-Liver-Metastases-Clinical-data-*.xlsx")
+    patient_id_patterns = ("CRLM-CT-nnnn",)
     record_type = CrlmCase
 
     def __init__(self, root: Path) -> None:
@@ -575,8 +575,7 @@ class CrlmCollection(Collection):
         for folder in case.ct_series[uid]:
             scan = scan_folder(Path(folder))
             instances.extend(instance for instance in scan.instances if instance.series_instance_uid == uid)
-            errors.extend(scan.errors)
-            errors.extend(mixed_series_folders(scan.instances))
+            errors.extend(scan.errors)  # (a folder holding several series is a layout, not a problem)
         stackable, left_out = split_stackable(instances)
         errors.extend(left_out)
         if not stackable:

@@ -284,7 +284,7 @@ class _CaseReader:
         return data
 
     def _index(self, progress: Optional[ProgressCallback]) -> Tuple[List[_Series], List[Path]]:
-        from ..formats.dicom_series import group_by_series, mixed_series_folders, scan_folder
+        from ..formats.dicom_series import group_by_series, scan_folder
         from ..formats.rtstruct import RTSTRUCT_SOP_CLASS_UID
 
         instances: List[InstanceHeader] = []
@@ -293,8 +293,6 @@ class _CaseReader:
             instances.extend(scan.instances)
             for error in scan.errors:
                 self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
-            for problem in mixed_series_folders(scan.instances):
-                self.finding(WARNING, "sts.mixed_series_folder", str(problem), path=problem.path)
         # A flat export holds several patients in one folder: keep this case's.
         wanted = self.case.case_id.upper()
         instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
@@ -482,7 +480,9 @@ class SoftTissueSarcomaCollection(Collection):
 
     key = "soft_tissue_sarcoma"
     title = "Soft-tissue-Sarcoma (TCIA)"
-    looks_for = "patient folders STS_001, a Soft-tissue-Sarcoma folder or INFOclinical_STS.xlsx"
+    looks_for = ("PatientIDs STS_001 in the DICOM headers (or, if no collection matches, images with an RTSTRUCT), "
+                 "patient folders STS_001, a Soft-tissue-Sarcoma folder or INFOclinical_STS.xlsx")
+    patient_id_patterns = ("STS_nnn",)
     record_type = SarcomaCase
 
     @classmethod

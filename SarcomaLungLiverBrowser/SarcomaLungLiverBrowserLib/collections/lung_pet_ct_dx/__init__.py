@@ -163,6 +163,7 @@ class LungPetCtDxCollection(Collection):
     title = "Lung-PET-CT-Dx (CT/PET with VOC tumour boxes)"
     looks_for = ("PatientIDs Lung_Dx-A0001 in the DICOM headers, a VOC Annotation/<A0001>/ tree, or folders "
                  "named Lung-PET-CT-Dx / lung_pet_ct_dx / Lung_Dx-A0001")
+    patient_id_patterns = ("Lung_Dx-Xnnnn",)
     record_type = LungCase
 
     def __init__(self, root: Path, annotations: Sequence[Path] = ()) -> None:
