@@ -247,13 +247,13 @@ class CrlmCase(CaseRecord):
 
     @property
     def seg_files(self) -> List[Path]:
-        """The collection's own (expert) SEG files, sorted."""
-        return sorted(seg.path for seg in self.segs if not seg.is_ai)
+        """The collection's own (expert) SEG files, in series order (the same whatever the folders)."""
+        return [seg.path for seg in sorted(self.segs, key=_seg_order) if not seg.is_ai]
 
     @property
     def ai_seg_files(self) -> List[Path]:
-        """IDC's AI (and radiologist-corrected AI) SEG files, sorted."""
-        return sorted(seg.path for seg in self.segs if seg.is_ai)
+        """IDC's AI (and radiologist-corrected AI) SEG files, in series order."""
+        return [seg.path for seg in sorted(self.segs, key=_seg_order) if seg.is_ai]
 
     def location(self) -> Optional[Path]:
         return self.patient_folders[0] if self.patient_folders else None
@@ -261,6 +261,11 @@ class CrlmCase(CaseRecord):
     def seg(self, path: Path) -> SegFile:
         """The SEG file record for ``path``."""
         return next(seg for seg in self.segs if seg.path == Path(path))
+
+
+def _seg_order(seg: SegFile) -> Tuple[str, str, str]:
+    """SEGs by series (description, UID) and file name: an order that does not depend on the folders."""
+    return seg.series_description, seg.series_instance_uid, seg.path.name
 
 
 def crlm_case_id(patient_id: str) -> Optional[str]:
@@ -388,7 +393,7 @@ class CrlmCollection(Collection):
         for case_id, instances in by_case.items():
             images = [instance for instance in instances if instance.modality != "SEG"
                       and instance.sop_class_uid not in SEG_SOP_CLASS_UIDS]
-            own_segs = sorted(segs.get(case_id, []), key=lambda seg: str(seg.path))
+            own_segs = sorted(segs.get(case_id, []), key=_seg_order)
             if not own_segs and not any(instance.modality == "CT" for instance in images):
                 continue  # e.g. only a SEG that belongs, by its reference, to another case's CT
             case_problems = [problem for key in {patient_key(i.patient_id) for i in instances}
