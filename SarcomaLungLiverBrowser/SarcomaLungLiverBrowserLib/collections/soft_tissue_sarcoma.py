@@ -296,8 +296,13 @@ class _CaseReader:
         # A flat export holds several patients in one folder: keep this case's.
         wanted = self.case.case_id.upper()
         instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
-        structures = sorted({i.path for i in instances
-                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"})
+        # In series order, not path order: what loads must not depend on how the folders are named.
+        structures = [i.path for i in sorted({i.path: i for i in instances
+                                              if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID
+                                              or i.modality == "RTSTRUCT"}.values(),
+                                             key=lambda i: (i.study_date, i.study_instance_uid,
+                                                            i.series_description.lower(), i.series_instance_uid,
+                                                            i.path.name))]
         images = [_Series(uid, members) for uid, members in group_by_series(
             [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
         images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
