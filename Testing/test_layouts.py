@@ -287,3 +287,123 @@ def test_generated_collections_give_the_same_cases_and_scenes_in_every_layout(
         generated: Dict[str, Path], shared_samples: Path, which: str, layout: str, tmp_path: Path,
         tmp_path_factory: pytest.TempPathFactory) -> None:
     _check_layout(_generated_sets(generated, shared_samples)[which], layout, tmp_path, tmp_path_factory)
+
+
+def test_a_patient_folder_chosen_directly_gives_that_patients_row(shared_data: Path, tmp_path: Path) -> None:
+    data_set = _real_sts(shared_data)
+    root = lay_out(data_set.instances, tmp_path / "nbia", "nbia", data_set.folder_name)
+    every = case_rows(registry.open_collection(root).discover_cases())
+    patients = sorted((root / "manifest-1600000000000" / data_set.folder_name).iterdir())
+    assert [p.name for p in patients] == ["STS_001", "STS_002", "STS_003"]
+    for patient, row in zip(patients, every):
+        collection = registry.open_collection(patient)
+        assert isinstance(collection, SoftTissueSarcomaCollection)
+        assert case_rows(collection.discover_cases()) == [row]
+
+
+def test_ct_and_seg_named_by_no_collection_load_as_ct_with_seg(shared_data: Path, tmp_path: Path) -> None:
+    """No PatientID names a collection: the SEGs on their CTs decide (both real patients, in one folder)."""
+    data_set = _real_segs(shared_data)
+    root = lay_out(data_set.instances, tmp_path / "flat", "flat", data_set.folder_name)
+    collection = registry.open_collection(root)
+    assert isinstance(collection, CrlmCollection)
+    cases = {case.case_id: case for case in collection.discover_cases()}
+    assert sorted(cases) == ["77654033", "99000"]
+    assert cases["77654033"].summary["SEG"] == 3 and cases["99000"].summary["SEG"] == 2
+    assert all(case.summary["layout"] == "shared" for case in cases.values())
+
+
+def test_a_folder_of_no_collection_says_what_its_headers_hold(shared_data: Path, tmp_path: Path) -> None:
+    ct_only = [instance for instance in _real_segs(shared_data).instances if instance.modality == "CT"]
+    root = lay_out(ct_only, tmp_path / "scans", "series_uid", "scans")
+    (root / "readme.txt").write_text("two CTs")
+    dicom_inventory.forget_inventories()
+    with pytest.raises(NotACollectionError) as raised:
+        registry.open_collection(root)
+    message = str(raised.value)
+    assert "found 7 DICOM file(s) of 2 patient(s) (IDs: 77654033, 99000; modalities: CT)" in message
+    assert "none matching CRLM-CT-nnnn or Lung_Dx-Xnnnn or STS_nnn" in message
+    assert "no DICOM SEG or RTSTRUCT" in message
+    assert "readme.txt" in message and str(root) in message
+
+
+def test_detection_and_discovery_read_the_headers_once(generated: Dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three collections detect by headers and one discovers: one header scan (the tree is unchanged)."""
+    data_set = DataSet("lung", [p for p in _dicom_files(generated["lung"]) if "Annotation" not in p.parts],
+                       LungPetCtDxCollection, "Lung-PET-CT-Dx", [])
+    root = lay_out(data_set.instances, tmp_path / "flat", "flat", "x")
+    dicom_inventory.forget_inventories()
+    scans: List[Path] = []
+    real_scan = dicom_inventory.scan_folder
+    monkeypatch.setattr(dicom_inventory, "scan_folder", lambda folder, *a, **k: scans.append(folder) or
+                        real_scan(folder, *a, **k))
+    collection = registry.open_collection(root)  # CRLM, then Lung detect from the headers
+    assert isinstance(collection, LungPetCtDxCollection)
+    assert [case.case_id for case in collection.discover_cases()] == ["Lung_Dx-A0001", "Lung_Dx-B0002",
+                                                                      "Lung_Dx-G0003"]
+    assert scans == [root]
+    (root / next(root.iterdir()).name).unlink()  # a file removed: the headers are read again
+    collection.discover_cases()
+    assert scans == [root, root]
+
+
+def test_index_counts_series_on_disk_and_names_what_metadata_lists_but_is_missing(
+        generated: Dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "lung"
+    shutil.copytree(generated["lung"], root)
+    before = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}
+    patient = root / lung_sample.MANIFEST / "Lung-PET-CT-Dx" / "Lung_Dx-A0001"
+    series_folder = sorted(folder for folder in patient.glob("*/*") if folder.is_dir())[0]
+    removed = Instance(next(series_folder.glob("*.dcm")))
+    removed_sops = {pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID
+                    for p in series_folder.glob("*.dcm")}
+    shutil.rmtree(series_folder)
+    annotated = root / "Annotation" / "A0001"
+    orphans = sorted(p.name for p in annotated.glob("*.xml") if p.stem in removed_sops)
+    assert orphans, "the removed series carried boxes"
+    dicom_inventory.forget_inventories()
+    case = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}["Lung_Dx-A0001"]
+    assert case.summary["series"] == before["Lung_Dx-A0001"].summary["series"] - 1  # from disk, not metadata.csv
+    assert case.summary["missing series"] == 1
+    missing = [problem for problem in case.problems if "not on disk (not downloaded?)" in problem]
+    assert len(missing) == 1 and removed.series_uid in missing[0] and "metadata.csv" in missing[0]
+    # The VOC files of the missing series: one summary with their count, not one message per file.
+    assert case.summary["xml_without_image"] == len(orphans)
+    assert len(case.unmatched_xml) == 1
+    assert f"{len(orphans)} VOC file(s) name images of Lung_Dx-A0001 that are not on disk" in case.unmatched_xml[0]
+
+
+def test_real_voc_files_of_a_patient_without_images_are_listed(generated: Dict[str, Path], shared_samples: Path,
+                                                               tmp_path: Path) -> None:
+    root = tmp_path / "lung"
+    shutil.copytree(generated["lung"], root)
+    shutil.copytree(shared_samples / "lung_pet_ct_dx_voc" / "A0002", root / "Annotation" / "A0002",
+                    ignore=shutil.ignore_patterns("*.txt"))
+    cases = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}
+    orphan = cases["Lung_Dx-A0002"]
+    assert orphan.summary["series"] == 0 and orphan.summary["xml_files"] == 10 and not orphan.image_folders
+    assert orphan.problems == [f"{root / 'Annotation' / 'A0002'}: 10 VOC file(s) of Lung_Dx-A0002, but no DICOM "
+                               f"image of Lung_Dx-A0002 is below {root}; its boxes cannot be placed"]
+
+
+def test_collection_walks_survive_link_loops_and_special_files(generated: Dict[str, Path], tmp_path: Path) -> None:
+    """Symbolic-link loops and FIFOs where files or folders are expected are skipped, not followed or read."""
+    expected = {}
+    for key, collection_class in (("crlm", CrlmCollection), ("sts", SoftTissueSarcomaCollection),
+                                  ("lung", LungPetCtDxCollection)):
+        root = tmp_path / key
+        shutil.copytree(generated[key], root, symlinks=True)
+        dicom_inventory.forget_inventories()
+        expected[key] = case_rows(collection_class(root).discover_cases())
+        (root / "loop.dcm").symlink_to(root / "loop.dcm")
+        (root / "around").symlink_to(root, target_is_directory=True)
+        os.mkfifo(root / "metadata.csv")
+        os.mkfifo(root / "INFOclinical_STS_pipe.xlsx")
+        annotation = root / "Annotation" / "A0001"
+        if annotation.is_dir():
+            os.mkfifo(annotation / "1.2.3.xml")
+            (annotation / "self").symlink_to(annotation / "self")
+        dicom_inventory.forget_inventories()
+        assert type(registry.open_collection(root)) is collection_class
+        assert case_rows(collection_class(root).discover_cases()) == expected[key]
