@@ -376,7 +376,9 @@ def _tree_signature(root: Path) -> Tuple[Tuple[str, int, int, int, int], ...]:
     """(path, size, mtime, ctime, inode) of every visible file below ``root``: what an inventory depends on.
 
     Walks like :func:`.dicom_series.scan_folder` (hidden entries skipped,
-    symbolic links to folders not followed, link loops skipped).
+    symbolic links to folders not followed, link loops and special files
+    skipped). It skips them silently: the scan that follows warns about each
+    one, once, by name (:mod:`.folders`).
     """
     found: List[Tuple[str, int, int, int, int]] = []
     pending = [str(root)]
@@ -389,14 +391,16 @@ def _tree_signature(root: Path) -> Tuple[Tuple[str, int, int, int, int], ...]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if is_dir_entry(entry, follow_symlinks=False):
-                pending.append(entry.path)
-            elif is_file_entry(entry):
-                try:
-                    stat = entry.stat()
-                except OSError:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
                     continue
-                found.append((entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+                if not entry.is_file():
+                    continue
+                stat = entry.stat()
+            except OSError:
+                continue
+            found.append((entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
     return tuple(sorted(found))
 
 
