@@ -45,6 +45,7 @@ from ..formats.dicom_inventory import (
     patient_key,
     read_inventory,
     read_nbia_metadata,
+    stray_series_problems,
 )
 from ..formats.dicom_series import (
     DicomVolume,
@@ -433,6 +434,7 @@ class CrlmCollection(Collection):
         # Unreadable files in a CT folder are reported when the CT is read; the others here.
         problems = [*problems, *(str(error) for error in inventory.errors if Path(error.path).parent not in ct_folders
                                  and any(folder in Path(error.path).parents for folder in folders))]
+        problems.extend(stray_series_problems(instances))
         problems.extend(missing_series_problems(
             case_id, metadata, {entry.series_instance_uid for entry in series_entries},
             lambda subject: crlm_case_id(subject) == case_id or subject == case_id))

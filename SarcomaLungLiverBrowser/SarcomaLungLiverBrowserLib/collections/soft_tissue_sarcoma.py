@@ -270,6 +270,8 @@ class _CaseReader:
         if not image_series and not structure_paths:
             raise DataError(case.root, f"case {case.case_id} has no DICOM images or RTSTRUCTs under "
                                        f"{', '.join(map(str, case.folders or [case.root]))}")
+        for problem in case.problems:  # found while discovering (e.g. a stray slice in a series folder)
+            self.finding(WARNING, "sts.discovery", problem)
         images = self._read_images(image_series, sub_progress(progress, 0.2, 0.8))
         data = CaseData(case=case, volumes=[image.data for image in images])
         data.metrics.update({"reference_method": {}, "reference_image": {}})
@@ -532,6 +534,8 @@ class SoftTissueSarcomaCollection(Collection):
         with an RTSTRUCT); each case's folders are the largest ones holding its
         files and no other patient's (:meth:`.DicomInventory.case_folders`).
         """
+        from ..formats.dicom_inventory import stray_series_problems
+
         report(progress, "Reading DICOM headers", 0.0)
         inventory = _inventory(self.root, sub_progress(progress, 0.0, 0.9))
         by_case = inventory.instances_by_case(self._case_ids(inventory))
@@ -543,6 +547,7 @@ class SoftTissueSarcomaCollection(Collection):
             images = {instance.series_instance_uid for instance in instances if instance.modality in IMAGE_MODALITIES}
             cases.append(SarcomaCase(
                 collection=self.key, case_id=patient_id, root=self.root, diagnosis=diagnosis,
+                problems=stray_series_problems(instances),
                 summary={"image series": len(images), "RTSTRUCT": structures, **facts},
                 folders=inventory.case_folders(instances), clinical_table=clinical_path,
                 clinical_error=str(clinical_error) if clinical_error is not None else ""))

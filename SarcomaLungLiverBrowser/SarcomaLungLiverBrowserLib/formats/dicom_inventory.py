@@ -41,6 +41,7 @@ __all__ = [
     "MetadataRow",
     "read_nbia_metadata",
     "missing_series_problems",
+    "stray_series_problems",
     "patient_key",
     "canonical_id",
     "read_inventory",
@@ -325,6 +326,40 @@ def missing_series_problems(case_id: str, rows: Sequence[MetadataRow], on_disk: 
         description = f" {row.series_description!r}" if row.series_description else ""
         problems.append(f"{row.csv_path}: lists series {row.series_instance_uid} ({row.modality or '?'}"
                         f"{description}{images}) of {case_id}, which is not on disk (not downloaded?)")
+    return problems
+
+
+#: Modalities of objects that annotate or accompany images (they may share a folder with their images).
+NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "SR", "PR", "KO", "REG", "RTPLAN", "RTDOSE", "RWV", "DOC"})
+
+
+def stray_series_problems(instances: Sequence[InstanceHeader]) -> List[str]:
+    """One message per folder that holds several image series of a case whose files are otherwise spread
+    over folders of their own (a slice of another series dropped into a series folder).
+
+    Image series sharing a folder are a layout, not a problem, when the case
+    keeps everything in one folder (IDC's flat download, a patient folder
+    with its CT, PET and MR); SEG, RTSTRUCT and SR files beside their images
+    never count.
+    """
+    if len({instance.path.parent for instance in instances}) < 2:
+        return []
+    by_folder: Dict[Path, Dict[str, List[InstanceHeader]]] = {}
+    for instance in instances:
+        if instance.modality in NON_IMAGE_MODALITIES or instance.sop_class_uid in SEG_SOP_CLASS_UIDS \
+                or instance.sop_class_uid == RTSTRUCT_SOP_CLASS_UID:
+            continue
+        by_folder.setdefault(instance.path.parent, {}).setdefault(instance.series_instance_uid, []).append(instance)
+    problems = []
+    for folder, series in sorted(by_folder.items()):
+        if len(series) < 2:
+            continue
+        groups = sorted(series.values(), key=lambda group: (-len(group), group[0].series_instance_uid))
+        others = ", ".join(f"{len(group)} file(s) of series {group[0].series_instance_uid} "
+                           f"(e.g. {min(instance.path.name for instance in group)})" for group in groups[1:])
+        problems.append(f"{folder}: holds {len(groups[0])} file(s) of series {groups[0][0].series_instance_uid} "
+                        f"and {others}, while the case's other files are in folders of their own; each series is "
+                        "read on its own")
     return problems
 
 

@@ -17,7 +17,9 @@ import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from pathlib import Path
 
-from ...formats.dicom_inventory import DicomInventory, missing_series_problems, read_inventory, read_nbia_metadata
+from ...formats.dicom_inventory import (
+    DicomInventory, missing_series_problems, read_inventory, read_nbia_metadata, stray_series_problems,
+)
 from ...formats.folders import is_dir_entry, is_file_entry
 from ...progress import ProgressCallback, report, sub_progress
 from . import DIAGNOSIS_BY_LETTER, LungCase, annotation_folder_name, lung_case_id, patient_letter
@@ -177,7 +179,7 @@ def discover_cases(collection_key: str, root: Path, progress: Optional[ProgressC
         on_disk_series = {instance.series_instance_uid for instance in instances}
         missing = missing_series_problems(case_id, metadata, on_disk_series,
                                           lambda subject: lung_case_id(subject) == case_id)
-        problems = list(missing)
+        problems = [*stray_series_problems(instances), *missing]
         unmatched: List[Tuple[int, str]] = []
         if instances:
             unmatched = _unmatched_xml_problems(case_id, annotations, {i.sop_instance_uid for i in instances},
