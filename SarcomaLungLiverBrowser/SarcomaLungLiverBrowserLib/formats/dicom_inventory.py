@@ -461,7 +461,8 @@ def read_inventory(root: Path, progress: Optional[ProgressCallback] = None) -> D
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "is not a folder")
-    key = str(root.absolute())
+    # As typed and as resolved against the working folder: a relative root's paths stay valid only there.
+    key = f"{root}\x00{root.absolute()}"
     signature = _tree_signature(root)
     with _remembered_lock:
         known = _remembered.get(key)
