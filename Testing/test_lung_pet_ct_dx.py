@@ -117,7 +117,11 @@ def test_annotation_roots_are_inside_the_chosen_folder_or_named_never_found_upwa
     assert [case.case_id for case in cases] == ["Lung_Dx-A0001", "Lung_Dx-G0003"]
     assert not any(case.annotation_folders for case in cases), "a sibling Annotation tree is not walked up to"
     named = LungPetCtDxCollection(chosen, annotations=[download / "Annotation"]).discover_cases()
-    assert [[p.name for p in case.annotation_folders] for case in named] == [["A0001"], ["G0003"]]
+    assert [[p.name for p in case.annotation_folders] for case in named] == [["A0001"], ["B0002"], ["G0003"]]
+    # B0002's images are not in the chosen folder: its annotations are listed with that problem, not dropped.
+    without_images = named[1]
+    assert without_images.summary["series"] == 0 and not without_images.image_folders
+    assert any("no DICOM image of Lung_Dx-B0002" in problem for problem in without_images.problems)
     # An edited copy beside the collection never changes what loads, however the folder is typed.
     shutil.copytree(download / "Annotation", tmp_path / "my_edits" / "Annotation")
     absolute = LungPetCtDxCollection(download.resolve()).discover_cases()

@@ -32,6 +32,7 @@ __all__ = [
     "open_collection",
     "get_collection_class",
     "describe_folder",
+    "describe_headers",
 ]
 
 #: Modules that define collections (in a module-level ``COLLECTIONS`` list), in detection order: a
@@ -125,9 +126,30 @@ def open_collection(root: Path, key: Optional[str] = None) -> Collection:
     for collection_class in classes:
         if collection_class.detect(root):
             return collection_class(root)
+    # No collection's own names or patient IDs: annotations decide (CT with SEG, images with RTSTRUCT).
+    for collection_class in classes:
+        if collection_class.detect_from_annotations(root):
+            return collection_class(root)
     wanted = "; ".join(f"{c.title} looks for {c.looks_for or 'its own layout'}" for c in classes)
     raise NotACollectionError(root, f"holds none of the known collections ({wanted}); found there: "
-                                    f"{describe_folder(root)}")
+                                    f"{describe_folder(root)}; in the DICOM headers: {describe_headers(root)}")
+
+
+def describe_headers(folder: Path) -> str:
+    """What the DICOM headers below ``folder`` hold, for messages ("found 12 DICOM file(s) of 2 patient(s)
+    (IDs: X, Y; modalities: CT, SEG), none matching ...; no DICOM SEG or RTSTRUCT")."""
+    from .formats.dicom_inventory import read_inventory
+
+    try:
+        inventory = read_inventory(folder)
+    except DataError as error:
+        return f"none readable ({error.problem})"
+    patterns = [text for c in collection_classes() for text in getattr(c, "patient_id_patterns", ())]
+    text = inventory.describe(patterns)
+    series = [entry for patient in inventory.patients.values() for entry in patient.series]
+    if inventory.instances and not any(entry.is_segmentation or entry.is_rtstruct for entry in series):
+        text += "; no DICOM SEG or RTSTRUCT"
+    return text
 
 
 def describe_folder(folder: Path, limit: int = _LISTED_ENTRIES) -> str:

@@ -117,6 +117,8 @@ class Collection(abc.ABC):
     title: ClassVar[str] = ""
     #: What :meth:`detect` looks for, for the message when a folder holds no collection.
     looks_for: ClassVar[str] = ""
+    #: The PatientIDs of the collection in words (``"CRLM-CT-nnnn"``), for that message, if it has DICOM.
+    patient_id_patterns: ClassVar[Tuple[str, ...]] = ()
     #: The :class:`CaseRecord` subclass :meth:`discover_cases` returns.
     record_type: ClassVar[Type[CaseRecord]] = CaseRecord
 
@@ -128,6 +130,12 @@ class Collection(abc.ABC):
     @abc.abstractmethod
     def detect(cls, root: Path) -> bool:
         """True if ``root`` holds this collection (cheap, light imports only)."""
+
+    @classmethod
+    def detect_from_annotations(cls, root: Path) -> bool:
+        """True if ``root`` holds annotations this collection reads (e.g. CT with DICOM SEG) although nothing
+        names the collection; asked only when no collection's :meth:`detect` claimed the folder."""
+        return False
 
     @abc.abstractmethod
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CaseRecord]:

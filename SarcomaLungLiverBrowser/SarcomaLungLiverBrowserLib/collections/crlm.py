@@ -21,12 +21,11 @@ with spaces), sheet ``TCIA_n=197``, codes missing values as 999 / -999.
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,15 +36,25 @@ from ..case_data import (
 from ..errors import DataError
 from ..colors import distinct_colors
 from ..findings import ERROR, INFO, WARNING, Finding
+from ..formats.dicom_inventory import (
+    SEG_SOP_CLASS_UIDS,
+    DicomInventory,
+    MetadataRow,
+    canonical_id,
+    missing_series_problems,
+    patient_key,
+    read_inventory,
+    read_nbia_metadata,
+    stray_series_problems,
+)
 from ..formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
-    mixed_series_folders,
-    read_header,
     read_series,
     scan_folder,
     split_stackable,
 )
+from ..formats.folders import is_dir_entry, is_file_entry
 from ..geometry import apply_matrix
 from ..progress import ProgressCallback, report, sub_progress
 from .base import CaseRecord, Collection
@@ -77,11 +86,8 @@ CLINICAL_NAME = re.compile(r"^colorectal[-_ ]liver[-_ ]metastases[-_ ]clinical[-
 CLINICAL_SHEET = "TCIA_n=197"
 CLINICAL_ID_COLUMN = "Patient-ID"
 CLINICAL_SENTINELS = (999, -999)
-IDC_SERIES_FOLDER = re.compile(r"^(?P<modality>[A-Z]{2,8})_(?P<uid>[0-9.]+)$")
-#: How deep below the chosen folder patient folders are looked for (parent/manifest/Collection/CRLM-CT-1001).
-SEARCH_DEPTH = 4
-#: How deep below a patient folder series folders are looked for (<study>/<series>).
-SERIES_DEPTH = 3
+#: What a CRLM PatientID looks like in the headers (folder names only help detection, never decide a case).
+PATIENT_ID = PATIENT_FOLDER
 
 ABDOMEN_WINDOWS = [WindowPreset("Abdomen", 400.0, 40.0), WindowPreset("Liver", 150.0, 90.0)]
 
@@ -167,9 +173,9 @@ def _walk_files(folder: Path, depth: int) -> Iterator[Path]:
     except OSError:
         return
     for entry in entries:
-        if entry.is_file():
+        if is_file_entry(entry):
             yield Path(entry.path)
-        elif depth > 0 and entry.is_dir() and not entry.name.startswith((".", "_")):
+        elif depth > 0 and is_dir_entry(entry, follow_symlinks=False) and not entry.name.startswith((".", "_")):
             yield from _walk_files(Path(entry.path), depth - 1)
 
 
@@ -209,21 +215,6 @@ def find_clinical_row(table: "pd.DataFrame", case_id: str) -> "pd.DataFrame":
 
 # ---------------------------------------------------------------------------------------------- discovery
 @dataclass
-class _Series:
-    uid: str
-    modality: str
-    folder: Path
-    description: str = ""
-
-
-@dataclass
-class _PatientFiles:
-    folders: List[Path] = field(default_factory=list)
-    series: Dict[str, _Series] = field(default_factory=dict)
-    layouts: List[str] = field(default_factory=list)
-
-
-@dataclass
 class SegFile:
     """A DICOM SEG file of a case, as its header describes it (frames are not read while discovering).
 
@@ -257,13 +248,13 @@ class CrlmCase(CaseRecord):
 
     @property
     def seg_files(self) -> List[Path]:
-        """The collection's own (expert) SEG files, sorted."""
-        return sorted(seg.path for seg in self.segs if not seg.is_ai)
+        """The collection's own (expert) SEG files, in series order (the same whatever the folders)."""
+        return [seg.path for seg in sorted(self.segs, key=_seg_order) if not seg.is_ai]
 
     @property
     def ai_seg_files(self) -> List[Path]:
-        """IDC's AI (and radiologist-corrected AI) SEG files, sorted."""
-        return sorted(seg.path for seg in self.segs if seg.is_ai)
+        """IDC's AI (and radiologist-corrected AI) SEG files, in series order."""
+        return [seg.path for seg in sorted(self.segs, key=_seg_order) if seg.is_ai]
 
     def location(self) -> Optional[Path]:
         return self.patient_folders[0] if self.patient_folders else None
@@ -273,60 +264,39 @@ class CrlmCase(CaseRecord):
         return next(seg for seg in self.segs if seg.path == Path(path))
 
 
-def _metadata_index(root: Path) -> Dict[Path, Tuple[str, str, str]]:
-    """Series folder -> (modality, SeriesInstanceUID, description) from NBIA ``metadata.csv`` files."""
-    index: Dict[Path, Tuple[str, str, str]] = {}
-    for path in _walk_files(root, 2):
-        if path.name.lower() != "metadata.csv":
-            continue
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as stream:
-                for row in csv.DictReader(stream):
-                    location = (row.get("File Location") or "").strip()
-                    if not location:
-                        continue
-                    folder = (path.parent / location.replace("\\", "/")).resolve()
-                    index[folder] = (row.get("Modality", ""), row.get("Series UID", ""),
-                                     row.get("Series Description", ""))
-        except (OSError, csv.Error, UnicodeDecodeError):
-            continue  # an unreadable metadata.csv only costs header reads
-    return index
+def _seg_order(seg: SegFile) -> Tuple[str, str, str]:
+    """SEGs by series (description, UID) and file name: an order that does not depend on the folders."""
+    return seg.series_description, seg.series_instance_uid, seg.path.name
 
 
-def _patient_folders(root: Path) -> List[Path]:
-    if PATIENT_FOLDER.match(root.name):
-        return [root]
-    found: List[Path] = []
+def crlm_case_id(patient_id: str) -> Optional[str]:
+    """``CRLM-CT-1001`` for a PatientID spelled like one (any case, DICOM padding ignored), else None."""
+    return canonical_id(PATIENT_ID, patient_id, lambda match: match.group(0).upper())
 
-    def visit(folder: Path, depth: int) -> None:
-        try:
-            entries = sorted((entry for entry in os.scandir(folder) if entry.is_dir()), key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name.startswith((".", "_")):
+
+def _seg_files(inventory: DicomInventory, problems: Dict[str, List[str]]) -> List[Tuple[SegFile, str]]:
+    """Every DICOM SEG of the inventory with its header read (frames are not), and its own PatientID.
+
+    A SEG that cannot be read is remembered under its PatientID's key in ``problems``.
+    """
+    from ..formats.dicom_seg import read_seg_header
+
+    segs: List[Tuple[SegFile, str]] = []
+    for patient in inventory.patients.values():
+        for series in patient.series:
+            if not series.is_segmentation:
                 continue
-            if PATIENT_FOLDER.match(entry.name):
-                found.append(Path(entry.path))
-            elif depth > 1:
-                visit(Path(entry.path), depth - 1)
-
-    visit(root, SEARCH_DEPTH)
-    return found
-
-
-def _series_folders(patient_folder: Path) -> List[Path]:
-    folders = []
-    for directory, subdirectories, files in os.walk(patient_folder):
-        depth = len(Path(directory).relative_to(patient_folder).parts)
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".")) if depth < SERIES_DEPTH else []
-        if any(name.lower().endswith(".dcm") for name in files):
-            folders.append(Path(directory))
-    return folders
-
-
-def _dicom_files(folder: Path) -> List[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".dcm")
+            for instance in series.instances:
+                try:
+                    header = read_seg_header(instance.path)
+                except DataError as error:
+                    problems.setdefault(patient_key(instance.patient_id), []).append(str(error))
+                    continue
+                segs.append((SegFile(instance.path, header.series_instance_uid, header.series_description,
+                                     header.content_creator_name, header.manufacturer,
+                                     list(header.referenced_series_uids), list(header.segment_labels),
+                                     is_ai_segmentation(header)), instance.patient_id))
+    return segs
 
 
 @dataclass
@@ -354,9 +324,10 @@ class CrlmCollection(Collection):
 
     key = "crlm"
     title = "Colorectal-Liver-Metastases"
-    looks_for = ("a folder named Colorectal-Liver-Metastases or colorectal_liver_metastases, or CRLM-CT-nnnn "
-                 "patient folders, within two levels, or the clinical workbook "
-                 "Colorectal-Liver-Metastases-Clinical-data-*.xlsx")
+    looks_for = ("PatientIDs CRLM-CT-nnnn in the DICOM headers (or, if no collection matches, CT with DICOM SEG), "
+                 "a folder named Colorectal-Liver-Metastases, colorectal_liver_metastases or CRLM-CT-nnnn within "
+                 "two levels, or the clinical workbook Colorectal-Liver-Metastases-Clinical-data-*.xlsx")
+    patient_id_patterns = ("CRLM-CT-nnnn",)
     record_type = CrlmCase
 
     def __init__(self, root: Path) -> None:
@@ -366,6 +337,7 @@ class CrlmCollection(Collection):
     # ------------------------------------------------------------------ detection
     @classmethod
     def detect(cls, root: Path) -> bool:
+        """A CRLM folder or patient folder name, the clinical workbook, or CRLM PatientIDs in the headers."""
         root = Path(root)
         if cls._names_match(root.name):
             return True
@@ -373,9 +345,18 @@ class CrlmCollection(Collection):
             if cls._names_match(child.name) or any(cls._names_match(g.name) for g in _subfolders(child)):
                 return True
         try:
-            return any(CLINICAL_NAME.match(entry.name) for entry in os.scandir(root) if entry.is_file())
+            if any(CLINICAL_NAME.match(entry.name) for entry in os.scandir(root) if is_file_entry(entry)):
+                return True
         except OSError:
             return False
+        return bool(_inventory(root).instances_by_case(crlm_case_id))
+
+    @classmethod
+    def detect_from_annotations(cls, root: Path) -> bool:
+        """CT with DICOM SEG, whatever the PatientIDs: loaded as this collection when no other claims it."""
+        patients = _inventory(Path(root)).patients.values()
+        series = [entry for patient in patients for entry in patient.series]
+        return any(entry.is_segmentation for entry in series) and any(entry.modality == "CT" for entry in series)
 
     @staticmethod
     def _names_match(name: str) -> bool:
@@ -383,59 +364,85 @@ class CrlmCollection(Collection):
 
     # ------------------------------------------------------------------ discovery
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[CrlmCase]:
-        """Every patient folder below the root, with its CT series and SEG files paired.
+        """Every CRLM patient in the headers below the root, with its CT series and SEG files paired.
 
-        Series are identified by IDC folder names, NBIA ``metadata.csv`` or, failing
-        both, one header read per series; SEG headers are read (not their frames)
-        to tell original from AI SEGs and to find the CT each references.
+        Cases are PatientIDs ``CRLM-CT-nnnn`` (or, when there is none, every
+        patient with a CT and a DICOM SEG), found by the headers whatever the
+        folders are named or nested (:mod:`..formats.dicom_inventory`). A SEG
+        belongs to the case whose CT it references (so another patient's SEG
+        pointing at this CT is refused by name when loading), else to its own
+        PatientID's case. SEG headers are read (not their frames) to tell
+        original from AI SEGs. NBIA's ``metadata.csv`` only names listed
+        series that are not on disk.
         """
-        report(progress, "Looking for CRLM patient folders", 0.0)
-        metadata = _metadata_index(self.root)
-        patients: Dict[str, _PatientFiles] = {}
-        for folder in _patient_folders(self.root):
-            patients.setdefault(folder.name.upper(), _PatientFiles()).folders.append(folder)
+        report(progress, "Reading DICOM headers", 0.0)
+        inventory = _inventory(self.root, sub_progress(progress, 0.0, 0.8))
+        case_id_of = self._case_ids(inventory)
+        problems: Dict[str, List[str]] = {}
+        by_case = inventory.instances_by_case(case_id_of)
+        case_of_series = {instance.series_instance_uid: case_id for case_id, instances in by_case.items()
+                          for instance in instances if instance.modality == "CT"}
+        report(progress, "Reading SEG headers", 0.8)
+        segs: Dict[str, List[SegFile]] = {}
+        for seg, own_patient_id in _seg_files(inventory, problems):
+            owner = next((case_of_series[uid] for uid in seg.referenced_series_uids if uid in case_of_series),
+                         case_id_of(own_patient_id))
+            if owner is not None:
+                segs.setdefault(owner, []).append(seg)
+        metadata = read_nbia_metadata(self.root)
         cases = []
-        for index, (case_id, files) in enumerate(sorted(patients.items())):
-            report(progress, f"Indexing {case_id}", index / max(1, len(patients)))
-            cases.append(self._case_record(case_id, files, metadata))
+        for case_id, instances in by_case.items():
+            images = [instance for instance in instances if instance.modality != "SEG"
+                      and instance.sop_class_uid not in SEG_SOP_CLASS_UIDS]
+            own_segs = sorted(segs.get(case_id, []), key=_seg_order)
+            if not own_segs and not any(instance.modality == "CT" for instance in images):
+                continue  # e.g. only a SEG that belongs, by its reference, to another case's CT
+            case_problems = [problem for key in {patient_key(i.patient_id) for i in instances}
+                             for problem in problems.get(key, [])]
+            cases.append(self._case_record(case_id, inventory, instances, images, own_segs, metadata,
+                                           case_problems))
         report(progress, f"Found {len(cases)} CRLM cases", 1.0)
         return cases
 
-    def _case_record(self, case_id: str, files: _PatientFiles,
-                     metadata: Dict[Path, Tuple[str, str, str]]) -> CrlmCase:
-        from ..formats.dicom_seg import read_seg_header
+    @staticmethod
+    def _case_ids(inventory: DicomInventory) -> Callable[[str], Optional[str]]:
+        """PatientID -> case ID: CRLM IDs; without any, the IDs of patients with a DICOM SEG."""
+        if inventory.instances_by_case(crlm_case_id):
+            return crlm_case_id
+        with_seg = {key: patient.patient_id for key, patient in inventory.patients.items()
+                    if key and any(series.is_segmentation for series in patient.series)}
+        return lambda patient_id: with_seg.get(patient_key(patient_id))
 
-        problems: List[str] = []
-        for patient_folder in files.folders:
-            for folder in _series_folders(patient_folder):
-                series = self._identify_series(folder, metadata, problems)
-                if series is not None:
-                    files.series.setdefault(f"{series.uid}|{folder}", series)
-                    layout = "idc" if IDC_SERIES_FOLDER.match(folder.name) else "nbia"
-                    if layout not in files.layouts:
-                        files.layouts.append(layout)
+    def _case_record(self, case_id: str, inventory: DicomInventory, instances: List[InstanceHeader],
+                     images: List[InstanceHeader], segs: List[SegFile], metadata: List[MetadataRow],
+                     problems: List[str]) -> CrlmCase:
+        folders = inventory.case_folders(instances)
         ct_series: Dict[str, List[Path]] = {}
-        segs: List[SegFile] = []
-        for series in files.series.values():
-            if series.modality == "SEG":
-                for path in _dicom_files(series.folder):
-                    try:
-                        header = read_seg_header(path)
-                    except DataError as error:
-                        problems.append(str(error))
-                        continue
-                    segs.append(SegFile(path, header.series_instance_uid, header.series_description,
-                                        header.content_creator_name, header.manufacturer,
-                                        list(header.referenced_series_uids), list(header.segment_labels),
-                                        is_ai_segmentation(header)))
-            elif series.modality == "CT":
-                ct_series.setdefault(series.uid, []).append(series.folder)
-        segs.sort(key=lambda seg: str(seg.path))
+        for instance in sorted(images, key=lambda i: (i.series_number or 0, i.series_instance_uid, str(i.path))):
+            if instance.modality == "CT":
+                held = ct_series.setdefault(instance.series_instance_uid, [])
+                if instance.path.parent not in held:
+                    held.append(instance.path.parent)
+        uids = {instance.series_instance_uid for instance in instances}
+        series_entries = [entry for uid, entry in inventory.series_by_uid().items() if uid in uids]
+        layouts: List[str] = []
+        for entry in sorted(series_entries, key=lambda e: (e.series_number or 0, e.series_instance_uid)):
+            layout = inventory.layout_of(entry)
+            if layout not in layouts:
+                layouts.append(layout)
+        ct_folders = {folder for held in ct_series.values() for folder in held}
+        # Unreadable files in a CT folder are reported when the CT is read; the others here.
+        problems = [*problems, *(str(error) for error in inventory.errors if Path(error.path).parent not in ct_folders
+                                 and any(folder in Path(error.path).parents for folder in folders))]
+        problems.extend(stray_series_problems(instances))
+        problems.extend(missing_series_problems(
+            case_id, metadata, {entry.series_instance_uid for entry in series_entries},
+            lambda subject: crlm_case_id(subject) == case_id or subject == case_id))
         expert = [seg for seg in segs if not seg.is_ai]
         first_labels = expert[0].segment_labels if expert else []
         kinds = [structure_kind(label) for label in first_labels]
         summary: Dict[str, Any] = {
-            "layout": "+".join(files.layouts) or "?",
+            "layout": "+".join(layouts) or "?",
             "CT series": len(ct_series),
             "SEG": len(expert),
             "AI SEG": len(segs) - len(expert),
@@ -445,26 +452,7 @@ class CrlmCollection(Collection):
         if problems:
             summary["problems"] = len(problems)
         return CrlmCase(self.key, case_id, self.root, summary=summary, problems=problems,
-                        patient_folders=list(files.folders), ct_series=ct_series, segs=segs)
-
-    @staticmethod
-    def _identify_series(folder: Path, metadata: Dict[Path, Tuple[str, str, str]],
-                         problems: List[str]) -> Optional[_Series]:
-        match = IDC_SERIES_FOLDER.match(folder.name)
-        if match:
-            return _Series(match.group("uid"), match.group("modality"), folder)
-        known = metadata.get(folder.resolve())
-        if known and known[0] and known[1]:
-            return _Series(known[1], known[0], folder, known[2])
-        files = _dicom_files(folder)
-        for path in files[:3]:
-            try:
-                header = read_header(path)
-            except DataError as error:
-                problems.append(str(error))
-                continue
-            return _Series(header.series_instance_uid, header.modality, folder, header.series_description)
-        return None
+                        patient_folders=folders, ct_series=ct_series, segs=segs)
 
     # ------------------------------------------------------------------ pairing
     @staticmethod
@@ -594,8 +582,7 @@ class CrlmCollection(Collection):
         for folder in case.ct_series[uid]:
             scan = scan_folder(Path(folder))
             instances.extend(instance for instance in scan.instances if instance.series_instance_uid == uid)
-            errors.extend(scan.errors)
-            errors.extend(mixed_series_folders(scan.instances))
+            errors.extend(scan.errors)  # (a folder holding several series is a layout, not a problem)
         stackable, left_out = split_stackable(instances)
         errors.extend(left_out)
         if not stackable:
@@ -885,9 +872,17 @@ def _expert_ai_agreement(data: CaseData, ct_volumes: Dict[str, DicomVolume]) -> 
 # ---------------------------------------------------------------------------------------------- helpers
 def _subfolders(folder: Path) -> List[Path]:
     try:
-        return [Path(entry.path) for entry in os.scandir(folder) if entry.is_dir()]
+        return [Path(entry.path) for entry in os.scandir(folder) if is_dir_entry(entry, follow_symlinks=False)]
     except OSError:
         return []
+
+
+def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> DicomInventory:
+    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
+    try:
+        return read_inventory(root, progress)
+    except DataError:
+        return DicomInventory(root=Path(root))
 
 
 def _study_name(instance: InstanceHeader) -> str:

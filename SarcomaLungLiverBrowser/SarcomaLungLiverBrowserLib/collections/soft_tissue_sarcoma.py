@@ -26,17 +26,19 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..case_data import CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData, WindowPreset
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
+from ..formats.folders import is_dir_entry, is_file_entry
 from ..progress import ProgressCallback, report, sub_progress
 from .base import CaseRecord, Collection
 
 if TYPE_CHECKING:  # imported for annotations only; reading imports them when it runs
     import pandas as pd
 
+    from ..formats.dicom_inventory import DicomInventory
     from ..formats.dicom_series import DicomVolume, InstanceHeader
     from ..formats.rtstruct import ReferenceChoice, StructureSet
 
@@ -97,14 +99,47 @@ class SarcomaCase(CaseRecord):
 
 
 # ---------------------------------------------------------------------- discovery
+def _walk(root: Path, max_depth: int, skip_folder: Callable[[str], bool] = lambda name: False
+          ) -> Iterator[Tuple[Path, List[str], List[str]]]:
+    """(folder, sub-folder names, file names) to ``max_depth`` levels below ``root``, sorted; symbolic links to
+    folders are not followed and link loops or special files are not taken for files."""
+    pending = [(root, 0)]
+    while pending:
+        folder, depth = pending.pop(0)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:
+            continue
+        folders = [entry.name for entry in entries if is_dir_entry(entry, follow_symlinks=False)]
+        files = [entry.name for entry in entries if is_file_entry(entry)]
+        yield folder, folders, files
+        if depth < max_depth:
+            pending.extend((folder / name, depth + 1) for name in folders
+                           if not name.startswith(".") and not skip_folder(name))
+
+
 def _find_clinical(root: Path) -> Optional[Path]:
-    for directory, folders, files in os.walk(root):
-        depth = len(Path(directory).relative_to(root).parts)
-        folders[:] = [] if depth >= 2 else sorted(f for f in folders if not PATIENT_FOLDER.match(f))
-        for name in sorted(files):
+    for directory, _, files in _walk(root, 2, skip_folder=lambda name: PATIENT_FOLDER.match(name) is not None):
+        for name in files:
             if CLINICAL_NAME.match(name) and not name.startswith("~$"):
-                return Path(directory) / name
+                return directory / name
     return None
+
+
+def sts_case_id(patient_id: str) -> Optional[str]:
+    """``STS_001`` for a PatientID spelled like one (any case, DICOM padding ignored), else None."""
+    match = PATIENT_FOLDER.match(patient_id.strip(" \x00"))
+    return match.group(0).upper() if match else None
+
+
+def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> "DicomInventory":
+    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
+    from ..formats.dicom_inventory import DicomInventory, read_inventory
+
+    try:
+        return read_inventory(root, progress)
+    except DataError:
+        return DicomInventory(root=Path(root))
 
 
 def read_clinical_table(path: Path) -> "pd.DataFrame":
@@ -129,22 +164,6 @@ def read_clinical_table(path: Path) -> "pd.DataFrame":
     table = table[table["Patient ID"].notna()].copy()
     table.index = [str(v).strip().upper() for v in table["Patient ID"]]
     return table
-
-
-def _patient_folders(root: Path) -> Dict[str, List[Path]]:
-    found: Dict[str, List[Path]] = {}
-    if PATIENT_FOLDER.match(root.name):
-        return {root.name.upper(): [root]}
-    for directory, folders, _ in os.walk(root):
-        depth = len(Path(directory).relative_to(root).parts)
-        keep = []
-        for name in sorted(folders):
-            if PATIENT_FOLDER.match(name):
-                found.setdefault(name.upper(), []).append(Path(directory) / name)
-            elif depth + 1 < SEARCH_DEPTH:
-                keep.append(name)
-        folders[:] = keep
-    return found
 
 
 def _clinical_facts(clinical: "pd.DataFrame", patient_id: str) -> Tuple[str, Dict[str, Any]]:
@@ -251,6 +270,8 @@ class _CaseReader:
         if not image_series and not structure_paths:
             raise DataError(case.root, f"case {case.case_id} has no DICOM images or RTSTRUCTs under "
                                        f"{', '.join(map(str, case.folders or [case.root]))}")
+        for problem in case.problems:  # found while discovering (e.g. a stray slice in a series folder)
+            self.finding(WARNING, "sts.discovery", problem)
         images = self._read_images(image_series, sub_progress(progress, 0.2, 0.8))
         data = CaseData(case=case, volumes=[image.data for image in images])
         data.metrics.update({"reference_method": {}, "reference_image": {}})
@@ -265,7 +286,7 @@ class _CaseReader:
         return data
 
     def _index(self, progress: Optional[ProgressCallback]) -> Tuple[List[_Series], List[Path]]:
-        from ..formats.dicom_series import group_by_series, mixed_series_folders, scan_folder
+        from ..formats.dicom_series import group_by_series, scan_folder
         from ..formats.rtstruct import RTSTRUCT_SOP_CLASS_UID
 
         instances: List[InstanceHeader] = []
@@ -274,13 +295,16 @@ class _CaseReader:
             instances.extend(scan.instances)
             for error in scan.errors:
                 self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
-            for problem in mixed_series_folders(scan.instances):
-                self.finding(WARNING, "sts.mixed_series_folder", str(problem), path=problem.path)
         # A flat export holds several patients in one folder: keep this case's.
         wanted = self.case.case_id.upper()
         instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
-        structures = sorted({i.path for i in instances
-                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"})
+        # In series order, not path order: what loads must not depend on how the folders are named.
+        structures = [i.path for i in sorted({i.path: i for i in instances
+                                              if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID
+                                              or i.modality == "RTSTRUCT"}.values(),
+                                             key=lambda i: (i.study_date, i.study_instance_uid,
+                                                            i.series_description.lower(), i.series_instance_uid,
+                                                            i.path.name))]
         images = [_Series(uid, members) for uid, members in group_by_series(
             [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
         images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
@@ -463,7 +487,9 @@ class SoftTissueSarcomaCollection(Collection):
 
     key = "soft_tissue_sarcoma"
     title = "Soft-tissue-Sarcoma (TCIA)"
-    looks_for = "patient folders STS_001, a Soft-tissue-Sarcoma folder or INFOclinical_STS.xlsx"
+    looks_for = ("PatientIDs STS_001 in the DICOM headers (or, if no collection matches, images with an RTSTRUCT), "
+                 "patient folders STS_001, a Soft-tissue-Sarcoma folder or INFOclinical_STS.xlsx")
+    patient_id_patterns = ("STS_nnn",)
     record_type = SarcomaCase
 
     @classmethod
@@ -477,17 +503,19 @@ class SoftTissueSarcomaCollection(Collection):
             return False
         if root.name.lower() in COLLECTION_NAMES or PATIENT_FOLDER.match(root.name):
             return True
-        for directory, folders, files in os.walk(root):
-            depth = len(Path(directory).relative_to(root).parts)
-            if any(PATIENT_FOLDER.match(name) for name in folders):
+        for _, folders, files in _walk(root, SEARCH_DEPTH - 1):
+            if any(PATIENT_FOLDER.match(name) or name.lower() in COLLECTION_NAMES for name in folders):
                 return True
             if any(CLINICAL_NAME.match(name) for name in files):
                 return True
-            if any(name.lower() in COLLECTION_NAMES for name in folders):
-                return True
-            if depth + 1 >= SEARCH_DEPTH:
-                folders[:] = []
-        return False
+        return bool(_inventory(root).instances_by_case(sts_case_id))
+
+    @classmethod
+    def detect_from_annotations(cls, root: Path) -> bool:
+        """Images with an RTSTRUCT, whatever the PatientIDs: loaded as this collection when no other claims it."""
+        series = [entry for patient in _inventory(Path(root)).patients.values() for entry in patient.series]
+        return any(entry.is_rtstruct for entry in series) and \
+            any(entry.modality in IMAGE_MODALITIES for entry in series)
 
     # ------------------------------------------------------------------ discovery
     def _clinical(self) -> Tuple[Optional["pd.DataFrame"], Optional[Path], Optional[DataError]]:
@@ -500,32 +528,42 @@ class SoftTissueSarcomaCollection(Collection):
             return None, path, error
 
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[SarcomaCase]:
-        report(progress, "Looking for STS patient folders", 0.0)
-        folders = _patient_folders(self.root)
+        """Every patient in the headers below the root, whatever the folders are named or nested.
+
+        Cases are PatientIDs ``STS_nnn`` (or, when there is none, every patient
+        with an RTSTRUCT); each case's folders are the largest ones holding its
+        files and no other patient's (:meth:`.DicomInventory.case_folders`).
+        """
+        from ..formats.dicom_inventory import stray_series_problems
+
+        report(progress, "Reading DICOM headers", 0.0)
+        inventory = _inventory(self.root, sub_progress(progress, 0.0, 0.9))
+        by_case = inventory.instances_by_case(self._case_ids(inventory))
         clinical, clinical_path, clinical_error = self._clinical()
-        if not folders:
-            folders = self._patients_from_headers(progress)
         cases = []
-        for patient_id in sorted(folders):
+        for patient_id, instances in by_case.items():
             diagnosis, facts = _clinical_facts(clinical, patient_id) if clinical is not None else ("", {})
+            structures = sum(1 for instance in instances if instance.modality == "RTSTRUCT")
+            images = {instance.series_instance_uid for instance in instances if instance.modality in IMAGE_MODALITIES}
             cases.append(SarcomaCase(
                 collection=self.key, case_id=patient_id, root=self.root, diagnosis=diagnosis,
-                summary={"folders": len(folders[patient_id]), **facts},
-                folders=folders[patient_id], clinical_table=clinical_path,
+                problems=stray_series_problems(instances),
+                summary={"image series": len(images), "RTSTRUCT": structures, **facts},
+                folders=inventory.case_folders(instances), clinical_table=clinical_path,
                 clinical_error=str(clinical_error) if clinical_error is not None else ""))
         report(progress, f"Found {len(cases)} patient(s)", 1.0)
         return cases
 
-    def _patients_from_headers(self, progress: Optional[ProgressCallback]) -> Dict[str, List[Path]]:
-        """Patients named by PatientID when no folder is named like a patient (a flat export)."""
-        from ..formats.dicom_series import scan_folder
+    @staticmethod
+    def _case_ids(inventory: "DicomInventory") -> Callable[[str], Optional[str]]:
+        """PatientID -> case ID: STS IDs; without any, the IDs of patients with an RTSTRUCT (upper case)."""
+        from ..formats.dicom_inventory import patient_key
 
-        scan = scan_folder(self.root, sub_progress(progress, 0.0, 0.9))
-        patients: Dict[str, List[Path]] = {}
-        for instance in scan.instances:
-            if instance.patient_id:
-                patients.setdefault(instance.patient_id.upper(), [self.root])
-        return patients
+        if inventory.instances_by_case(sts_case_id):
+            return sts_case_id
+        with_rtstruct = {key: key for key, patient in inventory.patients.items()
+                         if key and any(series.is_rtstruct for series in patient.series)}
+        return lambda patient_id: with_rtstruct.get(patient_key(patient_id))
 
     # ------------------------------------------------------------------ reading and checks
     def read_case(self, case: SarcomaCase, progress: Optional[ProgressCallback] = None) -> CaseData:

@@ -60,6 +60,7 @@ __all__ = [
     "Lesion",
     "CorrectedBox",
     "patient_letter",
+    "lung_case_id",
     "annotation_folder_name",
     "box_roi_geometry",
     "box_from_roi_corners",
@@ -79,6 +80,8 @@ DIAGNOSIS_BY_LETTER = {
 }
 
 PATIENT_FOLDER = re.compile(r"^Lung_Dx-([A-Za-z])(\d+)$")
+#: A Lung-PET-CT-Dx PatientID in the headers (any case; DICOM padding is stripped before matching).
+PATIENT_ID = re.compile(r"^lung_dx-([a-z])(\d+)$", re.IGNORECASE)
 COLLECTION_FOLDER_NAMES = ("lung-pet-ct-dx", "lung_pet_ct_dx")
 
 #: Public names defined in the submodules, imported when first used (keeps detection light).
@@ -118,6 +121,12 @@ def patient_letter(case_id: str) -> str:
     return match.group(1).upper() if match else ""
 
 
+def lung_case_id(patient_id: str) -> Optional[str]:
+    """``Lung_Dx-A0001`` for a PatientID spelled like one (any case, DICOM padding ignored), else None."""
+    match = PATIENT_ID.match(patient_id.strip(" \x00"))
+    return f"Lung_Dx-{match.group(1).upper()}{match.group(2)}" if match else None
+
+
 def annotation_folder_name(case_id: str) -> str:
     """``Lung_Dx-A0001`` -> ``A0001``, the annotation tree's folder name."""
     return case_id.split("-", 1)[1] if "-" in case_id else case_id
@@ -127,16 +136,20 @@ def annotation_folder_name(case_id: str) -> str:
 class LungCase(CaseRecord):
     """One Lung-PET-CT-Dx patient as found on disk.
 
-    :param image_folders: the patient's image folders (one per layout found).
+    :param image_folders: the largest folders holding the patient's images and no other patient's (one
+        folder shared with other patients in IDC's flat layout; the reader keeps this patient's files).
     :param annotation_folders: ``Annotation/<A0001>`` folders holding its XMLs.
     :param metadata_csv: NBIA ``metadata.csv`` files that list its series.
-    :param layouts: ``"nbia"`` or ``"idc"`` per image folder.
+    :param layouts: how each image folder is laid out (see :meth:`.DicomInventory.layout_of`).
+    :param unmatched_xml: one message per annotation folder whose VOC files name images not on disk, with
+        their count (the case table's summary; loading reports each such file as it is read).
     """
 
     image_folders: List[Path] = field(default_factory=list)
     annotation_folders: List[Path] = field(default_factory=list)
     metadata_csv: List[Path] = field(default_factory=list)
     layouts: List[str] = field(default_factory=list)
+    unmatched_xml: List[str] = field(default_factory=list)
 
     def location(self) -> Optional[Path]:
         """The patient folder, for the case table (None when the patient is in both layouts)."""
@@ -148,7 +161,9 @@ class LungPetCtDxCollection(Collection):
 
     key = "lung_pet_ct_dx"
     title = "Lung-PET-CT-Dx (CT/PET with VOC tumour boxes)"
-    looks_for = "folders named Lung-PET-CT-Dx / lung_pet_ct_dx or patient folders Lung_Dx-A0001"
+    looks_for = ("PatientIDs Lung_Dx-A0001 in the DICOM headers, a VOC Annotation/<A0001>/ tree, or folders "
+                 "named Lung-PET-CT-Dx / lung_pet_ct_dx / Lung_Dx-A0001")
+    patient_id_patterns = ("Lung_Dx-Xnnnn",)
     record_type = LungCase
 
     def __init__(self, root: Path, annotations: Sequence[Path] = ()) -> None:
@@ -159,11 +174,22 @@ class LungPetCtDxCollection(Collection):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        from .discovery import walk_dirs  # light: os and pathlib only
+        """A Lung-PET-CT-Dx folder or patient folder name within two levels, Lung_Dx PatientIDs in the headers,
+        or a VOC ``Annotation`` tree inside ``root``."""
+        from ...errors import DataError
+        from ...formats.dicom_inventory import read_inventory
+        from .discovery import find_annotation_roots, walk_dirs  # light: no lxml, no scene
 
         root = Path(root)
         names = [root.name, *(folder.name for folder, _ in walk_dirs(root, 2))]
-        return any(name.lower() in COLLECTION_FOLDER_NAMES or PATIENT_FOLDER.match(name) for name in names)
+        if any(name.lower() in COLLECTION_FOLDER_NAMES or PATIENT_FOLDER.match(name) for name in names):
+            return True
+        if find_annotation_roots(root):
+            return True
+        try:
+            return bool(read_inventory(root).instances_by_case(lung_case_id))
+        except DataError:
+            return False
 
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[LungCase]:
         from .discovery import discover_cases

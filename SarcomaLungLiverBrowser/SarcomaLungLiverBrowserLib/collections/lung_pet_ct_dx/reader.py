@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ...case_data import CaseData
+from ...findings import WARNING
 from ...progress import ProgressCallback, report, sub_progress
 from . import LungCase
 from .boxes import box_rois, box_table, read_case_boxes
@@ -21,6 +22,8 @@ def read_case(collection_key: str, case: LungCase, progress: Optional[ProgressCa
     ``<object>`` of a matched file) and ``lesions`` (per series).
     """
     findings = CaseFindings(case.case_id)
+    for problem in case.problems:  # found while discovering: series not on disk, boxes without their image
+        findings.add(WARNING, "lung.discovery", problem)
     report(progress, f"Reading {case.case_id} headers", 0.0)
     series = read_case_series(case.case_id, case.image_folders, findings, sub_progress(progress, 0.0, 0.85))
     report(progress, "Reading annotations", 0.85)

@@ -17,7 +17,6 @@ from ...formats.dicom_series import (
     DicomVolume,
     InstanceHeader,
     group_by_series,
-    mixed_series_folders,
     read_series,
     scan_folder,
     split_stackable,
@@ -119,8 +118,6 @@ def _scan(folders: Sequence[Path], findings: CaseFindings, progress: Optional[Pr
         instances.extend(scan.instances)
         for error in scan.errors:
             findings.add(WARNING, "lung.unreadable_dicom", str(error), path=error.path)
-        for problem in mixed_series_folders(scan.instances):
-            findings.add(WARNING, "lung.mixed_series_folder", str(problem), path=problem.path)
     return instances
 
 
@@ -177,8 +174,13 @@ def _read_one_series(case_id: str, instances: List[InstanceHeader], result: Case
 def read_case_series(case_id: str, folders: Sequence[Path], findings: CaseFindings,
                      progress: Optional[ProgressCallback] = None) -> CaseSeries:
     """Scan the case's folders and read every CT and PET series (CT first, then by series number)."""
+    from . import lung_case_id
+
     result = CaseSeries()
     instances = _scan(folders, findings, sub_progress(progress, 0.0, 0.25)) if folders else []
+    # A folder may hold other patients' files too (IDC's flat download): keep this case's.
+    instances = [instance for instance in instances
+                 if not instance.patient_id.strip(" \x00") or lung_case_id(instance.patient_id) == case_id]
     result.headers = {instance.sop_instance_uid: instance for instance in instances}
     groups = group_by_series(instances)
 

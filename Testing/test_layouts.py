@@ -1,0 +1,409 @@
+"""The same DICOM files in every download layout give the same cases and the same scenes.
+
+Cases are found by their headers (PatientID, study, series, modality, SOP
+class), never by folder names. Each data set here -- real public files from
+``../shared/external_testdata`` (mirp's Soft-tissue-Sarcoma and CRLM-CT-1004,
+dcmqi's and highdicom's SEGs on their CTs) and the generated sample
+collections -- is laid out as NBIA, idc-index, IDC's flat download,
+series-UID folders, arbitrary folder names, one folder per patient with its
+CT and SEG/RTSTRUCT side by side, and a collection inside a download folder.
+The collection is detected from the files (``registry.open_collection``), and
+the case tables (without the layout column and the location) and the
+described scenes of loaded cases must equal those of the NBIA layout.
+
+Files keep one name in every layout (their SOPInstanceUID, as IDC's flat
+downloads need unique names), so messages that name files compare equal;
+folder paths in messages and attributes are compared as ``<folder>``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import pydicom
+import pytest
+
+from conftest import require_shared_data
+from scene_snapshot import describe_load, normalised
+from SarcomaLungLiverBrowserLib import registry
+from SarcomaLungLiverBrowserLib.collections.crlm import CrlmCollection
+from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import LungPetCtDxCollection
+from SarcomaLungLiverBrowserLib.collections.soft_tissue_sarcoma import SoftTissueSarcomaCollection
+from SarcomaLungLiverBrowserLib.errors import NotACollectionError
+from SarcomaLungLiverBrowserLib.formats import dicom_inventory
+from SarcomaLungLiverBrowserLib.samples import crlm as crlm_sample
+from SarcomaLungLiverBrowserLib.samples import lung_pet_ct_dx as lung_sample
+from SarcomaLungLiverBrowserLib.samples import soft_tissue_sarcoma as sts_sample
+from SarcomaLungLiverBrowserLib.scene.builder import SceneBuilder
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+MIRP = Path("oncoray__mirp") / "test" / "data"
+DCMQI = Path("QIICR__dcmqi") / "data" / "segmentations"
+HIGHDICOM = Path("ImagingDataCommons__highdicom") / "data" / "test_files"
+CT2 = Path("pypi__pydicom-3.0.2") / "pydicom" / "data" / "test_files" / "dicomdirtests" / "77654033" / "CT2"
+
+LAYOUTS = ("idc", "flat", "series_uid", "arbitrary_names", "patient_folders_with_annotations", "inside_download")
+
+
+# ---------------------------------------------------------------------------------------------- the files
+class Instance:
+    """A DICOM file and the header facts a layout is built from (read with pydicom, not the code under test)."""
+
+    def __init__(self, path: Path) -> None:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+        self.path = path
+        self.patient_id = str(dataset.PatientID)
+        self.study_uid = str(dataset.StudyInstanceUID)
+        self.series_uid = str(dataset.SeriesInstanceUID)
+        self.modality = str(dataset.Modality)
+        self.series_number = str(dataset.get("SeriesNumber", "") or "0")
+        self.description = re.sub(r"[^A-Za-z0-9]+", "-", str(dataset.get("SeriesDescription", "")))[:40] or "NA"
+        self.name = f"{dataset.SOPInstanceUID}.dcm"
+
+
+def _place(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)  # the same bytes without copying them
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _indexes(values: Sequence[str]) -> Dict[str, int]:
+    return {value: index for index, value in enumerate(sorted(set(values)))}
+
+
+def lay_out(instances: Sequence[Instance], root: Path, layout: str, collection_folder: str) -> Path:
+    """Hard-link ``instances`` below ``root`` in ``layout``; returns the folder the user would choose."""
+    patients = _indexes([i.patient_id for i in instances])
+    studies = _indexes([i.study_uid for i in instances])
+    for instance in instances:
+        if layout == "nbia":
+            folder = (root / "manifest-1600000000000" / collection_folder / instance.patient_id
+                      / f"01-01-2000-NA-study-{studies[instance.study_uid]:05d}"
+                      / f"{instance.series_number}.000000-{instance.description}-{instance.series_uid[-5:]}")
+        elif layout in ("idc", "inside_download"):
+            base = root / "Downloads" / "2024-05-idc" if layout == "inside_download" else root
+            folder = (base / collection_folder.lower().replace("-", "_") / instance.patient_id / instance.study_uid
+                      / f"{instance.modality}_{instance.series_uid}")
+        elif layout == "flat":
+            folder = root
+        elif layout == "series_uid":
+            folder = root / instance.series_uid
+        elif layout == "arbitrary_names":
+            folder = (root / "from_the_scanner" / f"subject_{patients[instance.patient_id]}"
+                      / f"visit_{studies[instance.study_uid]}" / f"scan_{instance.series_uid[-6:]}")
+        elif layout == "patient_folders_with_annotations":
+            folder = root / f"person_{patients[instance.patient_id]}"  # CT, PET, MR, SEG, RTSTRUCT together
+        else:
+            raise ValueError(layout)
+        _place(instance.path, folder / instance.name)
+    if layout == "inside_download":
+        (root / "Downloads" / "notes.txt").write_text("not DICOM")
+        (root / "Downloads" / "other_project").mkdir()
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- data sets
+class DataSet:
+    """Files to lay out, extra files for the collection root, the collection expected and the cases to load."""
+
+    def __init__(self, name: str, files: List[Path], collection: type, folder_name: str, load: Sequence[str],
+                 extras: Callable[[Path], None] = lambda root: None, clinical: bool = False) -> None:
+        self.name = name
+        self.instances = [Instance(path) for path in sorted(files)]
+        self.collection = collection
+        self.folder_name = folder_name
+        self.load = list(load)
+        self.extras = extras
+        self.clinical = clinical
+
+
+def _dicom_files(folder: Path) -> List[Path]:
+    return sorted(path for path in folder.rglob("*.dcm") if "_ground_truth" not in path.parts)
+
+
+def _real_sts(data: Path) -> DataSet:
+    files = sorted(data.glob(str(MIRP / "sts_images" / "STS_00*" / "*" / "dicom" / "*" / "*.dcm")))
+    return DataSet("real_sts", files, SoftTissueSarcomaCollection, "Soft-tissue-Sarcoma", ["STS_002"])
+
+
+def _real_crlm(data: Path) -> DataSet:
+    files = sorted((data / MIRP / "ct_images_seg" / "CRLM-CT-1004" / "image").glob("*.dcm"))
+    return DataSet("real_crlm", files, CrlmCollection, "Colorectal-Liver-Metastases", ["CRLM-CT-1004"])
+
+
+def _real_segs(data: Path) -> DataSet:
+    """dcmqi's 3-slice CT with its liver and overlap SEGs; pydicom's CT2 with highdicom's SEGs on it."""
+    files = [*sorted((data / DCMQI / "ct-3slice").glob("*.dcm")), data / DCMQI / "liver.dcm",
+             data / DCMQI / "partial_overlaps.dcm", *sorted(path for path in (data / CT2).iterdir() if path.is_file()),
+             *(data / HIGHDICOM / f"seg_image_ct_{kind}.dcm" for kind in ("binary", "binary_overlap",
+                                                                           "binary_fractional"))]
+    return DataSet("real_segs", files, CrlmCollection, "segmentations", ["77654033", "99000"])
+
+
+# ---------------------------------------------------------------------------------------------- comparing
+def case_rows(cases: Sequence[Any]) -> List[Tuple[str, str, str, Dict[str, Any]]]:
+    """The case table without what legitimately differs by layout (the layout column and the folder)."""
+    return [(case.collection, case.case_id, case.diagnosis,
+             {key: str(value) for key, value in case.summary.items() if key != "layout"}) for case in cases]
+
+
+def layout_free(description: Dict[str, Any], root: Path) -> Dict[str, Any]:
+    """``description`` with every path below ``root`` written as ``<file NAME>`` or ``<folder>``."""
+    pattern = re.compile(r"<root>(/[^\s'\",;:()\[\]]*)?")
+
+    def path_free(match: "re.Match[str]") -> str:
+        relative = (match.group(1) or "").strip("/")
+        target = root / relative
+        return f"<file {target.name}>" if relative and target.is_file() else "<folder>"
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(path_free, value)
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        return value
+
+    described = walk(normalised(description))
+    described["findings"] = sorted(described["findings"])
+    return described
+
+
+def load_described(collection: Any, case_id: str, root: Path) -> Dict[str, Any]:
+    """The described scene of one case loaded alone into a fresh scene."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    builder = SceneBuilder(scene)
+    try:
+        loaded = collection.load_case(collection.find_case(case_id), builder)
+        return layout_free(describe_load(scene, loaded, root), root)
+    finally:
+        scene.Clear(1)
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def shared_data() -> Path:
+    from conftest import external_data_root
+
+    root = external_data_root()
+    if not root.is_dir():
+        require_shared_data(f"real test files from other repositories not found at {root} (see Testing/README.md)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    base = tmp_path_factory.mktemp("generated")
+    return {"crlm": crlm_sample.generate(base / "crlm"), "sts": sts_sample.generate(base / "sts"),
+            "lung": lung_sample.generate(base / "lung")}
+
+
+def _copy_files(matching: str) -> Callable[[Path, Path], None]:
+    def copy(source_root: Path, root: Path) -> None:
+        for path in sorted(source_root.rglob(matching)):
+            if "_ground_truth" not in path.parts:
+                shutil.copy2(path, root / path.name)
+    return copy
+
+
+def _generated_sets(generated: Dict[str, Path], shared_samples: Path) -> Dict[str, DataSet]:
+    def lung_extras(root: Path) -> None:
+        shutil.copytree(generated["lung"] / "Annotation", root / "Annotation")
+        # Real VOC files of a patient whose images are not here: listed as a case that says so.
+        shutil.copytree(shared_samples / "lung_pet_ct_dx_voc" / "A0002", root / "Annotation" / "A0002",
+                        ignore=shutil.ignore_patterns("*.txt"))
+
+    crlm_clinical = _copy_files("Colorectal-Liver-Metastases-Clinical-data*")
+    sts_clinical = _copy_files("INFOclinical_STS*")
+    return {
+        "generated_crlm": DataSet("generated_crlm", _dicom_files(generated["crlm"]), CrlmCollection,
+                                  "Colorectal-Liver-Metastases", ["CRLM-CT-1003"],
+                                  lambda root: crlm_clinical(generated["crlm"], root), clinical=True),
+        "generated_sts": DataSet("generated_sts", _dicom_files(generated["sts"]), SoftTissueSarcomaCollection,
+                                 "Soft-tissue-Sarcoma", ["STS_001"],
+                                 lambda root: sts_clinical(generated["sts"], root), clinical=True),
+        "generated_lung": DataSet("generated_lung",
+                                  [p for p in _dicom_files(generated["lung"]) if "Annotation" not in p.parts],
+                                  LungPetCtDxCollection, "Lung-PET-CT-Dx", ["Lung_Dx-B0002"], lung_extras),
+    }
+
+
+_REFERENCE: Dict[str, Tuple[List[Any], Dict[str, Dict[str, Any]]]] = {}
+
+
+def _open(data_set: DataSet, root: Path, layout: str) -> Tuple[Any, Path]:
+    folder = lay_out(data_set.instances, root, layout, data_set.folder_name)
+    data_set.extras(folder)
+    dicom_inventory.forget_inventories()
+    collection = registry.open_collection(folder)
+    assert type(collection) is data_set.collection, f"{data_set.name} in the {layout} layout detected as " \
+                                                    f"{type(collection).__name__}"
+    return collection, folder
+
+
+def _reference(data_set: DataSet, tmp_path_factory: pytest.TempPathFactory
+               ) -> Tuple[List[Any], Dict[str, Dict[str, Any]]]:
+    """Case rows and described scenes of the NBIA layout (computed once per data set)."""
+    if data_set.name not in _REFERENCE:
+        collection, root = _open(data_set, tmp_path_factory.mktemp(f"{data_set.name}_nbia"), "nbia")
+        cases = collection.discover_cases()
+        scenes = {case_id: load_described(collection, case_id, root) for case_id in data_set.load}
+        _REFERENCE[data_set.name] = (case_rows(cases), scenes)
+    return _REFERENCE[data_set.name]
+
+
+def _check_layout(data_set: DataSet, layout: str, tmp_path: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    rows, scenes = _reference(data_set, tmp_path_factory)
+    assert rows, f"{data_set.name}: no case found in the NBIA layout"
+    collection, root = _open(data_set, tmp_path / layout, layout)
+    assert case_rows(collection.discover_cases()) == rows
+    for case_id in data_set.load:
+        assert load_described(collection, case_id, root) == scenes[case_id], f"{case_id} in the {layout} layout"
+
+
+# ---------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("which", ["real_sts", "real_crlm", "real_segs"])
+def test_real_files_give_the_same_cases_and_scenes_in_every_layout(
+        shared_data: Path, which: str, layout: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_set = {"real_sts": _real_sts, "real_crlm": _real_crlm, "real_segs": _real_segs}[which](shared_data)
+    assert data_set.instances, f"no files for {which} in {shared_data}"
+    _check_layout(data_set, layout, tmp_path, tmp_path_factory)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("which", ["generated_crlm", "generated_sts", "generated_lung"])
+def test_generated_collections_give_the_same_cases_and_scenes_in_every_layout(
+        generated: Dict[str, Path], shared_samples: Path, which: str, layout: str, tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    _check_layout(_generated_sets(generated, shared_samples)[which], layout, tmp_path, tmp_path_factory)
+
+
+def test_a_patient_folder_chosen_directly_gives_that_patients_row(shared_data: Path, tmp_path: Path) -> None:
+    data_set = _real_sts(shared_data)
+    root = lay_out(data_set.instances, tmp_path / "nbia", "nbia", data_set.folder_name)
+    every = case_rows(registry.open_collection(root).discover_cases())
+    patients = sorted((root / "manifest-1600000000000" / data_set.folder_name).iterdir())
+    assert [p.name for p in patients] == ["STS_001", "STS_002", "STS_003"]
+    for patient, row in zip(patients, every):
+        collection = registry.open_collection(patient)
+        assert isinstance(collection, SoftTissueSarcomaCollection)
+        assert case_rows(collection.discover_cases()) == [row]
+
+
+def test_ct_and_seg_named_by_no_collection_load_as_ct_with_seg(shared_data: Path, tmp_path: Path) -> None:
+    """No PatientID names a collection: the SEGs on their CTs decide (both real patients, in one folder)."""
+    data_set = _real_segs(shared_data)
+    root = lay_out(data_set.instances, tmp_path / "flat", "flat", data_set.folder_name)
+    collection = registry.open_collection(root)
+    assert isinstance(collection, CrlmCollection)
+    cases = {case.case_id: case for case in collection.discover_cases()}
+    assert sorted(cases) == ["77654033", "99000"]
+    assert cases["77654033"].summary["SEG"] == 3 and cases["99000"].summary["SEG"] == 2
+    assert all(case.summary["layout"] == "shared" for case in cases.values())
+
+
+def test_a_folder_of_no_collection_says_what_its_headers_hold(shared_data: Path, tmp_path: Path) -> None:
+    ct_only = [instance for instance in _real_segs(shared_data).instances if instance.modality == "CT"]
+    root = lay_out(ct_only, tmp_path / "scans", "series_uid", "scans")
+    (root / "readme.txt").write_text("two CTs")
+    dicom_inventory.forget_inventories()
+    with pytest.raises(NotACollectionError) as raised:
+        registry.open_collection(root)
+    message = str(raised.value)
+    assert "found 7 DICOM file(s) of 2 patient(s) (IDs: 77654033, 99000; modalities: CT)" in message
+    assert "none matching CRLM-CT-nnnn or Lung_Dx-Xnnnn or STS_nnn" in message
+    assert "no DICOM SEG or RTSTRUCT" in message
+    assert "readme.txt" in message and str(root) in message
+
+
+def test_detection_and_discovery_read_the_headers_once(generated: Dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three collections detect by headers and one discovers: one header scan (the tree is unchanged)."""
+    data_set = DataSet("lung", [p for p in _dicom_files(generated["lung"]) if "Annotation" not in p.parts],
+                       LungPetCtDxCollection, "Lung-PET-CT-Dx", [])
+    root = lay_out(data_set.instances, tmp_path / "flat", "flat", "x")
+    dicom_inventory.forget_inventories()
+    scans: List[Path] = []
+    real_scan = dicom_inventory.scan_folder
+    monkeypatch.setattr(dicom_inventory, "scan_folder", lambda folder, *a, **k: scans.append(folder) or
+                        real_scan(folder, *a, **k))
+    collection = registry.open_collection(root)  # CRLM, then Lung detect from the headers
+    assert isinstance(collection, LungPetCtDxCollection)
+    assert [case.case_id for case in collection.discover_cases()] == ["Lung_Dx-A0001", "Lung_Dx-B0002",
+                                                                      "Lung_Dx-G0003"]
+    assert scans == [root]
+    (root / next(root.iterdir()).name).unlink()  # a file removed: the headers are read again
+    collection.discover_cases()
+    assert scans == [root, root]
+
+
+def test_index_counts_series_on_disk_and_names_what_metadata_lists_but_is_missing(
+        generated: Dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "lung"
+    shutil.copytree(generated["lung"], root)
+    before = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}
+    patient = root / lung_sample.MANIFEST / "Lung-PET-CT-Dx" / "Lung_Dx-A0001"
+    series_folder = sorted(folder for folder in patient.glob("*/*") if folder.is_dir())[0]
+    removed = Instance(next(series_folder.glob("*.dcm")))
+    removed_sops = {pydicom.dcmread(str(p), stop_before_pixels=True).SOPInstanceUID
+                    for p in series_folder.glob("*.dcm")}
+    shutil.rmtree(series_folder)
+    annotated = root / "Annotation" / "A0001"
+    orphans = sorted(p.name for p in annotated.glob("*.xml") if p.stem in removed_sops)
+    assert orphans, "the removed series carried boxes"
+    dicom_inventory.forget_inventories()
+    case = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}["Lung_Dx-A0001"]
+    assert case.summary["series"] == before["Lung_Dx-A0001"].summary["series"] - 1  # from disk, not metadata.csv
+    assert case.summary["missing series"] == 1
+    missing = [problem for problem in case.problems if "not on disk (not downloaded?)" in problem]
+    assert len(missing) == 1 and removed.series_uid in missing[0] and "metadata.csv" in missing[0]
+    # The VOC files of the missing series: one summary with their count, not one message per file.
+    assert case.summary["xml_without_image"] == len(orphans)
+    assert len(case.unmatched_xml) == 1
+    assert f"{len(orphans)} VOC file(s) name images of Lung_Dx-A0001 that are not on disk" in case.unmatched_xml[0]
+
+
+def test_real_voc_files_of_a_patient_without_images_are_listed(generated: Dict[str, Path], shared_samples: Path,
+                                                               tmp_path: Path) -> None:
+    root = tmp_path / "lung"
+    shutil.copytree(generated["lung"], root)
+    shutil.copytree(shared_samples / "lung_pet_ct_dx_voc" / "A0002", root / "Annotation" / "A0002",
+                    ignore=shutil.ignore_patterns("*.txt"))
+    cases = {case.case_id: case for case in LungPetCtDxCollection(root).discover_cases()}
+    orphan = cases["Lung_Dx-A0002"]
+    assert orphan.summary["series"] == 0 and orphan.summary["xml_files"] == 10 and not orphan.image_folders
+    assert orphan.problems == [f"{root / 'Annotation' / 'A0002'}: 10 VOC file(s) of Lung_Dx-A0002, but no DICOM "
+                               f"image of Lung_Dx-A0002 is below {root}; its boxes cannot be placed"]
+
+
+def test_collection_walks_survive_link_loops_and_special_files(generated: Dict[str, Path], tmp_path: Path) -> None:
+    """Symbolic-link loops and FIFOs where files or folders are expected are skipped, not followed or read."""
+    expected = {}
+    for key, collection_class in (("crlm", CrlmCollection), ("sts", SoftTissueSarcomaCollection),
+                                  ("lung", LungPetCtDxCollection)):
+        root = tmp_path / key
+        shutil.copytree(generated[key], root, symlinks=True)
+        dicom_inventory.forget_inventories()
+        expected[key] = case_rows(collection_class(root).discover_cases())
+        (root / "loop.dcm").symlink_to(root / "loop.dcm")
+        (root / "around").symlink_to(root, target_is_directory=True)
+        os.mkfifo(root / "metadata.csv")
+        os.mkfifo(root / "INFOclinical_STS_pipe.xlsx")
+        annotation = root / "Annotation" / "A0001"
+        if annotation.is_dir():
+            os.mkfifo(annotation / "1.2.3.xml")
+            (annotation / "self").symlink_to(annotation / "self")
+        dicom_inventory.forget_inventories()
+        assert type(registry.open_collection(root)) is collection_class
+        assert case_rows(collection_class(root).discover_cases()) == expected[key]
