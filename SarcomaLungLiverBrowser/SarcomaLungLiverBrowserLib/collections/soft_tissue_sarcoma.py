@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # imported for annotations only; reading imports them when it
     from ..formats.dicom_series import DicomVolume, InstanceHeader
     from ..formats.rtstruct import ReferenceChoice, StructureSet
 
-__all__ = ["SoftTissueSarcomaCollection", "SarcomaCase", "COLLECTIONS", "normalise_roi_name",
+__all__ = ["SoftTissueSarcomaCollection", "SarcomaCase", "COLLECTIONS", "normalise_roi_name", "patient_key",
            "read_clinical_table", "EXPECTED_RTSTRUCTS_PER_PATIENT"]
 
 PATIENT_FOLDER = re.compile(r"^STS[_-]?\d{1,4}$", re.IGNORECASE)
@@ -76,6 +76,16 @@ def normalise_roi_name(name: str) -> str:
     if key in ("gtvmass", "gtvresearch", "gtvtumor", "gtvtumour", "gtv"):
         return "GTV_Mass"
     return name.strip()
+
+
+def patient_key(patient_id: str) -> str:
+    """What identifies an STS patient in a PatientID: letters and numbers, the numbers without leading zeros.
+
+    ``STS_001``, ``sts-01`` and `` STS001 `` give ``STS1``: one patient spelled
+    differently (as files re-exported by other tools are), never another one.
+    """
+    text = re.sub(r"[^A-Z0-9]", "", str(patient_id).upper())
+    return re.sub(r"\d+", lambda number: str(int(number.group())), text)
 
 
 @dataclass
@@ -179,6 +189,12 @@ class _ReadImage:
     data: VolumeData
 
 
+def _some_names(paths: Sequence[Path], shown: int = 3) -> str:
+    """The first file names of a list, for a message ("a.dcm, b.dcm, c.dcm and 4 more")."""
+    names = ", ".join(path.name for path in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
 def _study_name(instance: "InstanceHeader") -> str:
     date = instance.study_date
     text = instance.study_description or "Study"
@@ -276,16 +292,62 @@ class _CaseReader:
                 self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
             for problem in mixed_series_folders(scan.instances):
                 self.finding(WARNING, "sts.mixed_series_folder", str(problem), path=problem.path)
-        # A flat export holds several patients in one folder: keep this case's.
-        wanted = self.case.case_id.upper()
-        instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
+        instances, claimed_structures = self._own_instances(instances, RTSTRUCT_SOP_CLASS_UID)
         structures = sorted({i.path for i in instances
-                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"})
+                             if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"}
+                            | set(claimed_structures))
         images = [_Series(uid, members) for uid, members in group_by_series(
             [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
         images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
                                    s.first.series_number or 0, s.first.series_description))
         return images, structures
+
+    def _own_instances(self, instances: Sequence["InstanceHeader"], rtstruct_class: str
+                       ) -> Tuple[List["InstanceHeader"], List[Path]]:
+        """The case's instances, and other patients' RTSTRUCTs that claim its place (to be refused by name).
+
+        A flat export holds several patients in one folder: other patients'
+        files are left to their own cases silently, unless they lie in a
+        folder of this case only (then the images are named in a warning) or
+        are RTSTRUCTs in one of this case's studies (then they go on to the
+        identity check, which refuses them with a message naming the file).
+        Files whose PatientID is this case's spelled differently
+        (:func:`patient_key`) are the case's, named in a warning.
+        """
+        wanted = self.case.case_id.upper()
+        own: List["InstanceHeader"] = []
+        spelled: Dict[str, List[Path]] = {}
+        foreign: List["InstanceHeader"] = []
+        for instance in instances:
+            patient_id = instance.patient_id.strip()
+            if not patient_id or patient_id.upper() == wanted:
+                own.append(instance)
+            elif patient_key(patient_id) == patient_key(wanted):
+                own.append(instance)
+                spelled.setdefault(patient_id, []).append(instance.path)
+            else:
+                foreign.append(instance)
+        for spelling, paths in sorted(spelled.items()):
+            self.finding(WARNING, "sts.patient_id_spelling",
+                         f"{len(paths)} file(s) give PatientID {spelling!r}, spelled differently from "
+                         f"{self.case.case_id!r} ({_some_names(paths)}); read as {self.case.case_id}'s",
+                         path=str(paths[0]))
+        studies = {instance.study_instance_uid for instance in own if instance.study_instance_uid}
+        dedicated = [Path(folder) for folder in self.case.folders if Path(folder) != Path(self.case.root)]
+        claimed: List[Path] = []
+        misplaced: Dict[str, List[Path]] = {}
+        for instance in foreign:
+            in_own_folder = any(folder in instance.path.parents for folder in dedicated)
+            if instance.sop_class_uid == rtstruct_class or instance.modality == "RTSTRUCT":
+                if in_own_folder or instance.study_instance_uid in studies:
+                    claimed.append(instance.path)
+            elif in_own_folder:
+                misplaced.setdefault(instance.patient_id.strip(), []).append(instance.path)
+        for patient_id, paths in sorted(misplaced.items()):
+            self.finding(WARNING, "sts.other_patient_files",
+                         f"{len(paths)} file(s) in {self.case.case_id}'s folder belong to patient {patient_id!r} "
+                         f"({_some_names(paths)}); not read as {self.case.case_id}'s", path=str(paths[0]))
+        return own, claimed
 
     def _placement(self, instance: "InstanceHeader") -> Placement:
         return Placement(patient_id=self.case.case_id, patient_name=self.case.case_id,
@@ -339,6 +401,7 @@ class _CaseReader:
 
     def _read_structures(self, paths: Sequence[Path], images: Sequence[_ReadImage], data: CaseData,
                          progress: Optional[ProgressCallback]) -> None:
+        from ..formats.identity import CHECK_PATIENT, identity_findings
         from ..formats.rtstruct import choose_reference_image, read_rtstruct
 
         volumes = [image.volume for image in images]
@@ -351,6 +414,8 @@ class _CaseReader:
                 continue
             for problem in structure.problems:
                 self.finding(WARNING, "sts.rtstruct_problem", f"{path.name}: {problem}", path=str(path))
+            if not self._same_patient(structure, images):
+                continue
             choice = choose_reference_image(structure, volumes)
             if choice is None:
                 for roi in structure.rois:
@@ -359,7 +424,32 @@ class _CaseReader:
                                  f"its frame of reference {structure.frame_of_reference_uid or '(none)'} or holds "
                                  "the images it references", path=str(path))
                 continue
+            self.findings.extend(finding for finding in identity_findings(
+                structure, images[choice.index].volume.instances[:1], path, self.case.case_id,
+                spelling_key=patient_key) if finding.check != CHECK_PATIENT)
             self._convert(structure, choice, images[choice.index], data)
+
+    def _same_patient(self, structure: "StructureSet", images: Sequence[_ReadImage]) -> bool:
+        """True if the RTSTRUCT is this patient's; else an error finding naming the file refuses it.
+
+        Another patient's RTSTRUCT whose references were rewritten would be
+        drawn, plausibly, on this patient's images; its PatientID is compared
+        with the images' (or the case's, without images). A spelling that
+        :func:`patient_key` takes as the same patient is a warning.
+        """
+        from ..formats.identity import CHECK_PATIENT, Identity, identity_findings
+
+        references = [image.volume.instances[0] for image in images] or [Identity(self.case.case_id, "", "")]
+        findings = [finding for finding in identity_findings(structure, references, structure.path,
+                                                             self.case.case_id, spelling_key=patient_key)
+                    if finding.check == CHECK_PATIENT]
+        refused = [finding for finding in findings if finding.severity == ERROR]
+        for finding in refused:
+            self.findings.append(replace(finding, message=f"{finding.message}; {structure.path.name} is refused, "
+                                                          f"not drawn on {self.case.case_id}'s images"))
+        if not refused:
+            self.findings.extend(findings)
+        return not refused
 
     def _segments(self, structure: "StructureSet", image: _ReadImage) -> Tuple[List[SegmentSpec], List[Finding]]:
         """The closed-planar ROIs of ``structure`` rasterised on ``image``, and the rasterisation findings."""
