@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from ..case_data import CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData, WindowPreset
+from ..case_data import (CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, TableData, VolumeData,
+                         WindowPreset)
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..progress import ProgressCallback, report, sub_progress
@@ -167,7 +168,40 @@ def _clinical_facts(clinical: "pd.DataFrame", patient_id: str) -> Tuple[str, Dic
     if isinstance(row, pd.DataFrame):
         row = row.iloc[0]
     summary = {column: row[column] for column in SUMMARY_COLUMNS if column in row.index and pd.notna(row[column])}
-    return str(row.get("Histological type", "") or "").strip(), summary
+    histology = row.get("Histological type", "")
+    # An empty cell is NaN, which is truthy: it must give "", never "nan".
+    return (str(histology).strip() if pd.notna(histology) else ""), summary
+
+
+def clinical_rows(clinical: "pd.DataFrame", patient_id: str) -> "pd.DataFrame":
+    """The clinical table's rows of a patient (matched as :func:`patient_key` spells it), index reset."""
+    keys = [patient_key(value) for value in clinical.index]
+    wanted = patient_key(patient_id)
+    return clinical[[key == wanted for key in keys]].reset_index(drop=True)
+
+
+def _cell_text(value: Any) -> str:
+    """A spreadsheet cell as text: "" when empty, whole numbers without a decimal point."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def clinical_row_table(rows: "pd.DataFrame") -> "pd.DataFrame":
+    """The patient's clinical rows for a table node: columns with an empty cell become text, the cell "".
+
+    A number column with an empty cell would otherwise be a double column
+    holding NaN, shown as "nan" in Slicer's table view.
+    """
+    table = rows.copy()
+    for column in table.columns:
+        if table[column].isna().any() or table[column].dtype == object:
+            table[column] = [_cell_text(value) for value in table[column].tolist()]
+    return table
 
 
 # ---------------------------------------------------------------------- reading
@@ -252,9 +286,12 @@ def segment_volumes_cm3(data: CaseData) -> Dict[str, Dict[str, float]]:
 class _CaseReader:
     """Reads one case into plain data; each step a small method, findings naming their files."""
 
-    def __init__(self, collection_key: str, case: SarcomaCase) -> None:
+    def __init__(self, collection_key: str, case: SarcomaCase,
+                 clinical_table: Optional[Any] = None) -> None:
+        """:param clinical_table: reads the clinical spreadsheet at a path (the collection's, cached)."""
         self.key = collection_key
         self.case = case
+        self.clinical_table = clinical_table or read_clinical_table
         self.findings: List[Finding] = []
         self.names: List[str] = []
 
@@ -271,6 +308,7 @@ class _CaseReader:
         data = CaseData(case=case, volumes=[image.data for image in images])
         data.metrics.update({"reference_method": {}, "reference_image": {}})
         self._read_structures(structure_paths, images, data, sub_progress(progress, 0.8, 1.0))
+        self._read_clinical(data)
         data.findings = self.findings
         data.metrics["gtv_volume_cm3"] = segment_volumes_cm3(data)
         data.metrics["rtstruct_count"] = len(structure_paths)
@@ -301,6 +339,29 @@ class _CaseReader:
         images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
                                    s.first.series_number or 0, s.first.series_description))
         return images, structures
+
+    def _read_clinical(self, data: CaseData) -> None:
+        """The patient's row(s) of the clinical spreadsheet as a table under the patient (as CRLM's).
+
+        Nothing is added when there is no spreadsheet or no row: the checks
+        report those (:func:`clinical_findings`). A spreadsheet that became
+        unreadable since the cases were listed is a warning naming it.
+        """
+        case = self.case
+        if case.clinical_table is None or case.clinical_error:
+            return
+        try:
+            clinical = self.clinical_table(case.clinical_table)
+        except DataError as error:
+            self.finding(WARNING, "sts.clinical_unreadable", str(error), path=str(case.clinical_table))
+            return
+        rows = clinical_rows(clinical, case.case_id)
+        if rows.empty:
+            return
+        data.tables.append(TableData(
+            "clinical row", f"{case.case_id} clinical data", clinical_row_table(rows),
+            Placement(patient_id=case.case_id, patient_name=case.case_id),
+            {"collection": self.key, "case_id": case.case_id, "sts.clinical_source": str(case.clinical_table)}))
 
     def _own_instances(self, instances: Sequence["InstanceHeader"], rtstruct_class: str
                        ) -> Tuple[List["InstanceHeader"], List[Path]]:
@@ -621,6 +682,9 @@ class SoftTissueSarcomaCollection(Collection):
     def read_case(self, case: SarcomaCase, progress: Optional[ProgressCallback] = None) -> CaseData:
         """The case's CT/PET/MR volumes and one segmentation per RTSTRUCT, as plain data.
 
+        The patient's clinical spreadsheet row(s) become a table under the
+        patient (empty cells empty, never "nan").
+
         Metrics: ``reference_image`` and ``reference_method`` (segmentation ->
         image it was rasterised on, and how it was matched), ``gtv_volume_cm3``,
         ``rtstruct_count``. ``provenance["reference_volumes"]`` keeps each
@@ -628,7 +692,14 @@ class SoftTissueSarcomaCollection(Collection):
 
         :raises DataError: naming the folders, if the case has no image and no RTSTRUCT.
         """
-        return _CaseReader(self.key, case).read(progress)
+        return _CaseReader(self.key, case, self._clinical_table).read(progress)
+
+    def _clinical_table(self, path: Path) -> "pd.DataFrame":
+        """The clinical spreadsheet at ``path``, read once per collection object (every case reads it)."""
+        cache: Dict[Path, "pd.DataFrame"] = self.__dict__.setdefault("_clinical_tables", {})
+        if path not in cache:
+            cache[path] = read_clinical_table(path)
+        return cache[path]
 
     def check_case(self, data: CaseData) -> List[Finding]:
         """Clinical row, RTSTRUCT count and GTV volumes."""
