@@ -130,3 +130,14 @@ def test_real_reconstruction_moved_away_is_another_tumour(shared_samples: Path, 
 
     _rewrite(_series_files(root, "B40f"), move)
     assert _tumours_and_lesions(root) == (3, 3)
+
+
+def test_report_gives_the_tumour_count(shared_samples: Path, tmp_path: Path) -> None:
+    """The HTML report's case facts show the lesion count QA measured: tumours, not per-series lesions."""
+    from SarcomaLungLiverBrowserLib.review.report import write_html_report
+
+    root = _real_case(shared_samples, tmp_path)
+    result = run_collection_qa(LungPetCtDxCollection(root))
+    report = write_html_report(tmp_path / "report.html", "QA", [case.case for case in result.cases],
+                               qa_result=result)
+    assert "<dt>Lesions (tumours)</dt><dd>1</dd>" in Path(report).read_text()
