@@ -150,3 +150,36 @@ def test_rtstruct_in_another_frame_of_reference_is_an_error_finding(tmp_path: Pa
     frames = [f for f in data.findings if f.check == CHECK_FRAME_OF_REFERENCE]
     assert len(frames) == 1 and frames[0].severity == ERROR
     assert frames[0].message.startswith(f"{target.name}:") and other in frames[0].message
+
+
+# ---------------------------------------------------------------------- colours of ROIs the file gives none
+def test_rois_without_display_colour_get_distinct_colours(mirp_sts: Path) -> None:
+    """The real CT RTSTRUCT's ROI copied into nine non-GTV ROIs without ROIDisplayColor: nine colours."""
+    import copy
+
+    from SarcomaLungLiverBrowserLib.formats.rtstruct import DEFAULT_COLOR, read_rtstruct
+
+    path = mirp_sts / "STS_002" / CT_MASK
+
+    def nine_nodes(dataset: pydicom.Dataset) -> None:
+        roi, contours = dataset.StructureSetROISequence[0], dataset.ROIContourSequence[0]
+        dataset.StructureSetROISequence, dataset.ROIContourSequence = [], []
+        for number in range(1, 10):
+            item, contour = copy.deepcopy(roi), copy.deepcopy(contours)
+            item.ROINumber, item.ROIName = number, f"Node_{number}"
+            contour.ReferencedROINumber = number
+            if "ROIDisplayColor" in contour:
+                del contour.ROIDisplayColor
+            dataset.StructureSetROISequence.append(item)
+            dataset.ROIContourSequence.append(contour)
+        dataset.pop("RTROIObservationsSequence", None)
+
+    assert read_rtstruct(path).rois[0].display_color_given  # the real file gives its colour
+    _edit([path], nine_nodes)
+    assert not any(roi.display_color_given for roi in read_rtstruct(path).rois)
+    data = _read(mirp_sts)
+    segmentation = next(s for s in data.segmentations if s.name == CT_SEGMENTATION)
+    colours = {spec.segment_id: tuple(spec.color) for spec in segmentation.segments}
+    assert sorted(colours) == [f"Node_{number}" for number in range(1, 10)]
+    assert len(set(colours.values())) == 9 and colours["Node_9"] != colours["Node_1"]
+    assert DEFAULT_COLOR not in colours.values()

@@ -516,9 +516,15 @@ class _CaseReader:
         """The closed-planar ROIs of ``structure`` rasterised on ``image``, and the rasterisation findings."""
         from ..formats.rtstruct import raster_findings, rasterize_roi_on_volume
 
+        from ..colors import distinct_colors
+
         specs: List[SegmentSpec] = []
         findings: List[Finding] = []
         used_ids: List[str] = []
+        # ROIs the file gives no colour (and that are not a GTV) get distinct colours, never one shared grey-green.
+        uncoloured = [roi.number for roi in structure.rois if not roi.display_color_given
+                      and normalise_roi_name(roi.name) not in _SEGMENT_COLORS]
+        fallback = dict(zip(uncoloured, distinct_colors(len(uncoloured), avoid=_SEGMENT_COLORS.values())))
         for roi in structure.rois:
             result = rasterize_roi_on_volume(roi, image.volume)
             segment_name = normalise_roi_name(roi.name)
@@ -529,7 +535,8 @@ class _CaseReader:
             if not roi.closed_planar:
                 continue
             mask, offset = cropped_mask(result.mask)
-            specs.append(SegmentSpec(name=segment_id, color=_SEGMENT_COLORS.get(segment_id, roi.color),
+            specs.append(SegmentSpec(name=segment_id,
+                                     color=_SEGMENT_COLORS.get(segment_id, fallback.get(roi.number, roi.color)),
                                      mask=mask, offset=offset, segment_id=segment_id,
                                      tags={ORIGINAL_NAME_TAG: roi.name, ROI_NUMBER_TAG: str(roi.number)}))
         return specs, findings
