@@ -23,8 +23,9 @@ TRUTH = sample.ground_truth()
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    """``download/<manifest>/Lung-PET-CT-Dx`` (images only, chosen), ``boxes/Annotation`` (named: A0001 only), and two edited copies that must never be read: ``download/Annotation`` (the published tree,
-    above the chosen folder) and ``download/<manifest>/Annotation`` (beside it, with an extra box)."""
+    """``download/<manifest>/Lung-PET-CT-Dx`` (images only, chosen), ``boxes/Annotation`` (named: A0001 only),
+    and two edited copies that must never be read: ``download/Annotation`` (the published tree, above the
+    chosen folder) and ``download/<manifest>/Annotation`` (beside it, with an extra box)."""
     base = tmp_path_factory.mktemp("annotation_roots")
     download = base / "download"
     shutil.copytree(sample.generate(base / "sample"), download)
@@ -62,7 +63,8 @@ def _index_rows(layout: Dict[str, Path], folder: str, annotations: str, out: Pat
     return list(zip(table["case_id"], table["diagnosis"], table["summary"]))
 
 
-def test_index_reads_the_named_root_only_however_the_paths_are_typed(layout, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_index_reads_the_named_root_only_however_the_paths_are_typed(  # type: ignore[no-untyped-def]
+        layout, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(layout["base"])
     results = {form: _index_rows(layout, folder, annotations, tmp_path / f"{form}.csv")
                for form, (folder, annotations) in _forms(layout).items()}
@@ -72,7 +74,8 @@ def test_index_reads_the_named_root_only_however_the_paths_are_typed(layout, tmp
     assert "xml_files: 0" in summaries["Lung_Dx-G0003"]  # not in the named root; the copies elsewhere unread
 
 
-def test_service_and_load_read_the_named_root_never_the_sibling(layout, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_service_and_load_read_the_named_root_never_the_sibling(  # type: ignore[no-untyped-def]
+        layout, capsys, monkeypatch) -> None:
     monkeypatch.chdir(layout["base"])
     folders = {}
     printed = {}
@@ -96,7 +99,8 @@ def test_service_and_load_read_the_named_root_never_the_sibling(layout, capsys, 
     assert f"{truth.lesion_rois + truth.placed_boxes} ROI(s)" in printed["absolute"][0]
 
 
-def test_qa_and_annotations_commands_take_the_named_root(layout, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_qa_and_annotations_commands_take_the_named_root(  # type: ignore[no-untyped-def]
+        layout, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(layout["base"])
     checks = {}
     for form, (folder, annotations) in _forms(layout).items():
@@ -121,7 +125,8 @@ def test_review_command_accepts_the_option(layout, tmp_path) -> None:  # type: i
                  "--store", str(tmp_path / "store.sqlite"), "--annotations", annotations]) == 0
 
 
-def test_a_named_folder_that_is_unusable_or_does_not_apply_is_refused_by_name(layout, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_named_folder_that_is_unusable_or_does_not_apply_is_refused_by_name(  # type: ignore[no-untyped-def]
+        layout, tmp_path, capsys) -> None:
     missing = tmp_path / "no_such_folder"
     assert main(["--no-cache", "index", str(layout["chosen"]), "--annotations", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err

@@ -28,7 +28,8 @@ def _clinical_nodes(loaded) -> list:  # type: ignore[no-untyped-def]
     return [node for node in loaded.tables if node.GetName().endswith("clinical data")]
 
 
-def test_clinical_row_is_a_table_node_under_the_patient(sts_sample: Path, builder) -> None:  # type: ignore[no-untyped-def]
+def test_clinical_row_is_a_table_node_under_the_patient(  # type: ignore[no-untyped-def]
+        sts_sample: Path, builder) -> None:
     import slicer
 
     collection = SoftTissueSarcomaCollection(sts_sample)
@@ -44,7 +45,8 @@ def test_clinical_row_is_a_table_node_under_the_patient(sts_sample: Path, builde
     assert hierarchy.GetItemLevel(parent) == "Patient"
 
 
-def test_empty_cells_show_empty_never_nan(sts_sample: Path, tmp_path: Path, builder) -> None:  # type: ignore[no-untyped-def]
+def test_empty_cells_show_empty_never_nan(  # type: ignore[no-untyped-def]
+        sts_sample: Path, tmp_path: Path, builder) -> None:
     root = tmp_path / "copy"
     shutil.copytree(sts_sample, root)
     sheet = root / "INFOclinical_STS.xlsx"
@@ -65,7 +67,8 @@ def test_empty_cells_show_empty_never_nan(sts_sample: Path, tmp_path: Path, buil
     assert _cells(_clinical_nodes(other)[0])["Age"] == "63"  # whole numbers stay whole in a text column
 
 
-def test_no_row_gives_no_table_and_the_finding_says_why(sts_sample: Path, tmp_path: Path, builder) -> None:  # type: ignore[no-untyped-def]
+def test_no_row_gives_no_table_and_the_finding_says_why(  # type: ignore[no-untyped-def]
+        sts_sample: Path, tmp_path: Path, builder) -> None:
     root = tmp_path / "copy"
     shutil.copytree(sts_sample, root)
     sheet = root / "INFOclinical_STS.xlsx"
