@@ -183,7 +183,8 @@ def test_sample_cases_give_the_expected_lesions_boxes_and_findings(sample_root: 
         lesions_by_series[number_of[_attr(node, "volume_node_id")]] += 1
     expected = {number: count for number, count in truth.lesions.items() if count}
     assert dict(lesions_by_series) == expected
-    assert loaded.metrics["lesions"] == truth.lesion_rois
+    assert loaded.metrics["lesions"] == truth.tumours  # one tumour boxed on CT, CT and PET counts once
+    assert loaded.metrics["series_lesions"] == truth.lesion_rois
     assert len(_rois(loaded, "slice_box")) == truth.placed_boxes
     checks = Counter(finding.check for finding in loaded.findings)
     for check, count in truth.findings.items():
@@ -266,7 +267,8 @@ def test_malformed_and_external_entity_xml_are_named_and_skipped(sample_root: Pa
     assert all(Path(f.path).name in f.message for f in unreadable)
     assert "entities" in next(f.message for f in unreadable if evil.name in f.path)
     truth = TRUTH["Lung_Dx-G0003"]
-    assert loaded.metrics["lesions"] == truth.lesion_rois
+    assert loaded.metrics["lesions"] == truth.tumours  # one tumour boxed on CT, CT and PET counts once
+    assert loaded.metrics["series_lesions"] == truth.lesion_rois
     assert len(_rois(loaded, "slice_box")) == truth.placed_boxes
     assert parse_voc(victim).objects  # untouched files still load
 

@@ -6,7 +6,7 @@ or not at all), save the scene as a Slicer bundle and take a snapshot.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -123,12 +123,13 @@ class CollectionBrowser:
         self._cases: Optional[List[CaseInfo]] = None
         self.loaded: Dict[str, LoadedCase] = {}
 
-    def open(self, folder: Path, collection_key: Optional[str] = None) -> Collection:
+    def open(self, folder: Path, collection_key: Optional[str] = None, annotations: Sequence[Path] = ()) -> Collection:
         """Detect (or take) the collection in ``folder``; forgets the previous one.
 
+        :param annotations: annotation folders outside ``folder`` to read too (Lung-PET-CT-Dx).
         :raises NotACollectionError: if the folder holds no known collection.
         """
-        self.collection = open_collection(Path(folder), collection_key)
+        self.collection = open_collection(Path(folder), collection_key, annotations)
         self._cases = None
         return self.collection
 

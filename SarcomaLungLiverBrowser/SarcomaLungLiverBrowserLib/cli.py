@@ -60,7 +60,7 @@ def command_index(arguments: argparse.Namespace) -> int:
     from .browser import cases_table
 
     with _service(arguments) as service:
-        collection = service.open(Path(arguments.folder), arguments.collection)
+        collection = service.open(Path(arguments.folder), arguments.collection, arguments.annotations)
         # Indexing only reads: a store learns the case IDs when a command opens it for writing.
         cases = service.cases(_progress_printer(arguments.verbose))
     table = cases_table(cases)
@@ -76,8 +76,12 @@ def command_index(arguments: argparse.Namespace) -> int:
 
 
 def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png: Optional[Path],
-                  collection_key: Optional[str] = None, verbose: bool = False, header_cache: bool = True) -> int:
-    """Load one case into a fresh headless scene, then write the bundle and snapshot."""
+                  collection_key: Optional[str] = None, verbose: bool = False, header_cache: bool = True,
+                  annotations: Sequence[Path] = ()) -> int:
+    """Load one case into a fresh headless scene, then write the bundle and snapshot.
+
+    :param annotations: annotation folders outside ``folder`` to read too (``--annotations``).
+    """
     from .browser import save_scene_bundle
     from .scene.headless import HeadlessSlicer
     from .scene.render import render_case_snapshot
@@ -85,7 +89,7 @@ def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png
 
     with HeadlessSlicer() as slicer_environment, \
             ReviewService(slicer_environment.scene, DEFAULT_HEADER_CACHE if header_cache else None) as service:
-        collection = service.open(folder, collection_key)
+        collection = service.open(folder, collection_key, annotations)
         cases = service.cases()
         if not cases:
             raise DataError(folder, f"holds {collection.title} but no cases were found")
@@ -103,7 +107,8 @@ def load_and_save(folder: Path, case_id: Optional[str], mrb: Optional[Path], png
 
 def command_load(arguments: argparse.Namespace) -> int:
     return load_and_save(Path(arguments.folder), arguments.case_id, arguments.mrb, arguments.png,
-                         arguments.collection, arguments.verbose, header_cache=not arguments.no_cache)
+                         arguments.collection, arguments.verbose, header_cache=not arguments.no_cache,
+                         annotations=arguments.annotations)
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
@@ -128,6 +133,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .review.cli import add_annotations_option  # one definition of the option for every command
+
     parser = argparse.ArgumentParser(prog="sllb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress")
     parser.add_argument("--no-cache", action="store_true",
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     index = subparsers.add_parser("index", help="list the cases of a collection folder")
     index.add_argument("folder", type=Path)
     index.add_argument("--collection", help="collection key, if detection should be skipped")
+    add_annotations_option(index)
     index.add_argument("--csv", type=Path, help="write the case table to this CSV file")
     index.set_defaults(func=command_index)
 
@@ -148,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("folder", type=Path)
     load.add_argument("case_id", nargs="?", help="the case to load (default: the first)")
     load.add_argument("--collection", help="collection key, if detection should be skipped")
+    add_annotations_option(load)
     load.add_argument("--mrb", type=Path, help="write the scene as a Slicer scene bundle (.mrb)")
     load.add_argument("--png", type=Path, help="write the case preview (.png): three planes through each finding, 3D, legend")
     load.set_defaults(func=command_load)

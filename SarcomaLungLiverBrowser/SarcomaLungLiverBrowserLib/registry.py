@@ -10,9 +10,10 @@ the package, ``register_collection(MyCollection)``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 from .case_data import LoadedCase
 from .collections.base import CaseRecord
@@ -30,6 +31,7 @@ __all__ = [
     "unregister_collection",
     "collection_classes",
     "open_collection",
+    "accepts_annotation_roots",
     "get_collection_class",
     "describe_folder",
     "describe_headers",
@@ -110,10 +112,28 @@ def get_collection_class(key: str) -> Type[Collection]:
     raise KeyError(f"no collection {key!r}; known: {[c.key for c in collection_classes()]}")
 
 
-def open_collection(root: Path, key: Optional[str] = None) -> Collection:
+def accepts_annotation_roots(collection_class: Type[BaseCollection]) -> bool:
+    """Whether the collection reads annotation folders the user names (an ``annotations`` argument)."""
+    return "annotations" in inspect.signature(collection_class.__init__).parameters
+
+
+def _instantiate(collection_class: Type[BaseCollection], root: Path, annotations: Sequence[Path]) -> Collection:
+    if not annotations:
+        return collection_class(root)
+    if not accepts_annotation_roots(collection_class):
+        raise DataError(root, f"holds {collection_class.title}, which reads no separate annotation folders; "
+                              f"the annotation folder(s) named ({', '.join(map(str, annotations))}) do not apply")
+    return collection_class(root, annotations=[Path(folder) for folder in annotations])  # type: ignore[call-arg]
+
+
+def open_collection(root: Path, key: Optional[str] = None, annotations: Sequence[Path] = ()) -> Collection:
     """The collection held in ``root``, detected unless ``key`` names it.
 
+    :param annotations: annotation folders outside ``root`` the user named
+        (``--annotations``), for collections that read a separate annotation
+        tree (Lung-PET-CT-Dx); none is ever found by walking upward from ``root``.
     :raises NotACollectionError: naming the folder and what was looked for.
+    :raises DataError: if ``annotations`` are named for a collection that reads none, or one is unusable.
     """
     root = Path(root)
     if not root.exists():
@@ -121,15 +141,15 @@ def open_collection(root: Path, key: Optional[str] = None) -> Collection:
     if not root.is_dir():
         raise DataError(root, "is not a folder")
     if key is not None:
-        return get_collection_class(key)(root)
+        return _instantiate(get_collection_class(key), root, annotations)
     classes = collection_classes()
     for collection_class in classes:
         if collection_class.detect(root):
-            return collection_class(root)
+            return _instantiate(collection_class, root, annotations)
     # No collection's own names or patient IDs: annotations decide (CT with SEG, images with RTSTRUCT).
     for collection_class in classes:
         if collection_class.detect_from_annotations(root):
-            return collection_class(root)
+            return _instantiate(collection_class, root, annotations)
     wanted = "; ".join(f"{c.title} looks for {c.looks_for or 'its own layout'}" for c in classes)
     raise NotACollectionError(root, f"holds none of the known collections ({wanted}); found there: "
                                     f"{describe_folder(root)}; in the DICOM headers: {describe_headers(root)}")

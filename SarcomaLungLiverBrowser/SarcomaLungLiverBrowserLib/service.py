@@ -57,6 +57,8 @@ class ReviewService:
         self.root: Optional[Path] = None
         self.qa_result: Any = None
         self._collection_key: Optional[str] = None
+        #: annotation folders outside the collection folder the user named (see :meth:`open`)
+        self._annotation_roots: List[Path] = []
         self._known_case_ids: Optional[List[str]] = None
         self._browser: Any = None
         self._cases: Optional[List[Any]] = None
@@ -98,11 +100,16 @@ class ReviewService:
             self._browser._cases = self._cases
         return self._browser
 
-    def open(self, folder: Path, collection_key: Optional[str] = None) -> Any:
+    def open(self, folder: Path, collection_key: Optional[str] = None, annotations: Sequence[Path] = ()) -> Any:
         """Open a collection folder (detected unless ``collection_key`` names it); forgets the previous one.
 
+        :param annotations: annotation folders outside ``folder`` to read too
+            (Lung-PET-CT-Dx's ``Annotation`` trees; ``--annotations``). Only
+            these and folders inside ``folder`` are read, never siblings.
         :raises NotACollectionError: if the folder holds no known collection.
+        :raises DataError: if ``annotations`` do not apply to the collection or a folder is unusable.
         """
+        self._annotation_roots = [Path(root) for root in annotations]
         collection = self._open_collection(Path(folder), collection_key)
         self.close_store()
         self._store_path = None
@@ -111,7 +118,7 @@ class ReviewService:
     def _open_collection(self, folder: Path, collection_key: Optional[str]) -> Any:
         from .registry import open_collection
 
-        collection = open_collection(folder, collection_key)
+        collection = open_collection(folder, collection_key, self._annotation_roots)
         self.collection = collection
         self.root = Path(collection.root)
         self._collection_key = collection.key
@@ -124,7 +131,8 @@ class ReviewService:
         return collection
 
     def open_for_verdicts(self, folder: Path, collection_key: Optional[str] = None,
-                          store_path: Optional[Path] = None, read_only: bool = False) -> None:
+                          store_path: Optional[Path] = None, annotations: Sequence[Path] = (),
+                          read_only: bool = False) -> None:
         """Open a collection folder only to record verdicts, as cheaply as possible.
 
         When the review store already knows the folder's case IDs (recorded
@@ -133,11 +141,13 @@ class ReviewService:
         does not know makes the folder be opened and indexed after all (cases
         may have been added). Otherwise the folder is opened as by :meth:`open`.
 
+        :param annotations: as for :meth:`open`, used when the folder is opened.
         :param read_only: only to read verdicts (reads, agreement): an existing store is opened read-only and
             its bytes stay as they were; no store is created.
         :raises DataError: if the folder does not exist or the store cannot be opened there.
         """
         folder = Path(folder)
+        self._annotation_roots = [Path(root) for root in annotations]
         if not folder.is_dir():
             raise DataError(folder, "does not exist" if not folder.exists() else "is not a folder")
         self.close_store()

@@ -1126,6 +1126,62 @@ NAME_RTSTRUCT_DEFECTS: List[Tuple[str, Mutation, str]] = [
 ]
 
 
+# Identity: an annotation or image that is not this patient's, or not in its images' frame, is named.
+def _spelled_differently(case_id: str) -> str:
+    """``STS_001`` -> ``sts-1``: the same patient for the collection's rule, another string for a comparison."""
+    prefix, _, number = case_id.partition("_")
+    return f"{prefix.lower()}-{int(number)}"
+
+
+def _patient_id_spelled(where: str) -> Mutation:
+    def mutate(context: Context) -> List[str]:
+        spelled = _spelled_differently(context.base.spec.case_id)
+        targets = {"one_slice": [context.middle()], "every_slice": context.slices(),
+                   "rtstruct": [context.path(context.base.rtstructs[0])]}[where]
+        for target in targets:
+            _edit(target, _set("PatientID", spelled))
+        return [target.name for target in targets]
+    return mutate
+
+
+def _other_patients_rtstruct(copied_in: bool) -> Mutation:
+    """An RTSTRUCT of patient STS_031 on this patient's images: relabelled in place, or a copy beside it."""
+    def mutate(context: Context) -> List[str]:
+        source = context.path(context.base.rtstructs[0])
+        dataset = pydicom.dcmread(str(source))
+        dataset.PatientID = "STS_031"
+        dataset.PatientName = "STS_031"
+        target = source
+        if copied_in:
+            dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+            dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+            dataset.SeriesInstanceUID = pydicom.uid.generate_uid()
+            target = source.with_name("RS_STS_031.dcm")
+        save_dataset(dataset, target)
+        return [target.name]
+    return mutate
+
+
+def _only_frame_of_reference(dataset: pydicom.Dataset) -> None:
+    """Another FrameOfReferenceUID everywhere the RTSTRUCT states one; its image references kept."""
+    uid = "1.2.826.0.1.3680043.8.498.31"
+    dataset.FrameOfReferenceUID = uid
+    for item in dataset.get("ReferencedFrameOfReferenceSequence", []):
+        item.FrameOfReferenceUID = uid
+    for item in dataset.StructureSetROISequence:
+        item.ReferencedFrameOfReferenceUID = uid
+
+
+IDENTITY_RTSTRUCT_DEFECTS: List[Tuple[str, Mutation, str]] = [
+    ("identity_rtstruct_relabelled_to_another_patient", _other_patients_rtstruct(copied_in=False), "finding"),
+    ("identity_rtstruct_of_another_patient_copied_in", _other_patients_rtstruct(copied_in=True), "finding"),
+    ("identity_rtstruct_in_another_frame_of_reference", _rtstruct(_only_frame_of_reference), "finding"),
+    ("identity_rtstruct_patient_id_spelled_differently", _patient_id_spelled("rtstruct"), "finding"),
+    ("identity_slice_patient_id_spelled_differently", _patient_id_spelled("one_slice"), "finding"),
+    ("identity_series_patient_id_spelled_differently", _patient_id_spelled("every_slice"), "finding"),
+]
+
+
 # ---------------------------------------------------------------------------------------------- the corpus
 def _entries() -> List[Entry]:
     entries: List[Entry] = []
@@ -1147,7 +1203,8 @@ def _entries() -> List[Entry]:
 
 
 def _round_two_entries() -> List[Entry]:
-    """Issue 20's families: bounded work, names, walks (atomic outputs, caches and stores have their own tests)."""
+    """Issue 20's families: bounded work, names, walks, identity (atomic outputs, caches and stores have their
+    own tests)."""
     entries: List[Entry] = []
     for base in SEG_BASES:
         entries += [Entry(f"{base}-{name}", base, mutation, expect) for name, mutation, expect in BOUND_SEG_DEFECTS]
@@ -1161,7 +1218,7 @@ def _round_two_entries() -> List[Entry]:
         entries += [Entry(f"{base}-{name}", base, mutation, expect) for name, mutation, expect in BOUND_SHEET_DEFECTS]
     for base in RTSTRUCT_BASES:
         entries += [Entry(f"{base}-{name}", base, mutation, expect)
-                    for name, mutation, expect in NAME_RTSTRUCT_DEFECTS]
+                    for name, mutation, expect in NAME_RTSTRUCT_DEFECTS + IDENTITY_RTSTRUCT_DEFECTS]
     return entries
 
 

@@ -771,7 +771,11 @@ def _segmentation_data(case: CrlmCase, result: "DecodedSegmentation", volume: Di
 
 
 def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) -> List[Finding]:
-    """Volumes, tumour count, tumour voxels outside the liver, empty segments of one SEG; metrics into ``data``."""
+    """Volumes, tumour count, tumour voxels outside the liver, empty segments of one SEG; metrics into ``data``.
+
+    The tumour count is the number of tumour segments holding voxels: a
+    Tumor_n segment without any is reported (``crlm.empty_segment``), not counted.
+    """
     result, segment_ids, node_name = read.decoded, read.segment_ids, read.node_name
     case_id = data.case.case_id
     findings: List[Finding] = []
@@ -779,15 +783,19 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
     segments = [segment for segment in result.segments if not segment.is_background]
     volumes = {segment_ids[s.number]: round(s.voxel_count * voxel_cm3, 4) for s in segments}
     kinds = {s.number: structure_kind(s.label) for s in segments}
-    tumours = [s for s in segments if kinds[s.number] == "tumour"]
+    # A tumour segment without voxels is not a tumour: counted apart, and said so in its finding.
+    tumour_segments = [s for s in segments if kinds[s.number] == "tumour"]
+    tumours = [s for s in tumour_segments if not s.is_empty]
+    empty_tumours = [segment_ids[s.number] for s in tumour_segments if s.is_empty]
     livers = [s for s in segments if kinds[s.number] == "liver"]
     empty = [segment_ids[s.number] for s in segments if s.is_empty]
     outside_by_segment: Dict[str, int] = {}
     for segment in segments:
         if segment.is_empty:
+            counted = "; not counted as a tumour" if kinds[segment.number] == "tumour" else ""
             findings.append(Finding(
                 WARNING, "crlm.empty_segment",
-                f"{result.path.name}: segment {segment.number} {segment.label!r} has no voxels",
+                f"{result.path.name}: segment {segment.number} {segment.label!r} has no voxels{counted}",
                 case_id=case_id, path=str(result.path), node_name=node_name,
                 segment_id=segment_ids[segment.number], value=0.0))
     if not livers:
@@ -810,7 +818,7 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
                     segment_id=segment_ids[tumour.number], ras=ras, value=float(outside)))  # type: ignore[arg-type]
     expected = ["liver", "remnant", "hepatic", "portal"]
     found = [kinds[s.number] for s in segments[:4]]
-    if found != expected[: len(found)] or not tumours:
+    if found != expected[: len(found)] or not tumour_segments:
         findings.append(Finding(
             INFO, "crlm.unexpected_segments",
             f"{result.path.name}: segments are {[s.label for s in segments]}; the collection's SEGs hold "
@@ -820,6 +828,8 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
     findings.append(Finding(
         INFO, "crlm.summary",
         f"{result.path.name}: {len(segments)} segments, {len(tumours)} tumour(s)"
+        + (f" ({len(empty_tumours)} empty tumour segment(s) not counted: {', '.join(empty_tumours)})"
+           if empty_tumours else "")
         + (f", liver {liver_volume:.1f} cm³" if liver_volume is not None else ""),
         case_id=case_id, path=str(result.path), node_name=node_name, value=float(len(tumours))))
     metrics = {
@@ -828,6 +838,7 @@ def _quality(data: CaseData, read: _ReadSegmentation, ijk_to_ras: np.ndarray) ->
         "segment_ids": dict(segment_ids),
         "segment_volumes_cm3": volumes,
         "tumour_count": len(tumours),
+        "empty_tumour_segments": empty_tumours,
         "tumour_voxels_outside_liver": int(sum(outside_by_segment.values())),
         "tumour_voxels_outside_liver_by_segment": outside_by_segment,
         "empty_segments": empty,

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..case_data import CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData, WindowPreset
+from ..case_data import (CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, TableData, VolumeData,
+                         WindowPreset)
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
 from ..formats.folders import is_dir_entry, is_file_entry
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # imported for annotations only; reading imports them when it
     from ..formats.dicom_series import DicomVolume, InstanceHeader
     from ..formats.rtstruct import ReferenceChoice, StructureSet
 
-__all__ = ["SoftTissueSarcomaCollection", "SarcomaCase", "COLLECTIONS", "normalise_roi_name",
+__all__ = ["SoftTissueSarcomaCollection", "SarcomaCase", "COLLECTIONS", "normalise_roi_name", "patient_key",
            "read_clinical_table", "EXPECTED_RTSTRUCTS_PER_PATIENT"]
 
 PATIENT_FOLDER = re.compile(r"^STS[_-]?\d{1,4}$", re.IGNORECASE)
@@ -78,6 +79,16 @@ def normalise_roi_name(name: str) -> str:
     if key in ("gtvmass", "gtvresearch", "gtvtumor", "gtvtumour", "gtv"):
         return "GTV_Mass"
     return name.strip()
+
+
+def patient_key(patient_id: str) -> str:
+    """What identifies an STS patient in a PatientID: letters and numbers, the numbers without leading zeros.
+
+    ``STS_001``, ``sts-01`` and `` STS001 `` give ``STS1``: one patient spelled
+    differently (as files re-exported by other tools are), never another one.
+    """
+    text = re.sub(r"[^A-Z0-9]", "", str(patient_id).upper())
+    return re.sub(r"\d+", lambda number: str(int(number.group())), text)
 
 
 @dataclass
@@ -176,7 +187,40 @@ def _clinical_facts(clinical: "pd.DataFrame", patient_id: str) -> Tuple[str, Dic
     if isinstance(row, pd.DataFrame):
         row = row.iloc[0]
     summary = {column: row[column] for column in SUMMARY_COLUMNS if column in row.index and pd.notna(row[column])}
-    return str(row.get("Histological type", "") or "").strip(), summary
+    histology = row.get("Histological type", "")
+    # An empty cell is NaN, which is truthy: it must give "", never "nan".
+    return (str(histology).strip() if pd.notna(histology) else ""), summary
+
+
+def clinical_rows(clinical: "pd.DataFrame", patient_id: str) -> "pd.DataFrame":
+    """The clinical table's rows of a patient (matched as :func:`patient_key` spells it), index reset."""
+    keys = [patient_key(value) for value in clinical.index]
+    wanted = patient_key(patient_id)
+    return clinical[[key == wanted for key in keys]].reset_index(drop=True)
+
+
+def _cell_text(value: Any) -> str:
+    """A spreadsheet cell as text: "" when empty, whole numbers without a decimal point."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def clinical_row_table(rows: "pd.DataFrame") -> "pd.DataFrame":
+    """The patient's clinical rows for a table node: columns with an empty cell become text, the cell "".
+
+    A number column with an empty cell would otherwise be a double column
+    holding NaN, shown as "nan" in Slicer's table view.
+    """
+    table = rows.copy()
+    for column in table.columns:
+        if table[column].isna().any() or table[column].dtype == object:
+            table[column] = [_cell_text(value) for value in table[column].tolist()]
+    return table
 
 
 # ---------------------------------------------------------------------- reading
@@ -196,6 +240,12 @@ class _ReadImage:
 
     volume: "DicomVolume"
     data: VolumeData
+
+
+def _some_names(paths: Sequence[Path], shown: int = 3) -> str:
+    """The first file names of a list, for a message ("a.dcm, b.dcm, c.dcm and 4 more")."""
+    names = ", ".join(path.name for path in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def _study_name(instance: "InstanceHeader") -> str:
@@ -255,9 +305,12 @@ def segment_volumes_cm3(data: CaseData) -> Dict[str, Dict[str, float]]:
 class _CaseReader:
     """Reads one case into plain data; each step a small method, findings naming their files."""
 
-    def __init__(self, collection_key: str, case: SarcomaCase) -> None:
+    def __init__(self, collection_key: str, case: SarcomaCase,
+                 clinical_table: Optional[Any] = None) -> None:
+        """:param clinical_table: reads the clinical spreadsheet at a path (the collection's, cached)."""
         self.key = collection_key
         self.case = case
+        self.clinical_table = clinical_table or read_clinical_table
         self.findings: List[Finding] = []
         self.names: List[str] = []
 
@@ -276,6 +329,7 @@ class _CaseReader:
         data = CaseData(case=case, volumes=[image.data for image in images])
         data.metrics.update({"reference_method": {}, "reference_image": {}})
         self._read_structures(structure_paths, images, data, sub_progress(progress, 0.8, 1.0))
+        self._read_clinical(data)
         data.findings = self.findings
         data.metrics["gtv_volume_cm3"] = segment_volumes_cm3(data)
         data.metrics["rtstruct_count"] = len(structure_paths)
@@ -295,21 +349,90 @@ class _CaseReader:
             instances.extend(scan.instances)
             for error in scan.errors:
                 self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
-        # A flat export holds several patients in one folder: keep this case's.
-        wanted = self.case.case_id.upper()
-        instances = [i for i in instances if not i.patient_id or i.patient_id.upper() == wanted]
+        instances, claimed_structures = self._own_instances(instances, RTSTRUCT_SOP_CLASS_UID)
         # In series order, not path order: what loads must not depend on how the folders are named.
-        structures = [i.path for i in sorted({i.path: i for i in instances
-                                              if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID
-                                              or i.modality == "RTSTRUCT"}.values(),
+        own_structures = {i.path: i for i in instances
+                          if i.sop_class_uid == RTSTRUCT_SOP_CLASS_UID or i.modality == "RTSTRUCT"}
+        structures = [i.path for i in sorted(own_structures.values(),
                                              key=lambda i: (i.study_date, i.study_instance_uid,
                                                             i.series_description.lower(), i.series_instance_uid,
                                                             i.path.name))]
+        structures += sorted(set(claimed_structures) - set(own_structures))
         images = [_Series(uid, members) for uid, members in group_by_series(
             [i for i in instances if i.modality in IMAGE_MODALITIES and i.path not in structures]).items()]
         images.sort(key=lambda s: (s.first.study_date, s.first.study_instance_uid,
                                    s.first.series_number or 0, s.first.series_description))
         return images, structures
+
+    def _read_clinical(self, data: CaseData) -> None:
+        """The patient's row(s) of the clinical spreadsheet as a table under the patient (as CRLM's).
+
+        Nothing is added when there is no spreadsheet or no row: the checks
+        report those (:func:`clinical_findings`). A spreadsheet that became
+        unreadable since the cases were listed is a warning naming it.
+        """
+        case = self.case
+        if case.clinical_table is None or case.clinical_error:
+            return
+        try:
+            clinical = self.clinical_table(case.clinical_table)
+        except DataError as error:
+            self.finding(WARNING, "sts.clinical_unreadable", str(error), path=str(case.clinical_table))
+            return
+        rows = clinical_rows(clinical, case.case_id)
+        if rows.empty:
+            return
+        data.tables.append(TableData(
+            "clinical row", f"{case.case_id} clinical data", clinical_row_table(rows),
+            Placement(patient_id=case.case_id, patient_name=case.case_id),
+            {"collection": self.key, "case_id": case.case_id, "sts.clinical_source": str(case.clinical_table)}))
+
+    def _own_instances(self, instances: Sequence["InstanceHeader"], rtstruct_class: str
+                       ) -> Tuple[List["InstanceHeader"], List[Path]]:
+        """The case's instances, and other patients' RTSTRUCTs that claim its place (to be refused by name).
+
+        A flat export holds several patients in one folder: other patients'
+        files are left to their own cases silently, unless they lie in a
+        folder of this case only (then the images are named in a warning) or
+        are RTSTRUCTs in one of this case's studies (then they go on to the
+        identity check, which refuses them with a message naming the file).
+        Files whose PatientID is this case's spelled differently
+        (:func:`patient_key`) are the case's, named in a warning.
+        """
+        wanted = self.case.case_id.upper()
+        own: List["InstanceHeader"] = []
+        spelled: Dict[str, List[Path]] = {}
+        foreign: List["InstanceHeader"] = []
+        for instance in instances:
+            patient_id = instance.patient_id.strip()
+            if not patient_id or patient_id.upper() == wanted:
+                own.append(instance)
+            elif patient_key(patient_id) == patient_key(wanted):
+                own.append(instance)
+                spelled.setdefault(patient_id, []).append(instance.path)
+            else:
+                foreign.append(instance)
+        for spelling, paths in sorted(spelled.items()):
+            self.finding(WARNING, "sts.patient_id_spelling",
+                         f"{len(paths)} file(s) give PatientID {spelling!r}, spelled differently from "
+                         f"{self.case.case_id!r} ({_some_names(paths)}); read as {self.case.case_id}'s",
+                         path=str(paths[0]))
+        studies = {instance.study_instance_uid for instance in own if instance.study_instance_uid}
+        dedicated = [Path(folder) for folder in self.case.folders if Path(folder) != Path(self.case.root)]
+        claimed: List[Path] = []
+        misplaced: Dict[str, List[Path]] = {}
+        for instance in foreign:
+            in_own_folder = any(folder in instance.path.parents for folder in dedicated)
+            if instance.sop_class_uid == rtstruct_class or instance.modality == "RTSTRUCT":
+                if in_own_folder or instance.study_instance_uid in studies:
+                    claimed.append(instance.path)
+            elif in_own_folder:
+                misplaced.setdefault(instance.patient_id.strip(), []).append(instance.path)
+        for patient_id, paths in sorted(misplaced.items()):
+            self.finding(WARNING, "sts.other_patient_files",
+                         f"{len(paths)} file(s) in {self.case.case_id}'s folder belong to patient {patient_id!r} "
+                         f"({_some_names(paths)}); not read as {self.case.case_id}'s", path=str(paths[0]))
+        return own, claimed
 
     def _placement(self, instance: "InstanceHeader") -> Placement:
         return Placement(patient_id=self.case.case_id, patient_name=self.case.case_id,
@@ -363,6 +486,7 @@ class _CaseReader:
 
     def _read_structures(self, paths: Sequence[Path], images: Sequence[_ReadImage], data: CaseData,
                          progress: Optional[ProgressCallback]) -> None:
+        from ..formats.identity import CHECK_PATIENT, identity_findings
         from ..formats.rtstruct import choose_reference_image, read_rtstruct
 
         volumes = [image.volume for image in images]
@@ -375,6 +499,8 @@ class _CaseReader:
                 continue
             for problem in structure.problems:
                 self.finding(WARNING, "sts.rtstruct_problem", f"{path.name}: {problem}", path=str(path))
+            if not self._same_patient(structure, images):
+                continue
             choice = choose_reference_image(structure, volumes)
             if choice is None:
                 for roi in structure.rois:
@@ -383,15 +509,46 @@ class _CaseReader:
                                  f"its frame of reference {structure.frame_of_reference_uid or '(none)'} or holds "
                                  "the images it references", path=str(path))
                 continue
+            self.findings.extend(finding for finding in identity_findings(
+                structure, images[choice.index].volume.instances[:1], path, self.case.case_id,
+                spelling_key=patient_key) if finding.check != CHECK_PATIENT)
             self._convert(structure, choice, images[choice.index], data)
+
+    def _same_patient(self, structure: "StructureSet", images: Sequence[_ReadImage]) -> bool:
+        """True if the RTSTRUCT is this patient's; else an error finding naming the file refuses it.
+
+        Another patient's RTSTRUCT whose references were rewritten would be
+        drawn, plausibly, on this patient's images; its PatientID is compared
+        with the images' (or the case's, without images). A spelling that
+        :func:`patient_key` takes as the same patient is a warning.
+        """
+        from ..formats.identity import CHECK_PATIENT, Identity, identity_findings
+
+        references = [image.volume.instances[0] for image in images] or [Identity(self.case.case_id, "", "")]
+        findings = [finding for finding in identity_findings(structure, references, structure.path,
+                                                             self.case.case_id, spelling_key=patient_key)
+                    if finding.check == CHECK_PATIENT]
+        refused = [finding for finding in findings if finding.severity == ERROR]
+        for finding in refused:
+            self.findings.append(replace(finding, message=f"{finding.message}; {structure.path.name} is refused, "
+                                                          f"not drawn on {self.case.case_id}'s images"))
+        if not refused:
+            self.findings.extend(findings)
+        return not refused
 
     def _segments(self, structure: "StructureSet", image: _ReadImage) -> Tuple[List[SegmentSpec], List[Finding]]:
         """The closed-planar ROIs of ``structure`` rasterised on ``image``, and the rasterisation findings."""
         from ..formats.rtstruct import raster_findings, rasterize_roi_on_volume
 
+        from ..colors import distinct_colors
+
         specs: List[SegmentSpec] = []
         findings: List[Finding] = []
         used_ids: List[str] = []
+        # ROIs the file gives no colour (and that are not a GTV) get distinct colours, never one shared grey-green.
+        uncoloured = [roi.number for roi in structure.rois if not roi.display_color_given
+                      and normalise_roi_name(roi.name) not in _SEGMENT_COLORS]
+        fallback = dict(zip(uncoloured, distinct_colors(len(uncoloured), avoid=_SEGMENT_COLORS.values())))
         for roi in structure.rois:
             result = rasterize_roi_on_volume(roi, image.volume)
             segment_name = normalise_roi_name(roi.name)
@@ -402,7 +559,8 @@ class _CaseReader:
             if not roi.closed_planar:
                 continue
             mask, offset = cropped_mask(result.mask)
-            specs.append(SegmentSpec(name=segment_id, color=_SEGMENT_COLORS.get(segment_id, roi.color),
+            specs.append(SegmentSpec(name=segment_id,
+                                     color=_SEGMENT_COLORS.get(segment_id, fallback.get(roi.number, roi.color)),
                                      mask=mask, offset=offset, segment_id=segment_id,
                                      tags={ORIGINAL_NAME_TAG: roi.name, ROI_NUMBER_TAG: str(roi.number)}))
         return specs, findings
@@ -569,6 +727,9 @@ class SoftTissueSarcomaCollection(Collection):
     def read_case(self, case: SarcomaCase, progress: Optional[ProgressCallback] = None) -> CaseData:
         """The case's CT/PET/MR volumes and one segmentation per RTSTRUCT, as plain data.
 
+        The patient's clinical spreadsheet row(s) become a table under the
+        patient (empty cells empty, never "nan").
+
         Metrics: ``reference_image`` and ``reference_method`` (segmentation ->
         image it was rasterised on, and how it was matched), ``gtv_volume_cm3``,
         ``rtstruct_count``. ``provenance["reference_volumes"]`` keeps each
@@ -576,7 +737,14 @@ class SoftTissueSarcomaCollection(Collection):
 
         :raises DataError: naming the folders, if the case has no image and no RTSTRUCT.
         """
-        return _CaseReader(self.key, case).read(progress)
+        return _CaseReader(self.key, case, self._clinical_table).read(progress)
+
+    def _clinical_table(self, path: Path) -> "pd.DataFrame":
+        """The clinical spreadsheet at ``path``, read once per collection object (every case reads it)."""
+        cache: Dict[Path, "pd.DataFrame"] = self.__dict__.setdefault("_clinical_tables", {})
+        if path not in cache:
+            cache[path] = read_clinical_table(path)
+        return cache[path]
 
     def check_case(self, data: CaseData) -> List[Finding]:
         """Clinical row, RTSTRUCT count and GTV volumes."""

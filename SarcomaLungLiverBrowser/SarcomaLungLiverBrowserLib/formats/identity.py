@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from ..errors import DataError
 from ..findings import ERROR, WARNING, Finding
@@ -76,6 +76,24 @@ def identity_of(source: Any) -> Identity:
                     _value(source, "frame_of_reference_uid", "FrameOfReferenceUID"))
 
 
+def _declared_frames(source: Any) -> List[str]:
+    """Every FrameOfReferenceUID an annotation declares.
+
+    An RTSTRUCT lists its frames (ReferencedFrameOfReferenceSequence) and
+    each ROI names the frame its contours are in; any of them may be the
+    images' frame. Other objects state one.
+    """
+    frames: List[str] = []
+    listed = getattr(source, "frame_of_reference_uids", None)
+    if listed:
+        frames.extend(str(uid).strip(" \x00") for uid in listed)
+    for roi in getattr(source, "rois", None) or []:
+        frames.append(str(getattr(roi, "frame_of_reference_uid", "") or "").strip(" \x00"))
+    if not frames:
+        frames.append(_value(source, "frame_of_reference_uid", "FrameOfReferenceUID"))
+    return [frame for index, frame in enumerate(frames) if frame and frame not in frames[:index]]
+
+
 def _image_identity(images: Sequence[Any]) -> Dict[str, List[str]]:
     """Distinct non-empty values of each identity attribute over a series' instances."""
     values: Dict[str, List[str]] = {"patient_id": [], "study_instance_uid": [], "frame_of_reference_uid": []}
@@ -89,12 +107,17 @@ def _image_identity(images: Sequence[Any]) -> Dict[str, List[str]]:
 
 
 def identity_findings(annotation: Any, images: Union[Any, Sequence[Any]], annotation_path: PathLike,
-                      case_id: str = "", node_name: str = "") -> List[Finding]:
+                      case_id: str = "", node_name: str = "",
+                      spelling_key: Optional[Callable[[str], str]] = None) -> List[Finding]:
     """Findings where an annotation's identity differs from its image series' identity.
 
     * PatientID differs: ERROR (another patient's annotation);
-      differing only in case or surrounding spaces: WARNING (spelled differently).
-    * FrameOfReferenceUID differs: ERROR (coordinates of another frame mean nothing here).
+      differing only in case or surrounding spaces, or giving the same
+      ``spelling_key`` (a collection's rule, e.g. ``STS-01`` = ``STS_001``):
+      WARNING (spelled differently).
+    * FrameOfReferenceUID: none the annotation declares (an RTSTRUCT may list
+      several, and each ROI names one) is the images': ERROR (coordinates of
+      another frame mean nothing here).
     * StudyInstanceUID differs: WARNING (an annotation is normally stored in its images' study).
 
     A value missing on either side is not compared (nothing can be concluded).
@@ -108,17 +131,23 @@ def identity_findings(annotation: Any, images: Union[Any, Sequence[Any]], annota
     def add(severity: str, check: str, message: str) -> None:
         findings.append(Finding(severity, check, f"{name}: {message}", case_id, str(annotation_path), node_name))
 
+    def same_patient(first: str, second: str) -> bool:
+        if first.strip().lower() == second.strip().lower():
+            return True
+        return spelling_key is not None and spelling_key(first) == spelling_key(second)
+
     patients = theirs["patient_id"]
     if own.patient_id and patients and own.patient_id not in patients:
-        if any(own.patient_id.strip().lower() == value.strip().lower() for value in patients):
+        if any(same_patient(own.patient_id, value) for value in patients):
             add(WARNING, CHECK_PATIENT, f"PatientID {own.patient_id!r} is spelled differently from the images' "
                                         f"{patients[0]!r}")
         else:
             add(ERROR, CHECK_PATIENT, f"belongs to patient {own.patient_id!r}, the images to "
                                       f"{', '.join(map(repr, patients))}: it is another patient's annotation")
     frames = theirs["frame_of_reference_uid"]
-    if own.frame_of_reference_uid and frames and own.frame_of_reference_uid not in frames:
-        add(ERROR, CHECK_FRAME_OF_REFERENCE, f"FrameOfReferenceUID {own.frame_of_reference_uid} is not the images' "
+    declared = _declared_frames(annotation)
+    if declared and frames and not set(declared) & set(frames):
+        add(ERROR, CHECK_FRAME_OF_REFERENCE, f"FrameOfReferenceUID {', '.join(declared)} is not the images' "
                                              f"({', '.join(frames)}): its coordinates are in another frame")
     studies = theirs["study_instance_uid"]
     if own.study_instance_uid and studies and own.study_instance_uid not in studies:

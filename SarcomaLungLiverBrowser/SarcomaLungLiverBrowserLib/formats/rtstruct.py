@@ -89,6 +89,8 @@ class RoiContours:
     interpreted_type: str = ""
     generation_algorithm: str = ""
     contours: List[Contour] = field(default_factory=list)
+    #: whether the file gave an ROIDisplayColor (else ``color`` is :data:`DEFAULT_COLOR`, for the caller to replace)
+    display_color_given: bool = False
 
     @property
     def closed_planar(self) -> List[Contour]:
@@ -141,14 +143,15 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _color(item: pydicom.Dataset) -> Tuple[float, float, float]:
+def _display_color(item: pydicom.Dataset) -> Optional[Tuple[float, float, float]]:
+    """ROIDisplayColor as 0..1 RGB, or None when absent or not three numbers."""
     value = item.get("ROIDisplayColor")
     try:
         rgb = [float(v) / 255.0 for v in value]  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        return DEFAULT_COLOR
-    if len(rgb) != 3:
-        return DEFAULT_COLOR
+        return None
+    if len(rgb) != 3 or not all(np.isfinite(rgb)):
+        return None
     return (min(max(rgb[0], 0.0), 1.0), min(max(rgb[1], 0.0), 1.0), min(max(rgb[2], 0.0), 1.0))
 
 
@@ -244,7 +247,9 @@ def read_rtstruct(path: Path) -> StructureSet:
         if roi is None:
             problems.append(f"contours of ROI number {number} have no StructureSetROISequence entry")
             roi = rois[number] = RoiContours(number=number, name=f"ROI {number}", color=DEFAULT_COLOR)
-        roi.color = _color(item)
+        display_color = _display_color(item)
+        roi.color = display_color or DEFAULT_COLOR
+        roi.display_color_given = display_color is not None
         for index, contour_item in enumerate(item.get("ContourSequence", [])):
             points = _contour_points(contour_item, path, roi.name, index, problems)
             referenced = _referenced_images(contour_item.get("ContourImageSequence", []), sop_uids, class_uids)

@@ -22,7 +22,7 @@ from ..errors import DataError
 from ..service import DEFAULT_HEADER_CACHE, ReviewService
 from .store import VERDICTS
 
-__all__ = ["add_subcommands", "command_qa", "command_review"]
+__all__ = ["add_subcommands", "add_annotations_option", "command_qa", "command_review"]
 
 
 def _progress_printer(arguments: argparse.Namespace) -> Optional[Callable[[str, float], None]]:
@@ -45,7 +45,7 @@ def command_qa(arguments: argparse.Namespace) -> int:
     """Run QA over every case; write findings.csv, review.csv and report.html into --out."""
     out = Path(arguments.out)
     with _service(arguments) as service:
-        service.open(Path(arguments.folder), arguments.collection)
+        service.open(Path(arguments.folder), arguments.collection, arguments.annotations)
         service.set_store_path(arguments.store)
         result = service.run_qa(_progress_printer(arguments),
                                 snapshot_folder=out / "snapshots" if service.snapshots else None)
@@ -74,7 +74,8 @@ def _print_reads(arguments: argparse.Namespace) -> int:
         print("error: --reads needs a case ID", file=sys.stderr)
         return 2
     with _service(arguments) as service:
-        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store, read_only=True)
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store,
+                                  arguments.annotations, read_only=True)
         service.set_reader(arguments.reviewer, arguments.blinded)
         case_id = service.canonical_case_id(arguments.case_id)
         view = service.read_view()  # printing reads never rewrites the store
@@ -101,7 +102,8 @@ def _print_agreement(arguments: argparse.Namespace) -> int:
     from .report import write_csv
 
     with _service(arguments) as service:
-        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store, read_only=True)
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store,
+                                  arguments.annotations, read_only=True)
         service.set_reader(arguments.reviewer, arguments.blinded)
         try:
             rows = agreement_rows(service.agreement())
@@ -123,7 +125,7 @@ def command_review(arguments: argparse.Namespace) -> int:
         from .report import write_verdicts_csv
 
         with _service(arguments) as service:
-            service.open(Path(arguments.folder), arguments.collection)
+            service.open(Path(arguments.folder), arguments.collection, arguments.annotations)
             service.set_store_path(arguments.store)
             service.set_reader(arguments.reviewer, arguments.blinded)
             view = service.read_view()  # an export only reads: the store is never rewritten
@@ -143,7 +145,8 @@ def command_review(arguments: argparse.Namespace) -> int:
         return 2
     with _service(arguments) as service:
         # Light: when the store knows this folder's cases, nothing is detected or indexed.
-        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store)
+        service.open_for_verdicts(Path(arguments.folder), arguments.collection, arguments.store,
+                                  arguments.annotations)
         try:
             if arguments.adjudicate:
                 final = service.adjudicate(arguments.case_id, arguments.verdict, arguments.comment,
@@ -174,7 +177,7 @@ def command_annotations(arguments: argparse.Namespace) -> int:
         print("error: give --csv PATH and/or --parquet PATH", file=sys.stderr)
         return 2
     with _service(arguments) as service:
-        service.open(Path(arguments.folder), arguments.collection)
+        service.open(Path(arguments.folder), arguments.collection, arguments.annotations)
         service.set_store_path(arguments.store)
         table = service.annotation_table(_progress_printer(arguments))
         for path in write_annotation_table(table, arguments.csv, arguments.parquet):
@@ -185,6 +188,14 @@ def command_annotations(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def add_annotations_option(parser: argparse.ArgumentParser) -> None:
+    """``--annotations FOLDER`` (repeatable): annotation folders outside the collection folder to read too."""
+    parser.add_argument("--annotations", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="Lung-PET-CT-Dx: an Annotation folder (or a folder holding one) outside the collection "
+                             "folder to read too; repeatable. Folders beside the collection are never read unless "
+                             "named here")
+
+
 def add_subcommands(subparsers: Any) -> None:
     """Add ``qa`` and ``review`` to the ``sllb`` command line (each sets ``func`` returning an exit code)."""
     qa = subparsers.add_parser("qa", help="run every quality check on every case; write CSV and HTML reports")
@@ -192,6 +203,7 @@ def add_subcommands(subparsers: Any) -> None:
     qa.add_argument("--out", type=Path, required=True, help="folder for findings.csv, review.csv, report.html")
     qa.add_argument("--reviewer", help="who prepared the report (shown in its header)")
     qa.add_argument("--collection", help="collection key, if detection should be skipped")
+    add_annotations_option(qa)
     qa.add_argument("--store", type=Path, help="review store to read verdicts from "
                                                 "(default: .sllb_review.sqlite in the collection)")
     qa.add_argument("--snapshots", action="store_true", help="render a snapshot of every case into the report")
@@ -205,6 +217,7 @@ def add_subcommands(subparsers: Any) -> None:
     review.add_argument("--comment", default="")
     review.add_argument("--reviewer", help="the reviewer's name")
     review.add_argument("--collection", help="collection key, if detection should be skipped")
+    add_annotations_option(review)
     review.add_argument("--store", type=Path, help="review store (default: .sllb_review.sqlite in the collection; "
                                                     "needed when the collection folder is read-only)")
     review.add_argument("--export-csv", type=Path, help="write every reader's verdicts to this CSV file")
@@ -226,6 +239,7 @@ def add_subcommands(subparsers: Any) -> None:
     annotations.add_argument("--csv", type=Path, help="write the table as CSV")
     annotations.add_argument("--parquet", type=Path, help="write the table as Parquet (needs pyarrow)")
     annotations.add_argument("--collection", help="collection key, if detection should be skipped")
+    add_annotations_option(annotations)
     annotations.add_argument("--store", type=Path, help="review store whose verdicts are added "
                                                         "(default: .sllb_review.sqlite in the collection, if any)")
     annotations.set_defaults(func=command_annotations)

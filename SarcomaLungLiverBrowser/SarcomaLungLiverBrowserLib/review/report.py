@@ -374,6 +374,10 @@ def _case_section(anchor: str, case: Any, case_qa: Optional[CaseQA], records: Se
     status = case_qa.status if case_qa else "not checked"
     facts = [("Case", case.case_id), ("Collection", case.collection), ("Diagnosis", case.diagnosis or "—"),
              ("QA status", status), ("Findings", str(len(findings)))]
+    metrics = case_qa.metrics if case_qa else {}
+    # Physical tumours: Lung-PET-CT-Dx lesions seen on several series count once; CRLM's empty segments not at all.
+    counts = (("lesions", "Lesions (tumours)"), ("tumour_count", "Tumours"))
+    facts += [(label, str(metrics[key])) for key, label in counts if key in metrics]
     details = "".join(f"<dt>{_text(name)}</dt><dd>{_text(value)}</dd>" for name, value in facts)
     return (f'<section class="case" id="{_text(anchor)}"><h2>{_text(case.case_id)}</h2><dl>{details}</dl>'
             f"{_image_tag(snapshot, case.case_id)}<h3>Findings</h3>{_findings_table(findings)}"

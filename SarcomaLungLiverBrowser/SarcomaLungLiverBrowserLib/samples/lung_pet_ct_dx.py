@@ -265,6 +265,8 @@ class CaseTruth:
     """What loading a sample patient must give.
 
     :param lesions: lesion ROIs per series number.
+    :param tumours: physical tumours boxed on some series (one per planned
+        ellipsoid with a box kept: all series share one frame of reference).
     :param placed_boxes: per-slice box ROIs (duplicates and unplaceable boxes excluded).
     :param findings: minimum number of findings per check name.
     """
@@ -277,6 +279,7 @@ class CaseTruth:
     placed_boxes: int
     xml_files: int
     findings: Dict[str, int]
+    tumours: int = 0
 
     @property
     def lesion_rois(self) -> int:
@@ -289,11 +292,13 @@ def ground_truth() -> Dict[str, CaseTruth]:
     diagnosis = {"A": "Adenocarcinoma", "B": "Small cell carcinoma", "G": "Squamous cell carcinoma"}
     for patient in plan():
         lesions: Dict[int, int] = {}
+        tumours: set = set()
         placed = 0
         xml_files = 0
         for series in patient.series:
             kept = [b for b in series.boxes if b.lesion > 0 and (series.key, b.k) != patient.malformed]
             lesions[series.series_number] = len({b.lesion for b in kept})
+            tumours.update(b.lesion for b in kept)
             duplicates = 1 if patient.duplicate and patient.duplicate[0] == series.key else 0
             placed += len(kept) - duplicates
             xml_files += len({b.k for b in series.boxes})
@@ -317,7 +322,7 @@ def ground_truth() -> Dict[str, CaseTruth]:
         truths[patient.patient_id] = CaseTruth(
             case_id=patient.patient_id, layout=patient.layout.upper(), diagnosis=diagnosis[patient.letter],
             series=len(patient.series), lesions=lesions, placed_boxes=placed, xml_files=xml_files,
-            findings=findings,
+            findings=findings, tumours=len(tumours),
         )
     return truths
 

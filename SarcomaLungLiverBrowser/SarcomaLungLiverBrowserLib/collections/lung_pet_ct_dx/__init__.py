@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ...case_data import CaseData, LoadedCase
+from ...errors import DataError
 from ...findings import Finding
 from ...progress import ProgressCallback
 from ..base import CaseRecord, Collection
@@ -168,9 +169,23 @@ class LungPetCtDxCollection(Collection):
 
     def __init__(self, root: Path, annotations: Sequence[Path] = ()) -> None:
         """:param annotations: ``Annotation`` folders outside ``root`` to read too (named by the user;
-        folders beside the collection are never found by walking upward)."""
+        folders beside the collection are never found by walking upward).
+
+        :raises DataError: naming a folder in ``annotations`` that does not exist
+            or holds no ``Annotation`` tree (patient folders such as ``A0001``)
+            within three levels: a mistyped name must not load no boxes silently.
+        """
+        from .discovery import find_annotation_roots  # light: os and pathlib only
+
         super().__init__(root)
         self.annotation_roots: List[Path] = [Path(folder) for folder in annotations]
+        for folder in self.annotation_roots:
+            if not folder.is_dir():
+                raise DataError(folder, "was named as an annotation folder but "
+                                        + ("is not a folder" if folder.exists() else "does not exist"))
+            if not find_annotation_roots(folder):
+                raise DataError(folder, "was named as an annotation folder but holds no Annotation folder of "
+                                        "patient folders (A0001, B0002...) within three levels")
 
     @classmethod
     def detect(cls, root: Path) -> bool:

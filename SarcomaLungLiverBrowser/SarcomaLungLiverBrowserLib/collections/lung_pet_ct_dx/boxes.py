@@ -4,6 +4,13 @@ A box file is matched to the series holding its image by SOPInstanceUID;
 a box is clamped to the image, kept once if repeated, and becomes a thin ROI
 on its slice. Boxes of one series on neighbouring slices that overlap
 in-plane form a lesion, which gets one 3-D ROI (see the package docstring).
+
+Every reconstruction of a study is annotated separately (notes §2), so one
+physical tumour shows as a lesion on each annotated series. Lesions of
+different series that share a FrameOfReferenceUID (one patient coordinate
+system) and overlap in RAS are one :class:`Tumour`: the per-series lesion
+ROIs are kept (each is drawn on its own images) and carry the tumour's number;
+the case's lesion count is the tumour count.
 """
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ...case_data import Placement, RoiData, TableData
 from ...errors import DataError
@@ -25,12 +34,15 @@ __all__ = [
     "Lesion",
     "AnnotatedObject",
     "CaseBoxes",
+    "Tumour",
     "MAX_GAP_SLICES",
     "ROLE_SLICE_BOX",
     "ROLE_LESION",
     "LESION_COLORS",
     "SLICE_BOX_COLOR",
     "group_lesions",
+    "group_tumours",
+    "ras_bounds",
     "annotation_sop",
     "read_case_boxes",
     "box_rois",
@@ -41,6 +53,10 @@ __all__ = [
 
 #: Boxes of one lesion may skip this many slices (the gap is reported).
 MAX_GAP_SLICES = 2
+
+#: Lesions of two series are one tumour when their RAS extents share more than this along every axis (mm);
+#: boxes that merely touch (a shared face) are not the same tumour.
+TUMOUR_OVERLAP_MM = 1e-3
 
 ROLE_SLICE_BOX = "slice_box"
 ROLE_LESION = "lesion"
@@ -73,6 +89,7 @@ class SliceBox:
     clamped: bool = False
     duplicate: bool = False
     lesion: int = 0
+    tumour: int = 0
 
     @property
     def name(self) -> str:
@@ -101,6 +118,19 @@ class Lesion:
             min(b.box[0] for b in self.boxes), min(b.box[1] for b in self.boxes),
             max(b.box[2] for b in self.boxes), max(b.box[3] for b in self.boxes),
         )
+
+
+@dataclass
+class Tumour:
+    """One physical tumour: overlapping lesions of different series in one frame of reference.
+
+    :param number: the tumour's number in the case, from 1.
+    :param lesions: (SeriesInstanceUID, lesion number in that series) of its lesions.
+    """
+
+    number: int
+    frame_of_reference_uid: str
+    lesions: List[Tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -166,6 +196,63 @@ def group_lesions(boxes: Sequence[SliceBox], max_gap: int = MAX_GAP_SLICES) -> L
         for box in lesion.boxes:
             box.lesion = number
     return lesions
+
+
+def ras_bounds(center: Sequence[float], size: Sequence[float], axes: Optional[np.ndarray] = None
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) RAS corner of the axis-aligned extent of a box ROI (axes as columns)."""
+    directions = np.eye(3) if axes is None else np.asarray(axes, dtype=float)
+    half = np.abs(directions) @ (np.asarray(size, dtype=float) / 2.0)
+    middle = np.asarray(center, dtype=float)
+    return middle - half, middle + half
+
+
+def _shared_volume(first: Tuple[np.ndarray, np.ndarray], second: Tuple[np.ndarray, np.ndarray]) -> float:
+    """mm³ two RAS extents share; 0 unless they overlap by more than :data:`TUMOUR_OVERLAP_MM` on every axis."""
+    extent = np.minimum(first[1], second[1]) - np.maximum(first[0], second[0])
+    return float(np.prod(extent)) if bool(np.all(extent > TUMOUR_OVERLAP_MM)) else 0.0
+
+
+def group_tumours(lesion_rois: Sequence[RoiData], frame_of_reference: Dict[str, str]) -> List[Tumour]:
+    """Join the lesions of different series that are one physical tumour.
+
+    Two lesions of different series are linked when their series share a
+    (non-empty) FrameOfReferenceUID and their RAS extents overlap; a tumour is
+    a connected group of linked lesions. Lesions of one series are never
+    linked directly (:func:`group_lesions` told them apart), but another
+    series may join them: the real A0002 has two lesions on one
+    reconstruction (three slices unannotated between them) that one lesion of
+    the other reconstruction spans, one tumour. Tumours are numbered by their
+    first lesion in the order given (the reader's: series in order, lesions
+    by number), so the numbering is deterministic.
+
+    :param lesion_rois: lesion ROIs with ``series_instance_uid`` and ``lesion`` attributes.
+    :param frame_of_reference: SeriesInstanceUID -> FrameOfReferenceUID ("" when the headers lack it).
+    """
+    series = [roi.attributes["series_instance_uid"] for roi in lesion_rois]
+    frames = [frame_of_reference.get(uid, "") for uid in series]
+    extents = [ras_bounds(roi.center, roi.size, roi.axes) for roi in lesion_rois]
+    parent = list(range(len(lesion_rois)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    for first in range(len(lesion_rois)):
+        for second in range(first + 1, len(lesion_rois)):
+            if (series[first] != series[second] and frames[first] and frames[first] == frames[second]
+                    and _shared_volume(extents[first], extents[second]) > 0):
+                low, high = sorted((root(first), root(second)))
+                parent[high] = low  # the earlier lesion's group keeps its place in the numbering
+    tumours: Dict[int, Tumour] = {}
+    for index, roi in enumerate(lesion_rois):
+        group = root(index)
+        if group not in tumours:
+            tumours[group] = Tumour(len(tumours) + 1, frames[index])
+        tumours[group].lesions.append((series[index], int(roi.attributes["lesion"])))
+    return list(tumours.values())
 
 
 def _clamp(box: Box, rows: int, columns: int) -> Tuple[Optional[Box], bool]:
@@ -406,21 +493,33 @@ def _slice_roi(case_id: str, series: ReadSeries, box: SliceBox) -> RoiData:
 
 
 def box_rois(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceBox]
-             ) -> Tuple[List[RoiData], Dict[str, List[Lesion]]]:
-    """Lesion ROIs of every series, then the per-slice box ROIs (duplicates left out), and the lesions."""
+             ) -> Tuple[List[RoiData], Dict[str, List[Lesion]], List[Tumour]]:
+    """Lesion ROIs of every series, then the per-slice box ROIs (duplicates left out), the lesions and tumours.
+
+    Lesion ROIs and boxes carry the number of the tumour they belong to
+    (``tumour`` attribute, :attr:`SliceBox.tumour`).
+    """
     by_series: Dict[str, List[SliceBox]] = defaultdict(list)
     for box in boxes:
         by_series[box.series_instance_uid].append(box)
     lesion_rois: List[RoiData] = []
-    slice_rois: List[RoiData] = []
     lesions_by_series: Dict[str, List[Lesion]] = {}
     for uid, series_boxes in by_series.items():
         read = series[uid]
         lesions = group_lesions(series_boxes)
         lesions_by_series[uid] = lesions
         lesion_rois.extend(_lesion_roi(case_id, read, lesion, number) for number, lesion in enumerate(lesions, 1))
-        slice_rois.extend(_slice_roi(case_id, read, box) for box in series_boxes if not box.duplicate)
-    return lesion_rois + slice_rois, lesions_by_series
+    frames = {uid: read.volume.instances[0].frame_of_reference_uid or "" for uid, read in series.items()}
+    tumours = group_tumours(lesion_rois, frames)
+    tumour_of = {lesion: tumour.number for tumour in tumours for lesion in tumour.lesions}
+    for roi in lesion_rois:
+        roi.attributes["tumour"] = str(tumour_of[(roi.attributes["series_instance_uid"],
+                                                  int(roi.attributes["lesion"]))])
+    for box in boxes:
+        box.tumour = tumour_of.get((box.series_instance_uid, box.lesion), 0)
+    slice_rois = [_slice_roi(case_id, series[uid], box)
+                  for uid, series_boxes in by_series.items() for box in series_boxes if not box.duplicate]
+    return lesion_rois + slice_rois, lesions_by_series, tumours
 
 
 def box_table(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceBox]) -> Optional[TableData]:
@@ -438,6 +537,7 @@ def box_table(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[Slice
             "sop_instance_uid": box.sop_instance_uid, "xmin": box.box[0], "ymin": box.box[1],
             "xmax": box.box[2], "ymax": box.box[3], "difficult": int(box.voc_object.difficult),
             "clamped": int(box.clamped), "duplicate": int(box.duplicate), "lesion": box.lesion,
+            "tumour": box.tumour,
         })
     return TableData(key="boxes", name=f"{case_id} boxes", dataframe=pd.DataFrame(rows),
                      placement=Placement(patient_id=case_id, patient_name=case_id),

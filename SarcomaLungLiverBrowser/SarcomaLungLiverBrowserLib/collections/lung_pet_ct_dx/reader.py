@@ -19,7 +19,12 @@ def read_case(collection_key: str, case: LungCase, progress: Optional[ProgressCa
     ``provenance`` holds ``source_headers`` (SOPInstanceUID -> header of every
     image found, for the SR export and for cleaning earlier corrections),
     ``boxes`` (every :class:`~.boxes.SliceBox` placed), ``objects`` (every
-    ``<object>`` of a matched file) and ``lesions`` (per series).
+    ``<object>`` of a matched file), ``lesions`` (per series) and ``tumours``.
+
+    Metrics: ``lesions`` is the number of physical tumours (lesions of
+    different series of one frame of reference that overlap in RAS count
+    once, :func:`~.boxes.group_tumours`); ``series_lesions`` the number of
+    per-series lesion ROIs.
     """
     findings = CaseFindings(case.case_id)
     for problem in case.problems:  # found while discovering: series not on disk, boxes without their image
@@ -29,7 +34,7 @@ def read_case(collection_key: str, case: LungCase, progress: Optional[ProgressCa
     report(progress, "Reading annotations", 0.85)
     read = read_case_boxes(case.case_id, case.annotation_folders, series, findings, case.root)
     report(progress, "Placing boxes", 0.95)
-    rois, lesions = box_rois(case.case_id, series.series, read.boxes)
+    rois, lesions, tumours = box_rois(case.case_id, series.series, read.boxes)
     hints = display_hints(list(series.series.values()))
     layers = {hints.background: "background", hints.foreground: "foreground"}
     data = CaseData(
@@ -41,11 +46,12 @@ def read_case(collection_key: str, case: LungCase, progress: Optional[ProgressCa
         metrics={
             "series": len(series.series),
             "boxes": sum(1 for box in read.boxes if not box.duplicate),
-            "lesions": sum(len(found) for found in lesions.values()),
+            "lesions": len(tumours),
+            "series_lesions": sum(len(found) for found in lesions.values()),
             "findings": len(findings),
         },
         provenance={"source_headers": series.headers, "boxes": read.boxes, "objects": read.objects,
-                    "lesions": lesions},
+                    "lesions": lesions, "tumours": tumours},
     )
     table = box_table(case.case_id, series.series, read.boxes)
     if table is not None:
