@@ -138,9 +138,13 @@ def _find_clinical(root: Path) -> Optional[Path]:
 
 
 def sts_case_id(patient_id: str) -> Optional[str]:
-    """``STS_001`` for a PatientID spelled like one (any case, DICOM padding ignored), else None."""
+    """``STS_001`` for a PatientID spelled like one (``sts-01``, ``STS_0001``, ``STS1``: any case, separator,
+    zero padding and DICOM padding), else None: one patient spelled differently is one case, as the
+    collection spells it (its reader names the other spellings in a warning)."""
     match = PATIENT_FOLDER.match(patient_id.strip(" \x00"))
-    return match.group(0).upper() if match else None
+    if not match:
+        return None
+    return f"STS_{int(re.sub(r'[^0-9]', '', match.group(0))):03d}"
 
 
 def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> "DicomInventory":
@@ -349,6 +353,7 @@ class _CaseReader:
             instances.extend(scan.instances)
             for error in scan.errors:
                 self.finding(WARNING, "sts.unreadable_file", str(error), path=error.path)
+        instances += self._rtstructs_elsewhere_in_own_studies(instances, RTSTRUCT_SOP_CLASS_UID)
         instances, claimed_structures = self._own_instances(instances, RTSTRUCT_SOP_CLASS_UID)
         # In series order, not path order: what loads must not depend on how the folders are named.
         own_structures = {i.path: i for i in instances
@@ -386,6 +391,19 @@ class _CaseReader:
             "clinical row", f"{case.case_id} clinical data", clinical_row_table(rows),
             Placement(patient_id=case.case_id, patient_name=case.case_id),
             {"collection": self.key, "case_id": case.case_id, "sts.clinical_source": str(case.clinical_table)}))
+
+    def _rtstructs_elsewhere_in_own_studies(self, instances: Sequence["InstanceHeader"], rtstruct_class: str
+                                            ) -> List["InstanceHeader"]:
+        """RTSTRUCTs outside the case's folders whose study is one of the case's but whose PatientID is another
+        patient's (a relabelled or misfiled structure set): discovery files them under that other PatientID,
+        but they claim this patient's images, so the identity check must see them and refuse them by name."""
+        studies = {instance.study_instance_uid for instance in instances if instance.study_instance_uid}
+        seen = {instance.path for instance in instances}
+        if not studies:
+            return []
+        return [instance for instance in _inventory(Path(self.case.root)).instances
+                if (instance.sop_class_uid == rtstruct_class or instance.modality == "RTSTRUCT")
+                and instance.study_instance_uid in studies and instance.path not in seen]
 
     def _own_instances(self, instances: Sequence["InstanceHeader"], rtstruct_class: str
                        ) -> Tuple[List["InstanceHeader"], List[Path]]:
