@@ -25,6 +25,7 @@ Dask is imported only when a scheduler address is given.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import logging
@@ -99,6 +100,8 @@ def _worker_scene() -> Any:
 
         environment = HeadlessSlicer(install_globals=False)
         _worker_state["environment"] = environment
+        # Released before interpreter exit: VTK objects freed in garbage-collection order have crashed exits.
+        atexit.register(environment.close)
     return environment
 
 
@@ -335,7 +338,7 @@ def run_on_dask(tasks: Sequence[CaseTask], scheduler: Any, *, retries: int = MAX
         futures = [client.submit(check_case_task, task, key=f"sllb-qa-{run_token}-{task.index}", pure=False,
                                  retries=retries) for task in tasks]
         by_key = {future.key: task for future, task in zip(futures, tasks)}
-        completed = as_completed(futures, with_results=False)
+        completed = as_completed(futures, loop=client.loop, with_results=False)
         while True:
             try:
                 batch = completed.next_batch(block=False) or [next(completed)]
