@@ -66,14 +66,15 @@ def dask_cluster(dask_pause_folder: Path):
     import distributed  # in requirements-lock.txt: the test environment has it (the extension needs it only for --scheduler)
 
     with pytest.MonkeyPatch.context() as patch:
-        # The workers inherit the hook's folder; nothing waits unless a test puts a hold file there.
+        # The workers inherit the hook's folder, also those the nannies (in this process) start after a kill;
+        # nothing waits unless a test puts a hold file there.
         patch.setenv(PAUSE_FOLDER_VARIABLE, str(dask_pause_folder))
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            dashboard_address=None)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+        try:
+            yield cluster
+        finally:
+            cluster.close()
 
 
 def wait_for(condition, what: str) -> None:
