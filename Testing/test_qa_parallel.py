@@ -301,3 +301,11 @@ def test_command_line_options_are_checked_and_do_not_import_dask_at_start_up(tmp
     imported = imported_top_level_modules(light.stderr)
     assert "SarcomaLungLiverBrowserLib" in imported, "the import log was not read"
     assert not imported & {"dask", "distributed", "tornado", *HEAVY_MODULES}, sorted(imported)
+
+
+def test_without_dask_installed_a_scheduler_address_gets_a_message_saying_what_to_install(tmp_path, monkeypatch):
+    from SarcomaLungLiverBrowserLib.review.parallel import run_on_dask
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match=r"needs the packages dask and distributed.*pip install"):
+        list(run_on_dask([], "tcp://127.0.0.1:8786"))

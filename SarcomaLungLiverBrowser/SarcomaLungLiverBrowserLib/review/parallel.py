@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a case may take its worker down before it is reported instead of checked.
 MAX_ATTEMPTS = 3
+#: The dask and distributed version the tests and benchmarks run (requirements-lock.txt, the ``scale`` extra).
+DASK_TESTED_VERSION = "2026.8.0"
 #: Check name of a case whose worker kept dying.
 CHECK_WORKER_LOST = "qa.worker_lost"
 #: Test hook: a folder where each worker marks the case it starts (``<index>.<pid>.started``) and waits while
@@ -286,8 +288,10 @@ def _dask_client(scheduler: Any) -> Tuple[Any, bool]:
     try:
         from distributed import Client
     except ImportError as error:
-        raise RuntimeError("QA on a Dask cluster needs the packages dask and distributed "
-                           "(pip install 'SarcomaLungLiverBrowser[scale]')") from error
+        # Not installed for the user: the client's dask must be the version the cluster runs, which only they know.
+        raise RuntimeError(f"QA on a Dask cluster needs the packages dask and distributed, of the versions the "
+                           f"cluster runs: {sys.executable} -m pip install 'dask[distributed]==VERSION' "
+                           f"(tested with {DASK_TESTED_VERSION}) ({error})") from error
     if isinstance(scheduler, Client):
         return scheduler, False
     return Client(str(scheduler), set_as_default=False), True
@@ -325,11 +329,11 @@ def run_on_dask(tasks: Sequence[CaseTask], scheduler: Any, *, retries: int = MAX
     :func:`worker_lost_finding`. When ``should_stop`` returns True, the tasks
     not yet finished are cancelled and the generator ends.
     """
-    from distributed import as_completed
-
     from .qa import CaseQA
 
     client, own_client = _dask_client(scheduler)
+    from distributed import as_completed  # importable: _dask_client checked
+
     address = str(scheduler) if own_client else str(client.scheduler.address)
     run_token = uuid.uuid4().hex[:12]
     futures: List[Any] = []
