@@ -53,6 +53,7 @@ def _qa_journal(out: Path, fresh: bool) -> Path:
     """The QA journal in the report folder; with ``fresh``, emptied so every case is checked again."""
     from .qa_journal import JOURNAL_NAME, QAJournal
 
+    out.mkdir(parents=True, exist_ok=True)
     path = out / JOURNAL_NAME
     if fresh and path.exists():
         with QAJournal(path) as journal:
@@ -68,8 +69,6 @@ def command_qa(arguments: argparse.Namespace) -> int:
     files changed) are checked. The report files are written once every case
     is done, their completion manifest last.
     """
-    from ..formats.atomic import begin_output_set
-
     if arguments.workers > 1 and arguments.scheduler:
         print("error: give --workers or --scheduler, not both", file=sys.stderr)
         return 2
@@ -77,8 +76,7 @@ def command_qa(arguments: argparse.Namespace) -> int:
     with _service(arguments) as service:
         service.open(Path(arguments.folder), arguments.collection)
         service.set_store_path(arguments.store)
-        out.mkdir(parents=True, exist_ok=True)
-        begin_output_set(out, "report")  # from now until the new report is complete, the folder says so
+        # The report files (and their completion manifest) change only when the report is written at the end.
         journal = _qa_journal(out, arguments.no_resume)
         try:
             result = service.run_qa(_progress_printer(arguments),

@@ -155,11 +155,14 @@ def library_version() -> str:
         return "unknown"
 
 
-def worker_lost_finding(case: CaseInfo, attempts: int, cause: str) -> Finding:
-    """The error finding of a case that could not be checked because its worker kept dying."""
+def worker_lost_finding(case: CaseInfo, how: str) -> Finding:
+    """The error finding of a case that could not be checked because its worker kept dying.
+
+    :param how: how often and how it died, e.g. ``"3 time(s)"``.
+    """
     return Finding(ERROR, CHECK_WORKER_LOST,
-                   f"{case.case_id} could not be checked: the worker process checking it died {attempts} time(s) "
-                   f"({cause}); a reader crashing in a native library on one of its files is the usual cause",
+                   f"{case.case_id} could not be checked: the worker process checking it died {how}; "
+                   "a reader crashing in a native library on one of its files is the usual cause",
                    case_id=case.case_id)
 
 
@@ -274,7 +277,7 @@ def run_in_processes(tasks: Sequence[CaseTask], workers: int, *, max_attempts: i
                                run.attempts[index], max_attempts)
                 if run.attempts[index] >= max_attempts:
                     case = run.tasks[index].case
-                    yield index, CaseQA(case, [worker_lost_finding(case, run.attempts[index], "process pool broken")],
+                    yield index, CaseQA(case, [worker_lost_finding(case, f"{run.attempts[index]} time(s)")],
                                         {}, loaded=False), []
                 elif not stopping:
                     run.suspects.append(index)
@@ -294,7 +297,10 @@ def _dask_client(scheduler: Any) -> Tuple[Any, bool]:
                            f"(tested with {DASK_TESTED_VERSION}) ({error})") from error
     if isinstance(scheduler, Client):
         return scheduler, False
-    return Client(str(scheduler), set_as_default=False), True
+    try:
+        return Client(str(scheduler), set_as_default=False), True
+    except (OSError, ValueError, TypeError) as error:  # unreachable, refused, or not an address at all
+        raise RuntimeError(f"cannot use the Dask scheduler at {scheduler}: {error}") from error
 
 
 def _check_workers(client: Any, address: str) -> None:
@@ -353,7 +359,7 @@ def run_on_dask(tasks: Sequence[CaseTask], scheduler: Any, *, retries: int = MAX
                 if future.status == "error" and _killed_worker(future):
                     logger.warning("Dask workers kept dying while checking %s", task.case.case_id)
                     yield task.index, CaseQA(task.case, [worker_lost_finding(
-                        task.case, retries + 1, f"Dask: {future.exception()}")], {}, loaded=False), []
+                        task.case, f"on every worker Dask tried ({future.exception()})")], {}, loaded=False), []
                 else:
                     yield _outcome(future, task)
             if should_stop is not None and should_stop():
