@@ -218,7 +218,8 @@ def test_command_line_runs_qa_and_records_verdicts(tmp_path):
     result = _sllb("qa", root, "--out", out, "--store", store, "--reviewer", "Dr QA")
     assert result.returncode == 0, result.stderr
     assert "3 case(s) checked" in result.stdout
-    assert sorted(path.name for path in out.iterdir()) == ["findings.csv", "report.complete.json", "report.html", "review.csv"]
+    assert sorted(path.name for path in out.iterdir()) == ["findings.csv", "qa-journal.sqlite", "report.complete.json",
+                                                           "report.html", "review.csv"]
     rows = list(csv.DictReader(open(out / "review.csv", encoding="utf-8")))
     assert [(row["case_id"], row["qa_status"], row["verdict"]) for row in rows] == [
         ("CRLM-CT-1001", "ok", "needs correction"), ("CRLM-CT-1002", "warnings", ""), ("CRLM-CT-1003", "ok", "")]
