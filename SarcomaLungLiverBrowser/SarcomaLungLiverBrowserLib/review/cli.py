@@ -30,8 +30,13 @@ def _progress_printer(arguments: argparse.Namespace) -> Optional[Callable[[str, 
     if not getattr(arguments, "verbose", False):
         return None
 
+    shown = {"line": ""}
+
     def show(message: str, fraction: float) -> None:
-        print(f"  {fraction * 100:5.1f}%  {message}", file=sys.stderr)
+        line = f"  {fraction * 100:5.1f}%  {message}"
+        if line != shown["line"]:  # QA in workers asks again while waiting (that is how Cancel is noticed)
+            shown["line"] = line
+            print(line, file=sys.stderr)
 
     return show
 

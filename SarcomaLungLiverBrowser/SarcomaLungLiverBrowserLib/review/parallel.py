@@ -246,7 +246,13 @@ def run_in_processes(tasks: Sequence[CaseTask], workers: int, *, max_attempts: i
         while not run.finished:
             if not stopping:
                 for index in run.next_indices():
-                    run.in_flight[pool.submit(check_case_task, run.tasks[index])] = index
+                    try:
+                        future = pool.submit(check_case_task, run.tasks[index])
+                    except BrokenProcessPool:  # a worker died while idle; its in-flight peers are settled below
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        pool = _new_pool(run.workers)
+                        future = pool.submit(check_case_task, run.tasks[index])
+                    run.in_flight[future] = index
             if not run.in_flight:
                 break  # stopping, and nothing runs any more
             done, _ = concurrent.futures.wait(list(run.in_flight), timeout=0.5,
