@@ -1216,12 +1216,14 @@ class SarcomaLungLiverBrowserLogic(ScriptedLoadableModuleLogic):
         """The first case after ``caseId`` (wrapping) without a verdict, or None when all have one."""
         return self.service.next_unreviewed_case_id(caseId)
 
-    def runCollectionQA(self, progressCallback: Any = None) -> Any:
+    def runCollectionQA(self, progressCallback: Any = None, workers: int = 1, scheduler: Optional[str] = None) -> Any:
         """Run every quality check over every case, with a snapshot each (cancellable through the callback).
 
-        Cases load into this logic's scene one at a time and are removed again.
+        Cases load into this logic's scene one at a time and are removed again. With ``workers`` > 1 they
+        are checked in that many worker processes, or with ``scheduler`` on a Dask distributed cluster
+        (needs dask and distributed), each worker in a scene of its own; the findings are the same.
         """
-        return self.service.run_qa(progressCallback)
+        return self.service.run_qa(progressCallback, workers=workers, scheduler=scheduler)
 
     def describeQA(self, result: Any) -> str:
         return self.service.describe_qa(result)

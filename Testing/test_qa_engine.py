@@ -218,10 +218,10 @@ def test_command_line_runs_qa_and_records_verdicts(tmp_path):
     result = _sllb("qa", root, "--out", out, "--store", store, "--reviewer", "Dr QA")
     assert result.returncode == 0, result.stderr
     assert "3 case(s) checked" in result.stdout
-    # 1003 has an AI SEG: its agreement with the expert SEG comes as two CSVs more.
+    # 1003 has an AI SEG: its agreement with the expert SEG comes as two CSVs more; the journal lets a re-run resume.
     assert sorted(path.name for path in out.iterdir()) == [
-        "findings.csv", "report.complete.json", "report.html", "review.csv", "segmentation_agreement.csv",
-        "segmentation_agreement_summary.csv"]
+        "findings.csv", "qa-journal.sqlite", "report.complete.json", "report.html", "review.csv",
+        "segmentation_agreement.csv", "segmentation_agreement_summary.csv"]
     rows = list(csv.DictReader(open(out / "review.csv", encoding="utf-8")))
     assert [(row["case_id"], row["qa_status"], row["verdict"]) for row in rows] == [
         ("CRLM-CT-1001", "ok", "needs correction"), ("CRLM-CT-1002", "warnings", ""), ("CRLM-CT-1003", "ok", "")]

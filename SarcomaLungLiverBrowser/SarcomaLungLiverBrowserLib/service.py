@@ -444,7 +444,8 @@ class ReviewService:
             self._snapshot_folder = Path(tempfile.mkdtemp(prefix="sllb-snapshots-"))
         return self._snapshot_folder
 
-    def run_qa(self, progress: Optional[ProgressCallback] = None, snapshot_folder: Optional[Path] = None) -> Any:
+    def run_qa(self, progress: Optional[ProgressCallback] = None, snapshot_folder: Optional[Path] = None,
+               workers: int = 1, scheduler: Any = None, journal: Optional[Path] = None) -> Any:
         """Run every check over every case; with the snapshot policy on, render one PNG per case.
 
         Cases load one at a time and are removed again. With snapshots, QA
@@ -454,6 +455,15 @@ class ReviewService:
         user's scene, and one path makes both reports the same. Without
         snapshots, cases load into :attr:`scene` (a private one when None).
         The result is kept for :meth:`export_report`.
+
+        :param workers: check cases in this many worker processes, each with a
+            scene of its own (the user's scene is never touched); the findings
+            are the same as one process's, in the same order.
+        :param scheduler: check cases on the Dask distributed cluster of this
+            scheduler address instead (needs the optional packages dask and distributed).
+        :param journal: a QA journal file: each case's result is recorded there
+            as it arrives, and results it holds for unchanged inputs are reused
+            (an interrupted run resumes; see :mod:`.review.qa_journal`).
         """
         from .review.qa import run_collection_qa
 
@@ -461,10 +471,13 @@ class ReviewService:
         cases = self.cases()
         if self.snapshots and snapshot_folder is None:
             snapshot_folder = self._default_snapshot_folder()
-        scene, application_logic = (None, None) if self.snapshots else (self.scene, self.application_logic)
+        in_workers = workers > 1 or scheduler is not None
+        scene, application_logic = ((None, None) if self.snapshots or in_workers
+                                    else (self.scene, self.application_logic))
         self.qa_result = run_collection_qa(collection, progress, scene=scene,
                                            snapshot_folder=snapshot_folder if self.snapshots else None, cases=cases,
-                                           application_logic=application_logic)
+                                           application_logic=application_logic, workers=workers,
+                                           scheduler=scheduler, journal=journal)
         return self.qa_result
 
     def describe_qa(self, result: Any = None) -> str:

@@ -1,6 +1,7 @@
 """Command-line review: QA over a whole collection, verdicts, and the review exports.
 
     sllb qa <collection folder> --out report/ [--reviewer NAME] [--store review.sqlite] [--snapshots]
+            [--workers N | --scheduler tcp://host:8786] [--no-resume]
     sllb review <collection folder> <case id> --verdict accepted [--annotation KEY] --comment "..." --reviewer NAME
     sllb review <collection folder> <case id> --verdict rejected --adjudicate --reviewer NAME
     sllb review <collection folder> --export-csv review.csv
@@ -29,8 +30,13 @@ def _progress_printer(arguments: argparse.Namespace) -> Optional[Callable[[str, 
     if not getattr(arguments, "verbose", False):
         return None
 
+    shown = {"line": ""}
+
     def show(message: str, fraction: float) -> None:
-        print(f"  {fraction * 100:5.1f}%  {message}", file=sys.stderr)
+        line = f"  {fraction * 100:5.1f}%  {message}"
+        if line != shown["line"]:  # QA in workers asks again while waiting (that is how Cancel is noticed)
+            shown["line"] = line
+            print(line, file=sys.stderr)
 
     return show
 
@@ -41,14 +47,49 @@ def _service(arguments: argparse.Namespace) -> ReviewService:
                          snapshots=bool(getattr(arguments, "snapshots", False)))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _qa_journal(out: Path, fresh: bool) -> Path:
+    """The QA journal in the report folder; with ``fresh``, emptied so every case is checked again."""
+    from .qa_journal import JOURNAL_NAME, QAJournal
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / JOURNAL_NAME
+    if fresh and path.exists():
+        with QAJournal(path) as journal:
+            journal.forget()
+    return path
+
+
 def command_qa(arguments: argparse.Namespace) -> int:
-    """Run QA over every case; write findings.csv, review.csv and report.html into --out."""
+    """Run QA over every case; write findings.csv, review.csv and report.html into --out.
+
+    Each case's result goes into the QA journal in --out as it arrives; run
+    again after an interruption and only the cases not yet recorded (or whose
+    files changed) are checked. The report files are written once every case
+    is done, their completion manifest last.
+    """
+    if arguments.workers > 1 and arguments.scheduler:
+        print("error: give --workers or --scheduler, not both", file=sys.stderr)
+        return 2
     out = Path(arguments.out)
     with _service(arguments) as service:
         service.open(Path(arguments.folder), arguments.collection, arguments.annotations)
         service.set_store_path(arguments.store)
-        result = service.run_qa(_progress_printer(arguments),
-                                snapshot_folder=out / "snapshots" if service.snapshots else None)
+        # The report files (and their completion manifest) change only when the report is written at the end.
+        journal = _qa_journal(out, arguments.no_resume)
+        try:
+            result = service.run_qa(_progress_printer(arguments),
+                                    snapshot_folder=out / "snapshots" if service.snapshots else None,
+                                    workers=arguments.workers, scheduler=arguments.scheduler, journal=journal)
+        except RuntimeError as error:  # e.g. a Dask cluster that cannot be reached or cannot run the QA
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(service.describe_qa(result))
         # QA only reads verdicts: it never creates a store file, and a store it cannot open does not stop it.
         if arguments.store is None and not service.store_path.is_file():
@@ -207,6 +248,15 @@ def add_subcommands(subparsers: Any) -> None:
     qa.add_argument("--store", type=Path, help="review store to read verdicts from "
                                                 "(default: .sllb_review.sqlite in the collection)")
     qa.add_argument("--snapshots", action="store_true", help="render a snapshot of every case into the report")
+    qa.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                    help="check cases in N worker processes (same findings, same order as one process)")
+    qa.add_argument("--scheduler", metavar="ADDRESS",
+                    help="check cases on the Dask distributed cluster at this scheduler address "
+                         "(e.g. tcp://host:8786; needs dask and distributed, and this extension on every worker)")
+    qa.add_argument("--no-resume", action="store_true",
+                    help="check every case again, ignoring results an earlier run recorded in the QA journal "
+                         "(qa-journal.sqlite in --out; by default a re-run checks only cases not recorded yet "
+                         "or whose files changed)")
     qa.set_defaults(func=command_qa)
 
     review = subparsers.add_parser("review", help="record a verdict on a case, or export the verdicts")

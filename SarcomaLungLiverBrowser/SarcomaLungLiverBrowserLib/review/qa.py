@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError, LoadCancelled
 from ..findings import ERROR, INFO, WARNING, Finding
@@ -264,43 +264,167 @@ def _split_collection_findings(cases: List[CaseQA]) -> List[Finding]:
 
 def run_collection_qa(collection: Collection, progress: Optional[ProgressCallback] = None, scene: Any = None,
                       snapshot_folder: Optional[Path] = None, cases: Optional[Sequence[CaseInfo]] = None,
-                      application_logic: Any = None) -> CollectionQA:
+                      application_logic: Any = None, *, workers: int = 1, scheduler: Any = None,
+                      journal: Optional[Path] = None) -> CollectionQA:
     """Run the checks on every case; one failing case never stops the rest.
 
     Progress messages read "Case k of N: ..."; returning True from the
-    callback cancels (raises :class:`LoadCancelled`), also in the middle of a
-    case, whose partial load is then removed from the scene.
+    callback cancels (raises :class:`LoadCancelled`): serially also in the
+    middle of a case, whose partial load is then removed from the scene; with
+    workers, no new case starts and the running ones finish first.
 
-    :param scene: the scene to load into; a temporary headless scene is
-        created (and closed) when None.
+    The result is the same whichever way the cases run: cases, findings and
+    notes are in case order, never in the order workers finish.
+
+    :param scene: the scene to load into serially; a temporary headless scene
+        is created (and closed) when None. Workers always use scenes of their own.
     :param snapshot_folder: render a PNG per case into this folder (names
         from :func:`snapshot_paths`).
     :param cases: the cases to check (default: every case of the collection).
+    :param workers: check cases in this many worker processes (see :mod:`.parallel`).
+    :param scheduler: check cases on the Dask cluster of this scheduler address
+        (or ``distributed.Client``) instead.
+    :param journal: record each case's result in this QA journal file as it
+        arrives, and reuse results it holds for unchanged inputs (see :mod:`.qa_journal`).
     """
     if cases is None:
         cases = collection.discover_cases(sub_progress(progress, 0.0, 0.05))
     cases = list(cases)
-    result = CollectionQA(collection.title, collection.root)
+    if scheduler is not None and workers > 1:
+        raise ValueError("choose worker processes or a Dask scheduler, not both")
     snapshots = snapshot_paths(Path(snapshot_folder), [case.case_id for case in cases]) if snapshot_folder else {}
+    results: Dict[int, Tuple[CaseQA, List[str]]] = {}
+    recorder = _JournalRecorder(journal, collection, cases, bool(snapshots)) if journal is not None else None
+    try:
+        if recorder is not None:
+            results.update(recorder.recorded_results(snapshots))
+            if results:
+                report(progress, f"{len(results)} of {len(cases)} case(s) already checked with the same inputs "
+                                 f"(QA journal {journal})", 0.05)
+        pending = [index for index in range(len(cases)) if index not in results]
+
+        def accept(index: int, case_result: CaseQA, notes: List[str]) -> None:
+            results[index] = (case_result, notes)
+            if recorder is not None:
+                recorder.record(index, case_result, notes)
+
+        if scheduler is None and workers <= 1:
+            _run_serially(collection, cases, pending, accept, progress, scene, snapshots, application_logic)
+        else:
+            _run_in_workers(collection, cases, pending, accept, progress, snapshots, workers, scheduler)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    result = CollectionQA(collection.title, collection.root)
+    for index in range(len(cases)):
+        case_result, notes = results[index]
+        result.cases.append(case_result)
+        result.notes.extend(note for note in notes if note not in result.notes)
+    result.collection_findings = _split_collection_findings(result.cases)
+    report(progress, f"Checked {len(cases)} case(s)", 1.0)
+    return result
+
+
+Accept = Callable[[int, CaseQA, List[str]], None]
+
+
+def _run_serially(collection: Collection, cases: List[CaseInfo], pending: List[int], accept: Accept,
+                  progress: Optional[ProgressCallback], scene: Any, snapshots: Dict[str, Path],
+                  application_logic: Any) -> None:
+    """Check the cases at positions ``pending`` one after another in ``scene`` (a private one when None)."""
     environment = None
-    if scene is None:
+    if scene is None and pending:
         from ..scene.headless import HeadlessSlicer
 
         environment = HeadlessSlicer(install_globals=False)
         scene, application_logic = environment.scene, environment.application_logic
     try:
         total = max(1, len(cases))
-        for index, case in enumerate(cases):
+        for index in pending:
+            case = cases[index]
             report(progress, f"Case {index + 1} of {len(cases)}: checking {case.case_id}", 0.05 + 0.95 * index / total)
-            result.cases.append(run_case_qa(collection, case, _case_progress(progress, index, total), scene=scene,
-                                            snapshot_path=snapshots.get(case.case_id),
-                                            application_logic=application_logic, notes=result.notes))
-        result.collection_findings = _split_collection_findings(result.cases)
-        report(progress, f"Checked {len(cases)} case(s)", 1.0)
+            notes: List[str] = []
+            case_result = run_case_qa(collection, case, _case_progress(progress, index, total), scene=scene,
+                                      snapshot_path=snapshots.get(case.case_id),
+                                      application_logic=application_logic, notes=notes)
+            accept(index, case_result, notes)
     finally:
         if environment is not None:
             environment.close()
-    return result
+
+
+def _run_in_workers(collection: Collection, cases: List[CaseInfo], pending: List[int], accept: Accept,
+                    progress: Optional[ProgressCallback], snapshots: Dict[str, Path], workers: int,
+                    scheduler: Any) -> None:
+    """Check the cases at positions ``pending`` in worker processes or on a Dask cluster, as they finish."""
+    from .parallel import CaseTask, run_in_processes, run_on_dask
+
+    tasks = [CaseTask(index, collection.key, Path(collection.root), cases[index], snapshots.get(cases[index].case_id))
+             for index in pending]
+    where = f"the Dask cluster at {scheduler}" if scheduler is not None else f"{workers} worker processes"
+    state = {"message": f"Checking {len(tasks)} case(s) in {where}", "fraction": 0.05, "cancelled": False}
+
+    def should_stop() -> bool:
+        try:
+            report(progress, str(state["message"]), float(state["fraction"]))
+        except LoadCancelled:
+            state["cancelled"] = True
+        return bool(state["cancelled"])
+
+    should_stop()
+    outcomes = (run_on_dask(tasks, scheduler, should_stop=should_stop) if scheduler is not None
+                else run_in_processes(tasks, workers, should_stop=should_stop))
+    done = len(cases) - len(pending)
+    for index, case_result, notes in outcomes:
+        accept(index, case_result, notes)
+        done += 1
+        state["message"] = f"Case {done} of {len(cases)} done: {case_result.case_id} ({case_result.status})"
+        state["fraction"] = 0.05 + 0.95 * done / max(1, len(cases))
+        if not state["cancelled"]:
+            should_stop()
+    if state["cancelled"]:
+        raise LoadCancelled(f"QA cancelled after {done} of {len(cases)} case(s); the rest were not checked")
+
+
+class _JournalRecorder:
+    """The QA journal of one run: fingerprints of the run's cases, what is recorded for them, recording more."""
+
+    def __init__(self, path: Path, collection: Collection, cases: List[CaseInfo], snapshots: bool) -> None:
+        from .qa_journal import QAJournal, case_fingerprint, collection_files
+
+        self.journal = QAJournal(Path(path))
+        self.cases = cases
+        shared = collection_files(Path(collection.root))
+        self.fingerprints = [case_fingerprint(collection.key, case, snapshots, shared) for case in cases]
+
+    def recorded_results(self, snapshots: Dict[str, Path]) -> Dict[int, Tuple[CaseQA, List[str]]]:
+        """Results recorded for unchanged inputs (a result whose snapshot file is gone is checked again)."""
+        from .qa_journal import decode_case_result
+
+        found: Dict[int, Tuple[CaseQA, List[str]]] = {}
+        for index, case in enumerate(self.cases):
+            text = self.journal.recorded(case.case_id, self.fingerprints[index])
+            if text is None:
+                continue
+            try:
+                case_result, notes = decode_case_result(case, text)
+            except (ValueError, KeyError, TypeError) as error:
+                logger.warning("%s: the recorded result of %s is unreadable (%s); checking it again",
+                               self.journal.path, case.case_id, error)
+                continue
+            wanted = snapshots.get(case.case_id)
+            if wanted is not None and case_result.snapshot is not None and not Path(case_result.snapshot).is_file():
+                continue
+            found[index] = (case_result, notes)
+        return found
+
+    def record(self, index: int, case_result: CaseQA, notes: List[str]) -> None:
+        from .qa_journal import encode_case_result
+
+        self.journal.record(self.cases[index].case_id, self.fingerprints[index], encode_case_result(case_result, notes))
+
+    def close(self) -> None:
+        self.journal.close()
 
 
 def describe_collection_qa(result: CollectionQA) -> str:
