@@ -109,9 +109,26 @@ def _plain(value: Any) -> Any:
         return str(value)
     if hasattr(value, "tolist"):  # numpy scalar or array
         return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_NON_FINITE: repr(value)}  # JSON has no nan/inf; undefined measures (e.g. HD95) are nan
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     return str(value)
+
+
+#: The key of a non-finite float in the journal's JSON (``{"__non_finite_float__": "nan"}``).
+_NON_FINITE = "__non_finite_float__"
+
+
+def _unplain(value: Any) -> Any:
+    """A metric value as :func:`_plain` wrote it, non-finite floats restored."""
+    if isinstance(value, dict):
+        if set(value) == {_NON_FINITE}:
+            return float(value[_NON_FINITE])
+        return {key: _unplain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unplain(item) for item in value]
+    return value
 
 
 def _encode_finding(finding: Finding) -> Dict[str, Any]:
@@ -152,7 +169,7 @@ def decode_case_result(case: CaseInfo, text: str) -> Tuple[Any, List[str]]:
 
     document = json.loads(text)
     findings = [_decode_finding(item) for item in document["findings"]]
-    result = CaseQA(case, findings, dict(document["metrics"]), loaded=bool(document["loaded"]),
+    result = CaseQA(case, findings, _unplain(dict(document["metrics"])), loaded=bool(document["loaded"]),
                     snapshot=Path(document["snapshot"]) if document["snapshot"] else None)
     result.unattributed = [findings[index] for index in document["unattributed"]]
     return result, [str(note) for note in document["notes"]]
