@@ -7,7 +7,6 @@ slice normal, not by file name or ``InstanceNumber``.
 """
 from __future__ import annotations
 
-import io
 import os
 import struct
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
+import pydicom.pixels
 from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
@@ -54,7 +54,10 @@ HEADER_TAGS = [
     "WindowCenter", "WindowWidth", "PhotometricInterpretation",
 ]
 
-#: Bytes read to parse a header; a file whose header is longer is read again whole.
+#: The tags of :data:`HEADER_TAGS` as numbers, for pydicom's ``specific_tags``.
+_HEADER_TAG_NUMBERS = [pydicom.datadict.tag_for_keyword(keyword) for keyword in HEADER_TAGS]
+
+#: Bytes the raw reader looks at; a file whose wanted attributes lie further in is read by pydicom.
 HEADER_PREFIX_BYTES = 16384
 
 #: (7FE0,0010) Pixel Data as it appears in a little-endian file.
@@ -69,6 +72,7 @@ MIN_EMPTY_SLICES_ALLOWED = 256
 
 #: Transfer syntaxes whose pixel data is stored raw at the end of the file.
 UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+DEFLATED_EXPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 
 @dataclass(frozen=True)
@@ -271,27 +275,17 @@ def looks_like_dicom(path: Path) -> bool:
 
 
 def _parse_header(path: Path) -> pydicom.Dataset:
-    """Parse a header from the first bytes of the file, or the whole file when it is longer.
+    """The indexed attributes of a file the raw reader declined, in one pydicom pass.
 
-    Reading a prefix avoids pulling half a megabyte of pixel data through
-    Python per slice while indexing. The prefix is trusted only if it holds
-    the Pixel Data tag (so every element before it was read) or parsing got
-    past group 0028, the last group whose tags the index needs.
+    pydicom reads from the file only up to Pixel Data (``stop_before_pixels``)
+    and seeks past the values of every element it is not asked for
+    (``specific_tags``), so this costs no more than the plainest
+    ``dcmread(stop_before_pixels=True)``. Deflated files are the exception:
+    pydicom inflates their whole data set in memory, so the expansion is
+    bounded first (formats/limits.py).
     """
-    with open(path, "rb") as stream:
-        prefix = stream.read(HEADER_PREFIX_BYTES)
-        whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
-    if not whole_file:
-        try:
-            dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
-        except Exception:  # the prefix ended inside an element: read the whole file instead
-            dataset = None
-        if dataset is not None and PIXEL_DATA_TAG_BYTES in prefix[132:]:
-            return dataset
-        if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
-            return dataset
-    check_deflated_dicom(path)  # a deflated file is inflated whole by pydicom: bound it first (formats/limits.py)
-    return pydicom.dcmread(str(path), stop_before_pixels=True)
+    check_deflated_dicom(path)
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAG_NUMBERS)
 
 
 def _split_floats(text: object, count: int) -> Optional[Tuple[float, ...]]:
@@ -357,8 +351,10 @@ def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
 def read_header(path: Path) -> InstanceHeader:
     """Read one file's header without its pixel data.
 
-    The common uncompressed little-endian files are read by a minimal raw
-    reader (:mod:`.fast_header`); everything else by pydicom.
+    Files whose data set is little endian and not deflated -- uncompressed
+    and every encapsulated (JPEG, JPEG-LS, JPEG 2000, RLE) syntax -- are read
+    by a minimal raw reader (:mod:`.fast_header`); everything else by one
+    pydicom pass over the header.
 
     :raises DataError: naming the file, if it is not readable DICOM.
     """
@@ -720,14 +716,26 @@ def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
 
 
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
-    """Stored values decoded by pydicom (compressed or unusual files)."""
+    """Stored values of one compressed or unusual file, decoded by pydicom's pixel-data plugins.
+
+    JPEG, JPEG-LS, JPEG 2000 and RLE frames go through
+    :func:`pydicom.pixels.pixel_array` on the file: it reads only the image
+    pixel attributes and the pixel data (no full data set is built) and
+    decodes with the same decoder and plugin order as ``Dataset.pixel_array``
+    (pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls, Pillow; see
+    Resources/requirements.txt), so the values are the same. Only deflated
+    files are read as a data set, as that function cannot inflate them.
+    """
     try:
-        check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
-        pixels = pydicom.dcmread(str(instance.path)).pixel_array
+        if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_LITTLE_ENDIAN:
+            check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
+            pixels = pydicom.dcmread(str(instance.path)).pixel_array
+        else:
+            pixels = pydicom.pixels.pixel_array(str(instance.path))
     except DataError:
         raise
-    except Exception as error:  # pydicom raises many types for damaged pixel data
-        raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
+    except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data
+        raise DataError(instance.path, f"pixel data cannot be decoded ({type(error).__name__}: {error})") from error
     if pixels.shape != (instance.rows, instance.columns):
         raise DataError(instance.path, f"pixel data is {pixels.shape}, header says {instance.rows}x{instance.columns}")
     return pixels
