@@ -41,6 +41,10 @@ IMPORT_NAMES: Dict[str, str] = {
     "pandas": "pandas",
     "lxml": "lxml",
     "openpyxl": "openpyxl",
+    "pylibjpeg": "pylibjpeg",
+    "pylibjpeg-libjpeg": "libjpeg",
+    "pylibjpeg-openjpeg": "openjpeg",
+    "pylibjpeg-rle": "rle",
 }
 
 #: How to ask for a version: returns the installed version of a distribution, or None.
