@@ -7,6 +7,7 @@ slice normal, not by file name or ``InstanceNumber``.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pydicom.pixels
 from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
-from .fast_header import read_raw_header
+from .fast_header import encapsulated_pixel_data_problem, read_raw_header
 from .folders import is_file_entry
 from .limits import check_deflated_dicom
 from ..geometry import (
@@ -723,15 +724,21 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     pixel attributes and the pixel data (no full data set is built) and
     decodes with the same decoder and plugin order as ``Dataset.pixel_array``
     (pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls, Pillow; see
-    Resources/requirements.txt), so the values are the same. Only deflated
-    files are read as a data set, as that function cannot inflate them.
+    Resources/requirements.txt), so the values are the same. The fragments
+    are checked first: some decoders return a half image from a truncated
+    file without complaint. Only deflated files are read as a data set, as
+    that function cannot inflate them.
     """
     try:
         if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_LITTLE_ENDIAN:
             check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
             pixels = pydicom.dcmread(str(instance.path)).pixel_array
         else:
-            pixels = pydicom.pixels.pixel_array(str(instance.path))
+            data = instance.path.read_bytes()
+            problem = encapsulated_pixel_data_problem(data)
+            if problem:
+                raise DataError(instance.path, problem)
+            pixels = pydicom.pixels.pixel_array(io.BytesIO(data))
     except DataError:
         raise
     except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data

@@ -18,7 +18,7 @@ import struct
 import sys
 from typing import Dict, Optional, Tuple
 
-__all__ = ["read_raw_header", "WANTED_TAGS", "dataset_encoding"]
+__all__ = ["read_raw_header", "WANTED_TAGS", "dataset_encoding", "encapsulated_pixel_data_problem"]
 
 #: Tag number -> attribute keyword, for every attribute the index keeps.
 WANTED_TAGS: Dict[int, str] = {
@@ -225,7 +225,72 @@ def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]
             values[keyword] = struct.unpack("<H", value)[0]
         else:
             try:
-                values[keyword] = value.decode(encoding).strip("\0 ")
+                text = value.decode(encoding)
             except UnicodeDecodeError:
                 return None
+            # As pydicom shows them: UIDs lose padding at both ends, other text only trailing padding
+            # (a leading space of a description or ID is part of it).
+            values[keyword] = text.strip("\0 ") if keyword in _UID_KEYWORDS else text.rstrip("\0 ")
     return values
+
+
+_PIXEL_DATA = 0x7FE00010
+
+
+def encapsulated_pixel_data_problem(data: bytes) -> Optional[str]:
+    """Why the encapsulated (compressed) Pixel Data of a whole Part 10 file is incomplete, or None.
+
+    A file cut short inside its last fragment still decodes with some
+    decoders (CharLS returns the rows it got and zeros or garbage below), so
+    a truncated JPEG-LS slice would load silently wrong. This walks the
+    fragment items after (7FE0,0010) and checks that every item lies inside
+    the file and that the sequence delimiter is present. Files this reader
+    does not walk (big endian, deflated, damaged headers) get None: the
+    decoder is their only judge.
+    """
+    try:
+        if len(data) < 132 or data[128:132] != b"DICM":
+            return None
+        meta: Dict[str, bytes] = {}
+        offset = _walk(data, 132, True, meta, stop_group=0x0002)
+        explicit = dataset_encoding(meta.get("TransferSyntaxUID", b"").rstrip(b"\0 ").decode("ascii"))
+        if not explicit:
+            return None
+        offset = _pixel_data_element(data, offset)
+    except (_Unsupported, struct.error, UnicodeDecodeError):
+        return None
+    if offset is None:
+        return "has no Pixel Data element"
+    tag, _, length, offset = _element_header(data, offset, True)
+    if length != _UNDEFINED:
+        return None  # native (not encapsulated) pixel data: its size is checked against Rows x Columns elsewhere
+    fragments = 0
+    while True:
+        if offset + 8 > len(data):
+            return f"is truncated: its compressed Pixel Data ends after {fragments} fragment(s) without a delimiter"
+        group, element = _TAG.unpack_from(data, offset)
+        length = _LONG.unpack_from(data, offset + 4)[0]
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_END:
+            return None
+        if tag != _ITEM:
+            return f"has damaged compressed Pixel Data (({group:04X},{element:04X}) where a fragment item belongs)"
+        if offset + 8 + length > len(data):
+            return (f"is truncated: fragment {fragments} of its compressed Pixel Data claims {length} bytes, "
+                    f"{len(data) - offset - 8} are present")
+        offset += 8 + length
+        fragments += 1
+
+
+def _pixel_data_element(data: bytes, offset: int) -> Optional[int]:
+    """Offset of the top-level (7FE0,0010) element of an explicit VR little-endian data set, or None."""
+    size = len(data)
+    while offset + 8 <= size:
+        tag, _, length, value = _element_header(data, offset, True)
+        if tag == _PIXEL_DATA:
+            return offset
+        if length == _UNDEFINED:
+            offset = _skip_undefined(data, value, True)
+        else:
+            offset = value + length
+    return None
