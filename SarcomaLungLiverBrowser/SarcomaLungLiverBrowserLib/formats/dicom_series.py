@@ -389,9 +389,17 @@ class FolderScan:
     errors: List[DataError] = field(default_factory=list)
 
 
-def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
-    found: List[Tuple[str, int, int]] = []
+#: (size, mtime_ns, ctime_ns, inode) of a file: what must be unchanged for a cached header to be used.
+FileKey = Tuple[int, int, int, int]
+
+
+def _walk_folders(root: Path) -> List[Tuple[str, Dict[str, FileKey]]]:
+    """Every folder below ``root`` (itself included) with its regular files' keys, hidden entries skipped.
+
+    Each key comes from the ``os.scandir`` entry's stat: one system call per
+    file, no open. Folders are not followed through symbolic links.
+    """
+    found: List[Tuple[str, Dict[str, FileKey]]] = []
     pending = [str(root)]
     while pending:
         directory = pending.pop()
@@ -399,15 +407,26 @@ def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
             entries = list(os.scandir(directory))
         except OSError:
             continue
-        for entry in sorted(entries, key=lambda item: item.name):
+        keys: Dict[str, FileKey] = {}
+        for entry in entries:
             if entry.name.startswith("."):
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
             elif is_file_entry(entry):  # a symbolic link loop is skipped with a warning, not a traceback
-                stat = entry.stat()
-                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
-    return sorted(found)
+                try:
+                    stat = entry.stat()
+                except OSError:
+                    continue  # vanished or unreadable since it was listed
+                keys[entry.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        found.append((directory, keys))
+    return found
+
+
+def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
+    return sorted((os.path.join(folder, name), key[0], key[1])
+                  for folder, keys in _walk_folders(root) for name, key in keys.items())
 
 
 #: The cache :func:`scan_folder` uses when none is passed (see :func:`set_default_index_cache`).
@@ -420,46 +439,65 @@ def set_default_index_cache(cache: Optional[object]) -> None:
     _default_index_cache = cache
 
 
+def _read_entry(path: str) -> Tuple[Optional[InstanceHeader], Optional[str]]:
+    """(header, None) of a DICOM file, (None, problem) of a damaged one, (None, None) of any other file."""
+    if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
+        return None, None
+    try:
+        return read_header(Path(path)), None
+    except DataError as error:
+        return None, error.problem
+
+
 def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: Optional[object] = None) -> FolderScan:
     """Read the headers of every DICOM file below ``root``.
 
     Files ending in ``.dcm`` or carrying the DICOM magic are read; a file that
     fails is recorded in :attr:`FolderScan.errors` and the scan goes on. With a
     cache (``cache``, else the default set by :func:`set_default_index_cache`),
-    unchanged files are not read again.
+    files whose size, mtime, ctime and inode are unchanged are not read again
+    (one cache record per folder; see :mod:`.index_cache`). Instances and
+    errors come in path order.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "is not a folder")
     cache = cache if cache is not None else _default_index_cache
-    files = _walk_files(root)
-    known = cache.lookup_many(path for path, _, _ in files) if cache is not None else {}  # type: ignore[attr-defined]
+    folders = _walk_folders(root)
+    total = sum(len(keys) for _, keys in folders)
+    results: List[Tuple[str, Optional[InstanceHeader], Optional[str]]] = []
+    changed_folders = []
+    done = next_report = 0
+    for folder, keys in folders:
+        if done >= next_report:
+            report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
+            next_report = done + 200
+        known, unchanged = cache.folder_entries(folder, keys) if cache is not None else ({}, False)  # type: ignore
+        entries = {}
+        for name in sorted(keys):
+            path = os.path.join(folder, name)
+            entry = known.get(name)
+            if entry is None:
+                entry = _read_entry(path)
+                done += 1
+                if done >= next_report:
+                    report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
+                    next_report = done + 200
+            else:
+                done += 1
+            entries[name] = (keys[name], entry[0], entry[1])
+            results.append((path, entry[0], entry[1]))
+        if cache is not None and not unchanged:
+            changed_folders.append((folder, entries))
+    if cache is not None and changed_folders:
+        cache.store_folders(changed_folders)  # type: ignore[attr-defined]
+    results.sort(key=lambda result: result[0])
     scan = FolderScan()
-    fresh: List[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]] = []
-    for index, (path, size, mtime_ns) in enumerate(files):
-        if index % 200 == 0:
-            report(progress, f"Reading DICOM headers ({index}/{len(files)})", index / max(1, len(files)))
-        cached = known.get(path)
-        if cached is not None and cached[0] == size and cached[1] == mtime_ns:
-            header_json, error = cached[2], cached[3]
-            if header_json:
-                scan.instances.append(cache.decode(header_json))  # type: ignore[union-attr]
-            elif error:
-                scan.errors.append(DataError(path, error))
-            continue
-        if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
-            fresh.append((path, size, mtime_ns, None, None))
-            continue
-        try:
-            header = read_header(Path(path))
-        except DataError as error:
-            scan.errors.append(error)
-            fresh.append((path, size, mtime_ns, None, error.problem))
-            continue
-        scan.instances.append(header)
-        fresh.append((path, size, mtime_ns, header, None))
-    if cache is not None and fresh:
-        cache.store_many(fresh)  # type: ignore[attr-defined]
+    for path, header, problem in results:
+        if header is not None:
+            scan.instances.append(header)
+        elif problem is not None:
+            scan.errors.append(DataError(path, problem))
     return scan
 
 

@@ -7,6 +7,13 @@ can be restored after an edit (``touch -r``), the ctime cannot, and a file
 replaced by another gets a new inode. Files that turned out not to be DICOM
 are remembered too, so they are not sniffed again.
 
+:func:`~.dicom_series.scan_folder` keeps one record per folder (all its
+files' keys and headers in one row), so a re-index costs one query and one
+decode per folder instead of per file. The folder's own stat is not a
+shortcut: a file rewritten in place changes its own ctime but not its
+folder's mtime, so every file's key is still compared -- from the
+``os.scandir`` stat the walk makes anyway, without opening the file.
+
 The cache is disposable, so it never risks anything else: a file that is not
 one of our caches (another application's SQLite database, a review store, a
 damaged file) is refused and left byte-identical, and any error while reading
@@ -26,18 +33,27 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from ..errors import DataError
 from .dicom_series import InstanceHeader
 
-__all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID"]
+__all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "file_key"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 #: SQLite ``application_id`` of our cache files ("SLLC"), so that no other database is mistaken for one.
 APPLICATION_ID = 0x534C4C43
 #: The table of schema version 2, written before the application ID existed.
 _LEGACY_FILES_COLUMNS = ["path", "size", "mtime_ns", "header", "error"]
 _COLUMNS = "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, header TEXT, " \
            "error TEXT"
+_FOLDER_COLUMNS = "path TEXT PRIMARY KEY, files TEXT"
 _TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing", "window")
+
+#: What must be unchanged for a cached header to be used: (size, mtime_ns, ctime_ns, inode).
+FileKey = Tuple[int, int, int, int]
+
+
+def file_key(stat: os.stat_result) -> FileKey:
+    """The cache key of a file from its stat (``os.stat`` or ``os.DirEntry.stat``)."""
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
 
 
 def default_cache_path() -> Path:
@@ -71,6 +87,22 @@ def _header_from_json(text: str) -> InstanceHeader:
 
 
 _TUPLE_INDEXES = tuple(_FIELDS.index(name) for name in _TUPLE_FIELDS)
+#: The same, in a header's values without its path (the folder record stores the file name once).
+_TUPLE_INDEXES_WITHOUT_PATH = tuple(index - 1 for index in _TUPLE_INDEXES)
+
+
+def _header_values(header: InstanceHeader) -> list:
+    """A header's field values after ``path``, in field order."""
+    return [getattr(header, name) for name in _FIELDS[1:]]
+
+
+def _header_from_values(path: Path, values: list) -> InstanceHeader:
+    if len(values) != len(_FIELDS) - 1:
+        raise ValueError("cached header has another layout")
+    for index in _TUPLE_INDEXES_WITHOUT_PATH:
+        if values[index] is not None:
+            values[index] = tuple(values[index])
+    return InstanceHeader(path, *values)
 
 
 def _file_identity(path: str) -> Optional[Tuple[int, int]]:
@@ -151,10 +183,12 @@ class IndexCache:
             if version != _SCHEMA_VERSION:
                 # Ours (checked above) and disposable: rebuild it rather than migrate it.
                 self._connection.execute("DROP TABLE IF EXISTS files")
+                self._connection.execute("DROP TABLE IF EXISTS folders")
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS files ({_COLUMNS})")
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS folders ({_FOLDER_COLUMNS})")
             self._connection.commit()
         except sqlite3.Error as error:
             self._connection.close()
@@ -210,6 +244,65 @@ class IndexCache:
         try:
             with self._lock:
                 self._connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
+                self._connection.commit()
+        except sqlite3.Error as error:
+            logger.warning("%s: header cache not updated (%s)", self.path, error)
+            with self._lock:
+                try:
+                    self._connection.rollback()
+                except sqlite3.Error:
+                    pass
+
+    def folder_entries(self, folder: str, keys: Dict[str, FileKey]
+                       ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], bool]:
+        """Cached (header or None, error or None) of each file of ``folder`` whose key is unchanged.
+
+        :param keys: file name -> :func:`file_key` of every file now in the
+            folder (from the walk's own ``os.scandir`` stat).
+        :returns: the entries still valid, and whether the folder's record
+            matches ``keys`` exactly (no file added, changed or removed), in
+            which case it need not be written again. A damaged record or any
+            database error is a miss for the whole folder.
+        """
+        try:
+            with self._lock:
+                row = self._connection.execute("SELECT files FROM folders WHERE path = ?", (folder,)).fetchone()
+        except sqlite3.Error as error:
+            logger.warning("%s: header cache unreadable (%s); reading headers from the files", self.path, error)
+            return {}, False
+        if row is None:
+            return {}, False
+        valid: Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]] = {}
+        try:
+            recorded = json.loads(row[0])
+            for name, (key, values, error) in recorded.items():
+                if keys.get(name) != tuple(key):
+                    continue  # changed, replaced or gone
+                header = _header_from_values(Path(folder, name), values) if values is not None else None
+                valid[name] = (header, error if isinstance(error, str) else None)
+        except (ValueError, TypeError, AttributeError):
+            logger.warning("%s: damaged record of %s in the header cache; reading its files again", self.path, folder)
+            return {}, False
+        return valid, len(valid) == len(keys) == len(recorded)
+
+    def store_folders(self, folders: Iterable[Tuple[str, Dict[str, Tuple[FileKey, Optional[InstanceHeader],
+                                                                           Optional[str]]]]]) -> None:
+        """Remember, for each folder, every file's (key, header or None, error or None).
+
+        The keys are those taken before the files were read: a file changed
+        while being read then has another key at the next scan and is read
+        again. Errors only cost the records.
+        """
+        rows = []
+        for folder, entries in folders:
+            record = {name: [list(key), _header_values(header) if header is not None else None, error]
+                      for name, (key, header, error) in entries.items()}
+            rows.append((folder, json.dumps(record, separators=(",", ":"))))
+        if not rows:
+            return
+        try:
+            with self._lock:
+                self._connection.executemany("INSERT OR REPLACE INTO folders VALUES (?, ?)", rows)
                 self._connection.commit()
         except sqlite3.Error as error:
             logger.warning("%s: header cache not updated (%s)", self.path, error)
