@@ -251,6 +251,21 @@ def test_truncated_compressed_pixel_data_is_an_error_naming_the_file(encoded_ser
     assert "damaged.dcm" in str(raised.value)
 
 
+def test_a_truncated_slice_in_a_threaded_jpeg2000_series_is_an_error_naming_it(encoded_series,
+                                                                               tmp_path: Path) -> None:
+    """JPEG 2000 series are decoded on a thread pool: a failure there still names the file and stops the load."""
+    for source in encoded_series["CT"]["JPEG 2000 lossless"]:
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    victim = sorted(tmp_path.iterdir())[2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[:len(data) - 5000])
+    instances = scan_folder(tmp_path, cache=None).instances
+    assert dicom_series._THREADED_SYNTAXES.issuperset(instance.transfer_syntax_uid for instance in instances)
+    with pytest.raises(DataError) as raised:
+        read_series(instances)
+    assert victim.name in str(raised.value)
+
+
 # ----------------------------------------------------------------------------------- property: raw vs pydicom
 _TEXT = st.text(alphabet=st.characters(codec="latin-1", exclude_characters="\\\0"), max_size=20)
 _DECIMAL = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e5, max_value=1e5).map(

@@ -7,16 +7,22 @@ slice normal, not by file name or ``InstanceNumber``.
 """
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import os
 import struct
+from operator import itemgetter
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
 import pydicom.pixels
+import pydicom.uid
 from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
@@ -473,6 +479,10 @@ def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: 
             report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
             next_report = done + 200
         known, unchanged = cache.folder_entries(folder, keys) if cache is not None else ({}, False)  # type: ignore
+        if unchanged:  # the common case of a re-index: every file served from the folder's record
+            results.extend((os.path.join(folder, name), header, problem) for name, (header, problem) in known.items())
+            done += len(keys)
+            continue
         entries = {}
         for name in sorted(keys):
             path = os.path.join(folder, name)
@@ -491,7 +501,7 @@ def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: 
             changed_folders.append((folder, entries))
     if cache is not None and changed_folders:
         cache.store_folders(changed_folders)  # type: ignore[attr-defined]
-    results.sort(key=lambda result: result[0])
+    results.sort(key=itemgetter(0))
     scan = FolderScan()
     for path, header, problem in results:
         if header is not None:
@@ -776,7 +786,8 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
             problem = encapsulated_pixel_data_problem(data)
             if problem:
                 raise DataError(instance.path, problem)
-            pixels = pydicom.pixels.pixel_array(io.BytesIO(data))
+            pixels = pydicom.pixels.pixel_array(io.BytesIO(data),
+                                                decoding_plugin=_fastest_plugin(instance.transfer_syntax_uid))
     except DataError:
         raise
     except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data
@@ -784,6 +795,68 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     if pixels.shape != (instance.rows, instance.columns):
         raise DataError(instance.path, f"pixel data is {pixels.shape}, header says {instance.rows}x{instance.columns}")
     return pixels
+
+
+#: The fastest pydicom decoding plugin per transfer syntax where several are installed, measured by
+#: benchmarks/bench_dicom_series.py: CharLS (pyjpegls) decodes JPEG-LS about 2.5x faster than libjpeg,
+#: pylibjpeg-rle RLE about 5x faster than pydicom's own. Left to pydicom's order when not installed.
+_FASTEST_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",
+    "1.2.840.10008.1.2.4.81": "pyjpegls",
+    "1.2.840.10008.1.2.5": "pylibjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _fastest_plugin(transfer_syntax_uid: str) -> str:
+    """The plugin to decode this syntax with, or "" for pydicom's own choice."""
+    preferred = _FASTEST_PLUGINS.get(transfer_syntax_uid)
+    if preferred is None:
+        return ""
+    try:
+        available = pydicom.pixels.get_decoder(pydicom.uid.UID(transfer_syntax_uid)).available_plugins
+    except NotImplementedError:
+        return ""
+    return preferred if preferred in available else ""
+
+
+#: Transfer syntaxes whose decoder releases the GIL, so that two threads decode a series faster
+#: (JPEG 2000 through openjpeg: 0.57x the serial time in benchmarks/bench_dicom_series.py). CharLS
+#: (JPEG-LS) and RLE gain nothing (1.04x, 0.94x): they are decoded on the calling thread.
+_THREADED_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                      "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+#: Decoding threads at most (one per core, and the machines we target have few).
+DECODE_THREADS = 2
+
+
+def _stored_slices(instances: Sequence[InstanceHeader]) -> Iterator[np.ndarray]:
+    """The stored values of each instance, in order.
+
+    Series whose decoder releases the GIL are decoded on a small thread pool,
+    at most two slices per thread ahead of the consumer, so no more than a
+    handful of decoded slices exist besides the volume they are written into.
+    """
+    workers = min(DECODE_THREADS, os.cpu_count() or 1)
+    if workers < 2 or len(instances) < 2 * workers or \
+            not all(instance.transfer_syntax_uid in _THREADED_SYNTAXES for instance in instances):
+        for instance in instances:
+            yield _stored_pixels(instance)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sllb-decode")
+    try:
+        remaining = iter(instances)
+        pending = deque(pool.submit(_stored_pixels, instance)
+                        for instance in itertools.islice(remaining, 2 * workers))
+        while pending:
+            pixels = pending.popleft().result()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(pool.submit(_stored_pixels, following))
+            yield pixels
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
@@ -908,11 +981,16 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
     grid_instances: List[Optional[InstanceHeader]] = [None] * depth
-    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
-        if index % 16 == 0:
-            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        grid_instances[k] = instance
-        voxels = _fill_slice(voxels, k, instance)
+    # Each slice is decoded, rescaled and written into the volume before the next is kept: never a list of frames.
+    slices = _stored_slices(kept)
+    try:
+        for index, (instance, k, stored) in enumerate(zip(kept, slice_indices, slices)):
+            if index % 16 == 0:
+                report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
+            grid_instances[k] = instance
+            voxels = _fill_slice(voxels, k, instance, stored)
+    finally:
+        slices.close()  # a failure or a cancel stops the decoding threads now, not at garbage collection
     empty_value = 0.0
     if stack_report.empty_slices:
         # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.
@@ -955,13 +1033,12 @@ def _rescaled(stored: np.ndarray, instance: InstanceHeader, integer: bool) -> np
     return stored.astype(np.float64) * instance.rescale_slope + instance.rescale_intercept
 
 
-def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader) -> np.ndarray:
-    """Write one file's rescaled values into slice k; returns the volume (widened to float32 if needed).
+def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader, stored: np.ndarray) -> np.ndarray:
+    """Write one file's rescaled ``stored`` values into slice k; returns the volume (widened to float32 if needed).
 
     Values equal pydicom's ``apply_rescale(pixel_array)``: exactly in int16,
     or that float64 result rounded once to float32.
     """
-    stored = _stored_pixels(instance)
     if voxels.dtype == np.int16:
         if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0 and \
                 (stored.dtype.itemsize == 1 or stored.dtype == np.int16):
