@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..errors import DataError
-from .dicom_series import InstanceHeader
+from .dicom_series import FileKey, InstanceHeader
 
 __all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "file_key"]
 
@@ -46,10 +46,6 @@ _COLUMNS = "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTE
            "error TEXT"
 _FOLDER_COLUMNS = "path TEXT PRIMARY KEY, files TEXT"
 _TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing", "window")
-
-#: What must be unchanged for a cached header to be used: (size, mtime_ns, ctime_ns, inode).
-FileKey = Tuple[int, int, int, int]
-
 
 def file_key(stat: os.stat_result) -> FileKey:
     """The cache key of a file from its stat (``os.stat`` or ``os.DirEntry.stat``)."""
