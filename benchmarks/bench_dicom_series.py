@@ -56,12 +56,20 @@ def measure(kind: str, folder: str) -> None:
         reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder))
         voxels = sitk.GetArrayViewFromImage(reader.Execute())
     elif kind in ("decode-serial", "decode-threads"):
+        from SarcomaLungLiverBrowserLib.formats.dicom_series import _fastest_plugin
+
         paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+        syntax = str(pydicom.dcmread(paths[0], stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        plugin = _fastest_plugin(syntax)  # the plugin read_series uses
+
+        def decode(path: str) -> float:
+            return pydicom.pixels.pixel_array(path, decoding_plugin=plugin).sum()
+
         if kind == "decode-serial":
-            frames = [pydicom.pixels.pixel_array(path).sum() for path in paths]
+            frames = [decode(path) for path in paths]
         else:
             with ThreadPoolExecutor(2) as pool:
-                frames = list(pool.map(lambda path: pydicom.pixels.pixel_array(path).sum(), paths))
+                frames = list(pool.map(decode, paths))
         voxels = np.array(frames)
     else:
         scan = scan_folder(Path(folder), cache=None)
