@@ -822,9 +822,10 @@ def _fastest_plugin(transfer_syntax_uid: str) -> str:
     return preferred if preferred in available else ""
 
 
-#: Transfer syntaxes whose decoder releases the GIL, so that two threads decode a series faster
-#: (JPEG 2000 through openjpeg: 0.57x the serial time in benchmarks/bench_dicom_series.py). CharLS
-#: (JPEG-LS) and RLE gain nothing (1.04x, 0.94x): they are decoded on the calling thread.
+#: Transfer syntaxes whose decoder releases the GIL, so that two threads can decode a series faster
+#: (JPEG 2000 through openjpeg: 0.57x the serial time in one run of benchmarks/bench_dicom_series.py,
+#: 0.96x in a run on a heavily loaded machine). CharLS (JPEG-LS) and RLE gained little or nothing
+#: (0.86-1.04x, 0.81-0.94x): they are decoded on the calling thread.
 _THREADED_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
                       "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
 #: Decoding threads at most (one per core, and the machines we target have few).
