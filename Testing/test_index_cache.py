@@ -16,8 +16,9 @@ import pydicom
 import pytest
 
 from SarcomaLungLiverBrowserLib.errors import DataError
+from SarcomaLungLiverBrowserLib.formats import dicom_series
 from SarcomaLungLiverBrowserLib.formats.dicom_series import scan_folder
-from SarcomaLungLiverBrowserLib.formats.index_cache import APPLICATION_ID, IndexCache
+from SarcomaLungLiverBrowserLib.formats.index_cache import APPLICATION_ID, IndexCache, file_key
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CT2 = Path("pypi__pydicom-3.0.2")
@@ -86,12 +87,22 @@ def test_swapped_slices_with_restored_times_are_not_served_from_the_cache(extern
     assert after == {"slice0.dcm": before["slice1.dcm"], "slice1.dcm": before["slice0.dcm"]}
 
 
-def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path: Path) -> None:
+def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _real_slices(external_data, tmp_path / "series")
     with IndexCache(tmp_path / "cache.sqlite") as cache:
-        scan_folder(tmp_path / "series", cache=cache)
-        found = cache.lookup_many(str(path) for path in sorted((tmp_path / "series").iterdir()))
-    assert len(found) == 2 and all(entry[2] for entry in found.values())
+        first = scan_folder(tmp_path / "series", cache=cache)
+
+        def must_not_read(path: Path) -> None:
+            raise AssertionError(f"{path} was read although unchanged")
+
+        monkeypatch.setattr(dicom_series, "read_header", must_not_read)
+        monkeypatch.setattr(dicom_series, "looks_like_dicom", must_not_read)
+        again = scan_folder(tmp_path / "series", cache=cache)
+        keys = {path.name: file_key(path.stat()) for path in (tmp_path / "series").iterdir()}
+        entries, unchanged = cache.folder_entries(str(tmp_path / "series"), keys)
+    assert again.instances == first.instances and len(again.instances) == 2
+    assert unchanged and all(header is not None for header, _ in entries.values())
 
 
 def _foreign_database(path: Path) -> Path:
@@ -170,9 +181,11 @@ def test_damaged_rows_and_a_locked_cache_are_cache_misses(external_data: Path, t
     with IndexCache(cache_path) as cache:
         expected = sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances)
     connection = sqlite3.connect(str(cache_path))
-    connection.execute("UPDATE files SET header = '[1, 2' WHERE path = ?", (str(paths[0]),))
+    damaged = connection.execute("UPDATE folders SET files = substr(files, 1, 40) WHERE path = ?",
+                                 (str(paths[0].parent),)).rowcount
     connection.commit()
     connection.close()
+    assert damaged == 1
     with IndexCache(cache_path) as cache:
         assert sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances) == expected
         blocker = sqlite3.connect(str(cache_path), timeout=0.1)

@@ -41,6 +41,11 @@ IMPORT_NAMES: Dict[str, str] = {
     "pandas": "pandas",
     "lxml": "lxml",
     "openpyxl": "openpyxl",
+    "pylibjpeg": "pylibjpeg",
+    "pylibjpeg-libjpeg": "libjpeg",
+    "pyjpegls": "jpeg_ls",
+    "pylibjpeg-openjpeg": "openjpeg",
+    "pylibjpeg-rle": "rle",
     # The Imaging Data Commons section's optional packages (Resources/idc-requirements.txt).
     "idc-index": "idc_index",
     "idc-index-data": "idc_index_data",

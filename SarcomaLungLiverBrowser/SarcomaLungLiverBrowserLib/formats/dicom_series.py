@@ -7,19 +7,26 @@ slice normal, not by file name or ``InstanceNumber``.
 """
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import os
 import struct
+from operator import itemgetter
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
+import pydicom.pixels
+import pydicom.uid
 from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
-from .fast_header import read_raw_header
+from .fast_header import encapsulated_pixel_data_problem, read_raw_header
 from .folders import is_file_entry
 from .limits import check_deflated_dicom
 from ..geometry import (
@@ -54,7 +61,10 @@ HEADER_TAGS = [
     "WindowCenter", "WindowWidth", "PhotometricInterpretation",
 ]
 
-#: Bytes read to parse a header; a file whose header is longer is read again whole.
+#: The tags of :data:`HEADER_TAGS` as numbers, for pydicom's ``specific_tags``.
+_HEADER_TAG_NUMBERS = [pydicom.datadict.tag_for_keyword(keyword) for keyword in HEADER_TAGS]
+
+#: Bytes the raw reader looks at; a file whose wanted attributes lie further in is read by pydicom.
 HEADER_PREFIX_BYTES = 16384
 
 #: (7FE0,0010) Pixel Data as it appears in a little-endian file.
@@ -69,6 +79,7 @@ MIN_EMPTY_SLICES_ALLOWED = 256
 
 #: Transfer syntaxes whose pixel data is stored raw at the end of the file.
 UNCOMPRESSED_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+DEFLATED_EXPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 
 
 @dataclass(frozen=True)
@@ -271,27 +282,17 @@ def looks_like_dicom(path: Path) -> bool:
 
 
 def _parse_header(path: Path) -> pydicom.Dataset:
-    """Parse a header from the first bytes of the file, or the whole file when it is longer.
+    """The indexed attributes of a file the raw reader declined, in one pydicom pass.
 
-    Reading a prefix avoids pulling half a megabyte of pixel data through
-    Python per slice while indexing. The prefix is trusted only if it holds
-    the Pixel Data tag (so every element before it was read) or parsing got
-    past group 0028, the last group whose tags the index needs.
+    pydicom reads from the file only up to Pixel Data (``stop_before_pixels``)
+    and seeks past the values of every element it is not asked for
+    (``specific_tags``), so this costs no more than the plainest
+    ``dcmread(stop_before_pixels=True)``. Deflated files are the exception:
+    pydicom inflates their whole data set in memory, so the expansion is
+    bounded first (formats/limits.py).
     """
-    with open(path, "rb") as stream:
-        prefix = stream.read(HEADER_PREFIX_BYTES)
-        whole_file = len(prefix) < HEADER_PREFIX_BYTES or not stream.read(1)
-    if not whole_file:
-        try:
-            dataset = pydicom.dcmread(io.BytesIO(prefix), stop_before_pixels=True)
-        except Exception:  # the prefix ended inside an element: read the whole file instead
-            dataset = None
-        if dataset is not None and PIXEL_DATA_TAG_BYTES in prefix[132:]:
-            return dataset
-        if dataset is not None and max((int(tag) for tag in dataset.keys()), default=0) > 0x0028FFFF:
-            return dataset
-    check_deflated_dicom(path)  # a deflated file is inflated whole by pydicom: bound it first (formats/limits.py)
-    return pydicom.dcmread(str(path), stop_before_pixels=True)
+    check_deflated_dicom(path)
+    return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=_HEADER_TAG_NUMBERS)
 
 
 def _split_floats(text: object, count: int) -> Optional[Tuple[float, ...]]:
@@ -357,8 +358,10 @@ def header_from_raw(values: Dict[str, object], path: Path) -> InstanceHeader:
 def read_header(path: Path) -> InstanceHeader:
     """Read one file's header without its pixel data.
 
-    The common uncompressed little-endian files are read by a minimal raw
-    reader (:mod:`.fast_header`); everything else by pydicom.
+    Files whose data set is little endian and not deflated -- uncompressed
+    and every encapsulated (JPEG, JPEG-LS, JPEG 2000, RLE) syntax -- are read
+    by a minimal raw reader (:mod:`.fast_header`); everything else by one
+    pydicom pass over the header.
 
     :raises DataError: naming the file, if it is not readable DICOM.
     """
@@ -392,9 +395,17 @@ class FolderScan:
     errors: List[DataError] = field(default_factory=list)
 
 
-def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
-    found: List[Tuple[str, int, int]] = []
+#: (size, mtime_ns, ctime_ns, inode) of a file: what must be unchanged for a cached header to be used.
+FileKey = Tuple[int, int, int, int]
+
+
+def _walk_folders(root: Path) -> List[Tuple[str, Dict[str, FileKey]]]:
+    """Every folder below ``root`` (itself included) with its regular files' keys, hidden entries skipped.
+
+    Each key comes from the ``os.scandir`` entry's stat: one system call per
+    file, no open. Folders are not followed through symbolic links.
+    """
+    found: List[Tuple[str, Dict[str, FileKey]]] = []
     pending = [str(root)]
     while pending:
         directory = pending.pop()
@@ -402,15 +413,26 @@ def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
             entries = list(os.scandir(directory))
         except OSError:
             continue
-        for entry in sorted(entries, key=lambda item: item.name):
+        keys: Dict[str, FileKey] = {}
+        for entry in entries:
             if entry.name.startswith("."):
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
             elif is_file_entry(entry):  # a symbolic link loop is skipped with a warning, not a traceback
-                stat = entry.stat()
-                found.append((entry.path, stat.st_size, stat.st_mtime_ns))
-    return sorted(found)
+                try:
+                    stat = entry.stat()
+                except OSError:
+                    continue  # vanished or unreadable since it was listed
+                keys[entry.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        found.append((directory, keys))
+    return found
+
+
+def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
+    return sorted((os.path.join(folder, name), key[0], key[1])
+                  for folder, keys in _walk_folders(root) for name, key in keys.items())
 
 
 #: The cache :func:`scan_folder` uses when none is passed (see :func:`set_default_index_cache`).
@@ -423,46 +445,69 @@ def set_default_index_cache(cache: Optional[object]) -> None:
     _default_index_cache = cache
 
 
+def _read_entry(path: str) -> Tuple[Optional[InstanceHeader], Optional[str]]:
+    """(header, None) of a DICOM file, (None, problem) of a damaged one, (None, None) of any other file."""
+    if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
+        return None, None
+    try:
+        return read_header(Path(path)), None
+    except DataError as error:
+        return None, error.problem
+
+
 def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: Optional[object] = None) -> FolderScan:
     """Read the headers of every DICOM file below ``root``.
 
     Files ending in ``.dcm`` or carrying the DICOM magic are read; a file that
     fails is recorded in :attr:`FolderScan.errors` and the scan goes on. With a
     cache (``cache``, else the default set by :func:`set_default_index_cache`),
-    unchanged files are not read again.
+    files whose size, mtime, ctime and inode are unchanged are not read again
+    (one cache record per folder; see :mod:`.index_cache`). Instances and
+    errors come in path order.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "is not a folder")
     cache = cache if cache is not None else _default_index_cache
-    files = _walk_files(root)
-    known = cache.lookup_many(path for path, _, _ in files) if cache is not None else {}  # type: ignore[attr-defined]
+    folders = _walk_folders(root)
+    total = sum(len(keys) for _, keys in folders)
+    results: List[Tuple[str, Optional[InstanceHeader], Optional[str]]] = []
+    changed_folders = []
+    done = next_report = 0
+    for folder, keys in folders:
+        if done >= next_report:
+            report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
+            next_report = done + 200
+        known, unchanged = cache.folder_entries(folder, keys) if cache is not None else ({}, False)  # type: ignore
+        if unchanged:  # the common case of a re-index: every file served from the folder's record
+            results.extend((os.path.join(folder, name), header, problem) for name, (header, problem) in known.items())
+            done += len(keys)
+            continue
+        entries = {}
+        for name in sorted(keys):
+            path = os.path.join(folder, name)
+            entry = known.get(name)
+            if entry is None:
+                entry = _read_entry(path)
+                done += 1
+                if done >= next_report:
+                    report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
+                    next_report = done + 200
+            else:
+                done += 1
+            entries[name] = (keys[name], entry[0], entry[1])
+            results.append((path, entry[0], entry[1]))
+        if cache is not None and not unchanged:
+            changed_folders.append((folder, entries))
+    if cache is not None and changed_folders:
+        cache.store_folders(changed_folders)  # type: ignore[attr-defined]
+    results.sort(key=itemgetter(0))
     scan = FolderScan()
-    fresh: List[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]] = []
-    for index, (path, size, mtime_ns) in enumerate(files):
-        if index % 200 == 0:
-            report(progress, f"Reading DICOM headers ({index}/{len(files)})", index / max(1, len(files)))
-        cached = known.get(path)
-        if cached is not None and cached[0] == size and cached[1] == mtime_ns:
-            header_json, error = cached[2], cached[3]
-            if header_json:
-                scan.instances.append(cache.decode(header_json))  # type: ignore[union-attr]
-            elif error:
-                scan.errors.append(DataError(path, error))
-            continue
-        if not (path.lower().endswith(".dcm") or looks_like_dicom(Path(path))):
-            fresh.append((path, size, mtime_ns, None, None))
-            continue
-        try:
-            header = read_header(Path(path))
-        except DataError as error:
-            scan.errors.append(error)
-            fresh.append((path, size, mtime_ns, None, error.problem))
-            continue
-        scan.instances.append(header)
-        fresh.append((path, size, mtime_ns, header, None))
-    if cache is not None and fresh:
-        cache.store_many(fresh)  # type: ignore[attr-defined]
+    for path, header, problem in results:
+        if header is not None:
+            scan.instances.append(header)
+        elif problem is not None:
+            scan.errors.append(DataError(path, problem))
     return scan
 
 
@@ -720,17 +765,99 @@ def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
 
 
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
-    """Stored values decoded by pydicom (compressed or unusual files)."""
+    """Stored values of one compressed or unusual file, decoded by pydicom's pixel-data plugins.
+
+    JPEG, JPEG-LS, JPEG 2000 and RLE frames go through
+    :func:`pydicom.pixels.pixel_array` on the file: it reads only the image
+    pixel attributes and the pixel data (no full data set is built) and
+    decodes with the same decoder and plugin order as ``Dataset.pixel_array``
+    (pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls, Pillow; see
+    Resources/requirements.txt), so the values are the same. The fragments
+    are checked first: some decoders return a half image from a truncated
+    file without complaint. Only deflated files are read as a data set, as
+    that function cannot inflate them.
+    """
     try:
-        check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
-        pixels = pydicom.dcmread(str(instance.path)).pixel_array
+        if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_LITTLE_ENDIAN:
+            check_deflated_dicom(instance.path)  # bounded inflate before pydicom inflates it whole
+            pixels = pydicom.dcmread(str(instance.path)).pixel_array
+        else:
+            data = instance.path.read_bytes()
+            problem = encapsulated_pixel_data_problem(data)
+            if problem:
+                raise DataError(instance.path, problem)
+            pixels = pydicom.pixels.pixel_array(io.BytesIO(data),
+                                                decoding_plugin=_fastest_plugin(instance.transfer_syntax_uid))
     except DataError:
         raise
-    except Exception as error:  # pydicom raises many types for damaged pixel data
-        raise DataError(instance.path, f"pixel data cannot be decoded ({error})") from error
+    except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data
+        raise DataError(instance.path, f"pixel data cannot be decoded ({type(error).__name__}: {error})") from error
     if pixels.shape != (instance.rows, instance.columns):
         raise DataError(instance.path, f"pixel data is {pixels.shape}, header says {instance.rows}x{instance.columns}")
     return pixels
+
+
+#: The fastest pydicom decoding plugin per transfer syntax where several are installed, measured by
+#: benchmarks/bench_dicom_series.py: CharLS (pyjpegls) decodes JPEG-LS about 2.5x faster than libjpeg,
+#: pylibjpeg-rle RLE about 5x faster than pydicom's own. Left to pydicom's order when not installed.
+_FASTEST_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",
+    "1.2.840.10008.1.2.4.81": "pyjpegls",
+    "1.2.840.10008.1.2.5": "pylibjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _fastest_plugin(transfer_syntax_uid: str) -> str:
+    """The plugin to decode this syntax with, or "" for pydicom's own choice."""
+    preferred = _FASTEST_PLUGINS.get(transfer_syntax_uid)
+    if preferred is None:
+        return ""
+    try:
+        available = pydicom.pixels.get_decoder(pydicom.uid.UID(transfer_syntax_uid)).available_plugins
+    except NotImplementedError:
+        return ""
+    return preferred if preferred in available else ""
+
+
+#: Transfer syntaxes whose decoder releases the GIL, so that two threads can decode a series faster
+#: (JPEG 2000 through openjpeg: 0.57x the serial time in one run of benchmarks/bench_dicom_series.py,
+#: 0.96x in a run on a heavily loaded machine). CharLS (JPEG-LS) and RLE gained little or nothing
+#: (0.86-1.04x, 0.81-0.94x): they are decoded on the calling thread.
+_THREADED_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                      "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+#: Decoding threads at most (one per core, and the machines we target have few).
+DECODE_THREADS = 2
+
+
+def _stored_slices(instances: Sequence[InstanceHeader]) -> Iterator[np.ndarray]:
+    """The stored values of each instance, in order.
+
+    Series whose decoder releases the GIL are decoded on a small thread pool,
+    at most two slices per thread ahead of the consumer, so no more than a
+    handful of decoded slices exist besides the volume they are written into.
+    """
+    workers = min(DECODE_THREADS, os.cpu_count() or 1)
+    if workers < 2 or len(instances) < 2 * workers or \
+            not all(instance.transfer_syntax_uid in _THREADED_SYNTAXES for instance in instances):
+        for instance in instances:
+            yield _stored_pixels(instance)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sllb-decode")
+    try:
+        remaining = iter(instances)
+        pending = deque(pool.submit(_stored_pixels, instance)
+                        for instance in itertools.islice(remaining, 2 * workers))
+        while pending:
+            pixels = pending.popleft().result()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(pool.submit(_stored_pixels, following))
+            yield pixels
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
@@ -855,11 +982,16 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
     grid_instances: List[Optional[InstanceHeader]] = [None] * depth
-    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
-        if index % 16 == 0:
-            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        grid_instances[k] = instance
-        voxels = _fill_slice(voxels, k, instance)
+    # Each slice is decoded, rescaled and written into the volume before the next is kept: never a list of frames.
+    slices = _stored_slices(kept)
+    try:
+        for index, (instance, k, stored) in enumerate(zip(kept, slice_indices, slices)):
+            if index % 16 == 0:
+                report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
+            grid_instances[k] = instance
+            voxels = _fill_slice(voxels, k, instance, stored)
+    finally:
+        slices.close()  # a failure or a cancel stops the decoding threads now, not at garbage collection
     empty_value = 0.0
     if stack_report.empty_slices:
         # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.
@@ -902,13 +1034,12 @@ def _rescaled(stored: np.ndarray, instance: InstanceHeader, integer: bool) -> np
     return stored.astype(np.float64) * instance.rescale_slope + instance.rescale_intercept
 
 
-def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader) -> np.ndarray:
-    """Write one file's rescaled values into slice k; returns the volume (widened to float32 if needed).
+def _fill_slice(voxels: np.ndarray, k: int, instance: InstanceHeader, stored: np.ndarray) -> np.ndarray:
+    """Write one file's rescaled ``stored`` values into slice k; returns the volume (widened to float32 if needed).
 
     Values equal pydicom's ``apply_rescale(pixel_array)``: exactly in int16,
     or that float64 result rounded once to float32.
     """
-    stored = _stored_pixels(instance)
     if voxels.dtype == np.int16:
         if instance.rescale_slope == 1.0 and instance.rescale_intercept == 0.0 and \
                 (stored.dtype.itemsize == 1 or stored.dtype == np.int16):

@@ -2,18 +2,23 @@
 
 pydicom parses and converts every element, which costs about a millisecond
 per file; indexing a 100,000-file collection needs only ~25 attributes, all
-in groups 0002-0028, stored in the common uncompressed little-endian
-encodings. This reader walks the elements of such files directly and returns
-the raw values of the wanted tags. Anything it does not fully understand
-(big-endian or deflated syntaxes, unexpected character sets, malformed
+in groups 0002-0028. Every transfer syntax but two stores the data set before
+Pixel Data the same way: implicit VR little endian, or explicit VR little
+endian, which also holds for every encapsulated (compressed) syntax -- JPEG,
+JPEG-LS, JPEG 2000, HTJ2K, RLE -- whose compression concerns only the pixel
+data after (7FE0,0010). This reader walks the elements of such files
+directly and returns the raw values of the wanted tags, stopping past group
+0028. Anything it does not fully understand (big-endian or deflated data
+sets, registered private syntaxes, unexpected character sets, malformed
 lengths) makes it return None, and the caller falls back to pydicom.
 """
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Dict, Optional, Tuple
 
-__all__ = ["read_raw_header", "WANTED_TAGS"]
+__all__ = ["read_raw_header", "WANTED_TAGS", "dataset_encoding", "encapsulated_pixel_data_problem"]
 
 #: Tag number -> attribute keyword, for every attribute the index keeps.
 WANTED_TAGS: Dict[int, str] = {
@@ -57,6 +62,8 @@ _SHORT_LENGTH_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"F
                      b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
+#: Syntaxes whose data set is not little endian, or is deflated as a whole: left to pydicom.
+_NOT_PLAIN_LITTLE_ENDIAN = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 _PLAIN_CHARACTER_SETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"}
 _TAG, _LONG, _SHORT = struct.Struct("<HH"), struct.Struct("<I"), struct.Struct("<H")
 #: Attributes stored as decimal or integer strings (DS/IS), and the bytes such strings may hold.
@@ -155,6 +162,32 @@ def _walk(data: bytes, offset: int, explicit: bool, values: Dict[str, bytes], st
     return offset
 
 
+def dataset_encoding(transfer_syntax_uid: str) -> Optional[bool]:
+    """How a Part 10 file of this transfer syntax stores its data set, as pydicom reads it.
+
+    :returns: True for explicit VR little endian (the two uncompressed
+        explicit syntaxes and every encapsulated one; like pydicom, an
+        unknown syntax is taken to be one of these), False for implicit VR
+        little endian, None for big-endian or deflated data sets, private
+        syntaxes registered with pydicom, and a missing syntax (pydicom then
+        guesses from the bytes).
+    """
+    if transfer_syntax_uid == _IMPLICIT_LE:
+        return False
+    if transfer_syntax_uid == _EXPLICIT_LE:
+        return True
+    if not transfer_syntax_uid or transfer_syntax_uid in _NOT_PLAIN_LITTLE_ENDIAN \
+            or transfer_syntax_uid in _registered_private_syntaxes():
+        return None
+    return True
+
+
+def _registered_private_syntaxes() -> Tuple[str, ...]:
+    """Private transfer syntaxes registered with pydicom (``register_transfer_syntax``); usually none."""
+    uid_module = sys.modules.get("pydicom.uid")
+    return tuple(str(uid) for uid in getattr(uid_module, "PrivateTransferSyntaxes", ()))
+
+
 def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]]:
     """Wanted attributes of a Part 10 file from its first bytes, or None to let pydicom do it.
 
@@ -168,10 +201,10 @@ def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]
             return None
         raw: Dict[str, bytes] = {}
         offset = _walk(data, 132, True, raw, stop_group=0x0002)
-        syntax = raw.get("TransferSyntaxUID", b"").rstrip(b"\0 ").decode("ascii")
-        if syntax not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        explicit = dataset_encoding(raw.get("TransferSyntaxUID", b"").rstrip(b"\0 ").decode("ascii"))
+        if explicit is None:
             return None
-        if _walk(data, offset, syntax == _EXPLICIT_LE, raw, stop_group=None) != _DONE and not whole_file:
+        if _walk(data, offset, explicit, raw, stop_group=None) != _DONE and not whole_file:
             return None
     except (_Unsupported, struct.error, UnicodeDecodeError):
         return None
@@ -192,7 +225,72 @@ def read_raw_header(data: bytes, whole_file: bool) -> Optional[Dict[str, object]
             values[keyword] = struct.unpack("<H", value)[0]
         else:
             try:
-                values[keyword] = value.decode(encoding).strip("\0 ")
+                text = value.decode(encoding)
             except UnicodeDecodeError:
                 return None
+            # As pydicom shows them: UIDs lose padding at both ends, other text only trailing padding
+            # (a leading space of a description or ID is part of it).
+            values[keyword] = text.strip("\0 ") if keyword in _UID_KEYWORDS else text.rstrip("\0 ")
     return values
+
+
+_PIXEL_DATA = 0x7FE00010
+
+
+def encapsulated_pixel_data_problem(data: bytes) -> Optional[str]:
+    """Why the encapsulated (compressed) Pixel Data of a whole Part 10 file is incomplete, or None.
+
+    A file cut short inside its last fragment still decodes with some
+    decoders (CharLS returns the rows it got and zeros or garbage below), so
+    a truncated JPEG-LS slice would load silently wrong. This walks the
+    fragment items after (7FE0,0010) and checks that every item lies inside
+    the file and that the sequence delimiter is present. Files this reader
+    does not walk (big endian, deflated, damaged headers) get None: the
+    decoder is their only judge.
+    """
+    try:
+        if len(data) < 132 or data[128:132] != b"DICM":
+            return None
+        meta: Dict[str, bytes] = {}
+        offset = _walk(data, 132, True, meta, stop_group=0x0002)
+        explicit = dataset_encoding(meta.get("TransferSyntaxUID", b"").rstrip(b"\0 ").decode("ascii"))
+        if not explicit:
+            return None
+        offset = _pixel_data_element(data, offset)
+    except (_Unsupported, struct.error, UnicodeDecodeError):
+        return None
+    if offset is None:
+        return "has no Pixel Data element"
+    tag, _, length, offset = _element_header(data, offset, True)
+    if length != _UNDEFINED:
+        return None  # native (not encapsulated) pixel data: its size is checked against Rows x Columns elsewhere
+    fragments = 0
+    while True:
+        if offset + 8 > len(data):
+            return f"is truncated: its compressed Pixel Data ends after {fragments} fragment(s) without a delimiter"
+        group, element = _TAG.unpack_from(data, offset)
+        length = _LONG.unpack_from(data, offset + 4)[0]
+        tag = (group << 16) | element
+        if tag == _SEQUENCE_END:
+            return None
+        if tag != _ITEM:
+            return f"has damaged compressed Pixel Data (({group:04X},{element:04X}) where a fragment item belongs)"
+        if offset + 8 + length > len(data):
+            return (f"is truncated: fragment {fragments} of its compressed Pixel Data claims {length} bytes, "
+                    f"{len(data) - offset - 8} are present")
+        offset += 8 + length
+        fragments += 1
+
+
+def _pixel_data_element(data: bytes, offset: int) -> Optional[int]:
+    """Offset of the top-level (7FE0,0010) element of an explicit VR little-endian data set, or None."""
+    size = len(data)
+    while offset + 8 <= size:
+        tag, _, length, value = _element_header(data, offset, True)
+        if tag == _PIXEL_DATA:
+            return offset
+        if length == _UNDEFINED:
+            offset = _skip_undefined(data, value, True)
+        else:
+            offset = value + length
+    return None

@@ -1,0 +1,152 @@
+"""Re-indexing with the per-folder header cache: unchanged files are never read, every change is.
+
+The cache keeps one record per folder; a file is served from it only while its size, mtime, ctime and
+inode are those recorded (compared from the walk's own stat, the file is not opened). These tests count
+the files actually read on the second scan and compare its result with a scan without cache.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import List
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from SarcomaLungLiverBrowserLib.formats import dicom_series
+from SarcomaLungLiverBrowserLib.formats.dicom_series import FolderScan, scan_folder
+from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache
+
+
+def _write_tree(root: Path) -> List[Path]:
+    """Two series folders of real CT slices (pydicom's CT_small with new UIDs), a text file and a damaged file."""
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    paths = []
+    for series in range(2):
+        folder = root / "PAT-1" / f"series-{series}"
+        folder.mkdir(parents=True)
+        for number in range(3):
+            template.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.498.7.{series}"
+            template.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.7.{series}.{number}"
+            template.ImagePositionPatient = [0.0, 0.0, 5.0 * number]
+            path = folder / f"1-{number:03d}.dcm"
+            template.save_as(str(path), enforce_file_format=True)
+            paths.append(path)
+    (root / "PAT-1" / "notes.txt").write_text("not an image")
+    (root / "PAT-1" / "series-0" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
+    return paths
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """Names of the files opened by the scans from now on (header reads and DICOM sniffing)."""
+    opened: List[str] = []
+    read_header, looks_like_dicom = dicom_series.read_header, dicom_series.looks_like_dicom
+
+    def counting_read_header(path: Path):  # type: ignore[no-untyped-def]
+        opened.append(Path(path).name)
+        return read_header(path)
+
+    def counting_looks_like_dicom(path: Path) -> bool:
+        opened.append(Path(path).name)
+        return looks_like_dicom(path)
+
+    monkeypatch.setattr(dicom_series, "read_header", counting_read_header)
+    monkeypatch.setattr(dicom_series, "looks_like_dicom", counting_looks_like_dicom)
+    return opened
+
+
+def _summary(scan: FolderScan) -> tuple:
+    return ([(str(h.path), h.sop_instance_uid, h.image_position) for h in scan.instances],
+            [(str(e.path), e.problem) for e in scan.errors])
+
+
+def test_an_unchanged_tree_is_served_whole_from_the_cache(tmp_path: Path, reads: List[str]) -> None:
+    _write_tree(tmp_path / "tree")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        first = scan_folder(tmp_path / "tree", cache=cache)
+        reads.clear()
+        again = scan_folder(tmp_path / "tree", cache=cache)
+    assert reads == []
+    assert again.instances == first.instances and _summary(again) == _summary(first)
+    assert _summary(again) == _summary(scan_folder(tmp_path / "tree", cache=None))
+    assert len(again.instances) == 6 and [Path(e.path).name for e in again.errors] == ["broken.dcm"]
+
+
+def test_a_file_rewritten_in_place_with_its_times_restored_is_read_again_alone(tmp_path: Path,
+                                                                               reads: List[str]) -> None:
+    paths = _write_tree(tmp_path / "tree")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "tree", cache=cache)
+        victim = paths[4]
+        stat, folder_stat = victim.stat(), victim.parent.stat()
+        data = victim.read_bytes()
+        old, new = b"0.0\\0.0\\5.0", b"0.0\\0.0\\7.0"  # ImagePositionPatient, same length
+        assert data.count(old) == 1
+        with open(victim, "r+b") as stream:  # in place: same inode, folder mtime untouched
+            stream.write(data.replace(old, new))
+        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert victim.stat().st_size == stat.st_size and victim.stat().st_ino == stat.st_ino
+        assert victim.parent.stat().st_mtime_ns == folder_stat.st_mtime_ns
+        reads.clear()
+        again = scan_folder(tmp_path / "tree", cache=cache)
+    assert reads == [victim.name]
+    changed = next(h for h in again.instances if h.path == victim)
+    assert changed.image_position == (0.0, 0.0, 7.0)
+    assert _summary(again) == _summary(scan_folder(tmp_path / "tree", cache=None))
+
+
+def test_a_file_replaced_by_another_is_read_again(tmp_path: Path, reads: List[str]) -> None:
+    paths = _write_tree(tmp_path / "tree")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "tree", cache=cache)
+        stats = [path.stat() for path in paths[:2]]
+        os.replace(paths[1], paths[0])  # the first slice's name now holds the second's file (another inode)
+        os.utime(paths[0], ns=(stats[0].st_atime_ns, stats[0].st_mtime_ns))
+        reads.clear()
+        again = scan_folder(tmp_path / "tree", cache=cache)
+    assert sorted(reads) == [paths[0].name]
+    assert next(h for h in again.instances if h.path == paths[0]).sop_instance_uid.endswith(".0.1")
+    assert paths[1] not in [h.path for h in again.instances]
+    assert _summary(again) == _summary(scan_folder(tmp_path / "tree", cache=None))
+
+
+def test_added_and_removed_files_and_folders_are_seen(tmp_path: Path, reads: List[str]) -> None:
+    paths = _write_tree(tmp_path / "tree")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "tree", cache=cache)
+        paths[0].unlink()
+        (paths[3].parent / "copy.dcm").write_bytes(paths[3].read_bytes())
+        new_folder = tmp_path / "tree" / "PAT-2"
+        new_folder.mkdir()
+        (new_folder / "slice.dcm").write_bytes(paths[5].read_bytes())
+        reads.clear()
+        again = scan_folder(tmp_path / "tree", cache=cache)
+        reads_after_change = sorted(reads)
+        reads.clear()
+        third = scan_folder(tmp_path / "tree", cache=cache)
+    assert reads_after_change == ["copy.dcm", "slice.dcm"]
+    assert reads == []
+    assert _summary(again) == _summary(third) == _summary(scan_folder(tmp_path / "tree", cache=None))
+    assert paths[0] not in [h.path for h in again.instances]
+
+
+def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: List[str]) -> None:
+    paths = _write_tree(tmp_path / "tree")
+    cache_path = tmp_path / "cache.sqlite"
+    with IndexCache(cache_path) as cache:
+        first = scan_folder(tmp_path / "tree", cache=cache)
+    connection = sqlite3.connect(str(cache_path))
+    for damage in ("'{\"files\": 3}'", "'[1, 2'", "replace(files, '\"shared\"', '\"shard\"')"):
+        changed = connection.execute(f"UPDATE folders SET files = {damage} WHERE path = ?",
+                                     (str(paths[0].parent),)).rowcount
+        connection.commit()
+        assert changed == 1
+        with IndexCache(cache_path) as cache:
+            reads.clear()
+            again = scan_folder(tmp_path / "tree", cache=cache)
+        assert sorted(reads) == sorted(path.name for path in paths[0].parent.iterdir())
+        assert _summary(again) == _summary(first)
+    connection.close()
