@@ -11,6 +11,7 @@ worker marks the case it starts (``<index>.<pid>.started``) and waits while
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -281,6 +282,14 @@ def test_the_journal_keeps_findings_exactly_and_refuses_a_file_that_is_not_one(t
         decoded, notes = decode_case_result(case, journal.recorded("T1", "fingerprint"))
     assert decoded.findings == findings and decoded.unattributed == [shared] and notes == ["a note"]
     assert decoded.findings[0].ras == (1.0, -2.5, 3.25) and decoded.metrics == {"dice": 0.5}
+
+    # Undefined measures are nan (e.g. the HD95 of a structure the AI did not segment): kept as nan, not refused.
+    agreement = {"seg_agreement": [{"structure": "Liver", "dice": 0.9, "hd95_mm": float("nan"),
+                                    "volume_difference_ml": float("-inf")}]}
+    with QAJournal(tmp_path / JOURNAL_NAME) as journal:
+        journal.record("T1", "nan", encode_case_result(CaseQA(case, [], agreement, loaded=True), []))
+        kept = decode_case_result(case, journal.recorded("T1", "nan"))[0].metrics["seg_agreement"][0]
+    assert kept["dice"] == 0.9 and math.isnan(kept["hd95_mm"]) and kept["volume_difference_ml"] == float("-inf")
 
     other = tmp_path / "other.sqlite"
     with sqlite3.connect(other) as connection:
