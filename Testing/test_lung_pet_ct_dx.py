@@ -273,6 +273,24 @@ def test_malformed_and_external_entity_xml_are_named_and_skipped(sample_root: Pa
     assert parse_voc(victim).objects  # untouched files still load
 
 
+def test_xml_files_of_images_not_on_disk_are_one_finding_per_folder(sample_root: Path, shared_samples: Path,
+                                                                    tmp_path: Path, builder: SceneBuilder) -> None:
+    """A series not downloaded leaves dozens of VOC files without their image: summarised, not one finding each."""
+    root = tmp_path / "copy"
+    shutil.copytree(sample_root, root)
+    folder = root / "Annotation" / "G0003"
+    real = sorted((shared_samples / "lung_pet_ct_dx_voc").rglob("*.xml"))  # real files whose series is absent
+    if not real:
+        require_shared_data(f"no real VOC files in {shared_samples}")
+    orphans = [shutil.copyfile(path, folder / path.name) for path in real[:7]]
+    _, loaded = _load(root, "Lung_Dx-G0003", builder)
+    unmatched = [f for f in loaded.findings if f.check == "lung.xml_unmatched"]
+    assert len(unmatched) == 1, [f.message for f in unmatched]
+    assert unmatched[0].value == float(len(orphans)) and f"{len(orphans)} XML file(s)" in unmatched[0].message
+    assert sum(Path(orphan).name in unmatched[0].message for orphan in orphans) == min(5, len(orphans))
+    assert loaded.metrics["lesions"] == TRUTH["Lung_Dx-G0003"].tumours  # the case's own boxes are unaffected
+
+
 # ---------------------------------------------------------------------- geometry on real DICOM facts
 def test_real_sample_boxes_land_on_their_real_slices(shared_samples: Path, tmp_path: Path,
                                                      builder: SceneBuilder) -> None:

@@ -274,6 +274,9 @@ class _BoxReader:
         self.findings = findings
         self.result = CaseBoxes()
         self.size_claims: Dict[Tuple[str, str, str], List[Path]] = {}
+        #: VOC files naming no loaded image, per folder: one finding per folder, not per file (a series not
+        #: downloaded leaves dozens of them).
+        self.unmatched_xml: Dict[Path, List[Tuple[Path, str]]] = {}
 
     def read(self, folders: Sequence[Path], searched: Path) -> CaseBoxes:
         if not folders:
@@ -290,6 +293,7 @@ class _BoxReader:
                                       f"{seen_files[stem].parent} and {path.parent}; both are read", path=path)
                 seen_files.setdefault(stem, path)
                 self.result.boxes.extend(self._boxes_of_file(path))
+        self._report_unmatched_xml()
         self._flag_duplicates(self.result.boxes)
         for (label, claimed, actual), paths in self.size_claims.items():
             # One finding per series: the real files say 512x512 whatever the image (notes §1.1).
@@ -366,10 +370,25 @@ class _BoxReader:
             self.findings.add(WARNING, "lung.xml_unmatched",
                               f"{path.name}: its image is in series {self.series.skipped_series_sops[sop_uid]}, "
                               "which was not loaded", path=path)
+        elif path.suffix.lower() == ".xml":
+            self.unmatched_xml.setdefault(path.parent, []).append((path, sop_uid))
         else:
             self.findings.add(WARNING, "lung.xml_unmatched",
                               f"{path.name}: no loaded image has SOPInstanceUID {sop_uid}", path=path)
         return None
+
+    def _report_unmatched_xml(self) -> None:
+        for folder, unmatched in self.unmatched_xml.items():
+            if len(unmatched) == 1:
+                path, sop_uid = unmatched[0]
+                message = f"{path.name}: no loaded image has SOPInstanceUID {sop_uid}"
+            else:
+                names = ", ".join(path.name for path, _ in unmatched[:5])
+                more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+                message = (f"{len(unmatched)} XML file(s) in {folder} name no loaded image ({names}{more}); "
+                           "their series is not on disk or was not loaded")
+            self.findings.add(WARNING, "lung.xml_unmatched", message, path=unmatched[0][0],
+                              value=float(len(unmatched)))
 
     def _box_of_object(self, path: Path, index: int, voc_object: VocObject, series: ReadSeries, k: int,
                        rows: int, columns: int, sop_instance_uid: str) -> Optional[SliceBox]:
