@@ -389,19 +389,24 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
     # ------------------------------------------------------------------ running actions
     def _ensureDependencies(self) -> bool:
         """Install missing or too-old Python packages at first use, after asking (never at setup)."""
-        if self._dependenciesReady:
-            return True
+        if not self._dependenciesReady:
+            self._dependenciesReady = self._requirementsReady(ensureModuleRequirements,
+                                                              _translate("Sarcoma Lung Liver Browser"))
+        return self._dependenciesReady
+
+    @staticmethod
+    def _requirementsReady(ensure: Any, title: str) -> bool:
+        """Run one of the ``ensure...Requirements`` functions; False (after telling the user) unless usable now."""
         from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
 
         try:
-            readiness = ensureModuleRequirements()
+            readiness = ensure()
         except DependencyError as error:
-            slicer.util.errorDisplay(str(error), windowTitle=_translate("Sarcoma Lung Liver Browser"))
+            slicer.util.errorDisplay(str(error), windowTitle=title)
             return False
         if readiness is Readiness.RESTART_NEEDED:
-            slicer.util.warningDisplay(RESTART_MESSAGE, windowTitle=_translate("Sarcoma Lung Liver Browser"))
+            slicer.util.warningDisplay(RESTART_MESSAGE, windowTitle=title)
             return False
-        self._dependenciesReady = True
         return True
 
     def _setControlsEnabled(self, enabled: bool) -> None:
@@ -864,20 +869,10 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
     # ------------------------------------------------------------------ Imaging Data Commons
     def _ensureIdcDependencies(self) -> bool:
         """Install idc-index (which brings IDC's index) at first use of the IDC section, after asking."""
-        if self._idcDependenciesReady:
-            return True
-        from SarcomaLungLiverBrowserLib.dependencies import DependencyError, Readiness
-
-        try:
-            readiness = ensureIdcRequirements()
-        except DependencyError as error:
-            slicer.util.errorDisplay(str(error), windowTitle=_translate("Imaging Data Commons"))
-            return False
-        if readiness is Readiness.RESTART_NEEDED:
-            slicer.util.warningDisplay(RESTART_MESSAGE, windowTitle=_translate("Imaging Data Commons"))
-            return False
-        self._idcDependenciesReady = True
-        return True
+        if not self._idcDependenciesReady:
+            self._idcDependenciesReady = self._requirementsReady(ensureIdcRequirements,
+                                                                 _translate("Imaging Data Commons"))
+        return self._idcDependenciesReady
 
     def _idcFolder(self) -> Optional[str]:
         """The IDC folder chosen in the panel, else the open collection's folder; None (with a message) if neither."""

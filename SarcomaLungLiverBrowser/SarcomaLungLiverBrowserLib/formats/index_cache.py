@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
 from .dicom_series import FileKey, InstanceHeader
@@ -304,17 +304,7 @@ class IndexCache:
                 continue
             encoded.append((path, size, mtime_ns, stat.st_ctime_ns, stat.st_ino,
                             _header_to_json(header) if header else None, error))
-        try:
-            with self._lock:
-                self._connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
-                self._connection.commit()
-        except sqlite3.Error as error:
-            logger.warning("%s: header cache not updated (%s)", self.path, error)
-            with self._lock:
-                try:
-                    self._connection.rollback()
-                except sqlite3.Error:
-                    pass
+        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
 
     def folder_entries(self, folder: str, keys: Dict[str, FileKey]
                        ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], bool]:
@@ -353,9 +343,13 @@ class IndexCache:
         rows = [(folder, _encode_folder_record(entries)) for folder, entries in folders]
         if not rows:
             return
+        self._write_rows("INSERT OR REPLACE INTO folders VALUES (?, ?)", rows)
+
+    def _write_rows(self, statement: str, rows: Sequence[tuple]) -> None:
+        """Write rows in one transaction; a failure only costs the records (logged, rolled back)."""
         try:
             with self._lock:
-                self._connection.executemany("INSERT OR REPLACE INTO folders VALUES (?, ?)", rows)
+                self._connection.executemany(statement, rows)
                 self._connection.commit()
         except sqlite3.Error as error:
             logger.warning("%s: header cache not updated (%s)", self.path, error)
