@@ -305,3 +305,31 @@ def _encode_dataset(dataset: pydicom.Dataset, target: Path, syntax: UID) -> None
     else:
         dataset.file_meta.TransferSyntaxUID = syntax
     dataset.save_as(str(target), enforce_file_format=True)
+
+
+@pytest.mark.parametrize("encoding", ["JPEG-LS lossless", "RLE lossless"])
+def test_a_compressed_slice_claiming_more_pixels_than_the_cap_is_refused_before_decoding(
+        encoded_series, encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compressed bytes cannot bound the decoded size, so the claim meets SLLB_MAX_DECODED_BYTES first."""
+    source = encoded_series["CT"][encoding][0]
+    dataset = pydicom.dcmread(str(source))
+    dataset.Rows, dataset.Columns = 40000, 40000  # 3.2 GB of 16-bit pixels claimed by a file of kilobytes
+    claimed = tmp_path / "claims_too_much.dcm"
+    dataset.save_as(str(claimed))
+    decoded: List[Path] = []
+    monkeypatch.setattr(dicom_series, "_decoded_pixels", lambda instance: decoded.append(instance.path))
+    monkeypatch.setenv("SLLB_MAX_DECODED_BYTES", str(1 << 30))
+    with pytest.raises(DataError) as raised:
+        read_series([read_header(claimed)])
+    assert "claims_too_much.dcm" in str(raised.value) and "SLLB_MAX_DECODED_BYTES" in str(raised.value)
+    assert decoded == []  # refused before any decoder ran
+
+
+def test_a_series_whose_volume_exceeds_the_cap_is_refused_before_allocation(encoded_series,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    slices = [read_header(path) for path in encoded_series["CT"]["RLE lossless"]]
+    assert len(slices) >= 2
+    one_slice = int(slices[0].rows) * int(slices[0].columns) * 2
+    monkeypatch.setenv("SLLB_MAX_DECODED_BYTES", str(one_slice * (len(slices) - 1)))  # each slice fits, not all
+    with pytest.raises(DataError, match="a volume of .* SLLB_MAX_DECODED_BYTES"):
+        read_series(slices)

@@ -28,7 +28,7 @@ from pydicom.errors import InvalidDicomError
 from ..errors import DataError
 from .fast_header import encapsulated_pixel_data_problem, read_raw_header
 from .folders import is_file_entry
-from .limits import check_deflated_dicom
+from .limits import check_deflated_dicom, current_limits
 from ..geometry import (
     LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
 )
@@ -643,6 +643,14 @@ def _unstackable_alone(instance: InstanceHeader) -> Optional[str]:
         if size < needed:
             return (f"holds {size} bytes, fewer than the {needed} its {instance.rows}x{instance.columns} "
                     f"pixels need (truncated, or Rows/Columns are wrong)")
+    else:
+        # Compressed bytes say nothing certain about the decoded size (a blank slice compresses to almost
+        # nothing), so the claim meets the configurable cap before any decoder is asked to honour it.
+        decoded = int(instance.rows) * int(instance.columns) * bits // 8
+        cap = current_limits().max_decoded_bytes
+        if decoded > cap:
+            return (f"claims {instance.rows}x{instance.columns} pixels ({decoded} bytes decoded), more than the "
+                    f"{cap} bytes SLLB_MAX_DECODED_BYTES allows")
     return None
 
 
@@ -976,6 +984,11 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
     stack_report.duplicate_positions = [_grid_index_of(duplicate, kept, slice_indices) for duplicate in duplicates]
     dtype = _output_dtype(kept)
     depth = stack_report.number_of_slices
+    volume_bytes = depth * int(kept[0].rows) * int(kept[0].columns) * np.dtype(dtype).itemsize
+    if volume_bytes > current_limits().max_decoded_bytes:
+        raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
+                                             f"({volume_bytes} bytes) is more than the "
+                                             f"{current_limits().max_decoded_bytes} bytes SLLB_MAX_DECODED_BYTES allows")
     try:
         voxels = np.empty((depth, int(kept[0].rows), int(kept[0].columns)), dtype=dtype)  # type: ignore[arg-type]
     except MemoryError as error:
