@@ -397,3 +397,33 @@ def test_the_collection_compares_voc_and_sr_boxes_and_reports_a_moved_one(real_c
     loaded = collection.load_case(collection.find_case("Lung_Dx-A0002"), builder)
     differs = [f for f in loaded.findings if f.check == "lung.voc_sr_box_differs"]
     assert len(differs) == 1 and real_case.voc[0].source.name in differs[0].message
+
+
+def test_an_sr_in_another_frame_of_reference_or_of_another_patient_is_reported(real_case: RealCase, tmp_path: Path,
+                                                                              builder) -> None:
+    """The SR's identity is compared with the images its boxes name (as CRLM does for SEGs)."""
+    import pydicom
+
+    from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx import LungPetCtDxCollection
+
+    def load(root: Path):
+        collection = LungPetCtDxCollection(root)
+        return collection.load_case(collection.find_case("Lung_Dx-A0002"), builder)
+
+    clean = load(_idc_copy(real_case, tmp_path / "clean", with_xml=False))
+    assert not [f for f in clean.findings if f.check.startswith("identity.")]
+    for name, change in (("frame", lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.77")),
+                         ("patient", lambda ds: setattr(ds, "PatientID", "lung_dx-a0002 "))):
+        root = _idc_copy(real_case, tmp_path / name, with_xml=False)
+        sr_path = next(path for path in root.rglob("*.dcm") if "Tumor bounding box" in str(path.parent))
+        dataset = pydicom.dcmread(str(sr_path))
+        change(dataset)
+        dataset.save_as(str(sr_path))
+        loaded = load(root)
+        identity = [f for f in loaded.findings if f.check.startswith("identity.")]
+        assert identity and all(sr_path.name in f.message for f in identity), [f.message for f in loaded.findings]
+        if name == "frame":
+            assert [f.severity for f in identity] == ["error"] and "frame" in identity[0].message.lower()
+        else:  # the same patient spelled differently: a warning, the boxes still placed
+            assert [f.severity for f in identity] == ["warning"] and "spelled differently" in identity[0].message
+        assert len(_slice_rois(loaded)) == len(_slice_rois(clean))
