@@ -399,8 +399,8 @@ def test_the_collection_compares_voc_and_sr_boxes_and_reports_a_moved_one(real_c
     assert len(differs) == 1 and real_case.voc[0].source.name in differs[0].message
 
 
-def test_an_sr_in_another_frame_of_reference_or_of_another_patient_is_reported(real_case: RealCase, tmp_path: Path,
-                                                                              builder) -> None:
+def test_an_sr_in_another_frame_of_reference_or_spelled_differently_is_reported(real_case: RealCase,
+                                                                              tmp_path: Path, builder) -> None:
     """The SR's identity is compared with the images its boxes name (as CRLM does for SEGs)."""
     import pydicom
 
