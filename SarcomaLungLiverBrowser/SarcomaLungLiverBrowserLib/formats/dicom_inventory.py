@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Pattern, Sequence, 
 
 from ..errors import DataError
 from ..progress import ProgressCallback
-from .dicom_series import InstanceHeader, scan_folder
+from .dicom_series import InstanceHeader, scan_folder, tree_file_keys
 from .folders import is_dir_entry, is_file_entry
 
 __all__ = [
@@ -408,35 +408,9 @@ def _group_patients(instances: Sequence[InstanceHeader]) -> Dict[str, PatientEnt
 
 # ---------------------------------------------------------------------------------------------- reading
 def _tree_signature(root: Path) -> Tuple[Tuple[str, int, int, int, int], ...]:
-    """(path, size, mtime, ctime, inode) of every visible file below ``root``: what an inventory depends on.
-
-    Walks like :func:`.dicom_series.scan_folder` (hidden entries skipped,
-    symbolic links to folders not followed, link loops and special files
-    skipped). It skips them silently: the scan that follows warns about each
-    one, once, by name (:mod:`.folders`).
-    """
-    found: List[Tuple[str, int, int, int, int]] = []
-    pending = [str(root)]
-    while pending:
-        directory = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                    continue
-                if not entry.is_file():
-                    continue
-                stat = entry.stat()
-            except OSError:
-                continue
-            found.append((entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-    return tuple(sorted(found))
+    """What an inventory depends on: every visible file's (path, size, mtime, ctime, inode), walked as
+    :func:`.dicom_series.scan_folder` walks but silently (the scan that follows names each skipped entry once)."""
+    return tree_file_keys(root)
 
 
 _remembered: "OrderedDict[str, Tuple[Tuple[Tuple[str, int, int, int, int], ...], DicomInventory]]" = OrderedDict()

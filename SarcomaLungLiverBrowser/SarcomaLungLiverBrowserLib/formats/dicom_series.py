@@ -399,11 +399,14 @@ class FolderScan:
 FileKey = Tuple[int, int, int, int]
 
 
-def _walk_folders(root: Path) -> List[Tuple[str, Dict[str, FileKey]]]:
+def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, FileKey]]]:
     """Every folder below ``root`` (itself included) with its regular files' keys, hidden entries skipped.
 
     Each key comes from the ``os.scandir`` entry's stat: one system call per
     file, no open. Folders are not followed through symbolic links.
+
+    :param warn: name each link loop or unreadable entry in a warning (:mod:`.folders`); False for a walk
+        that only checks whether anything changed, ahead of a scan that warns once itself.
     """
     found: List[Tuple[str, Dict[str, FileKey]]] = []
     pending = [str(root)]
@@ -419,7 +422,7 @@ def _walk_folders(root: Path) -> List[Tuple[str, Dict[str, FileKey]]]:
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
-            elif is_file_entry(entry):  # a symbolic link loop is skipped with a warning, not a traceback
+            elif _is_regular_file(entry, warn):  # a symbolic link loop is skipped, never a traceback
                 try:
                     stat = entry.stat()
                 except OSError:
@@ -427,6 +430,22 @@ def _walk_folders(root: Path) -> List[Tuple[str, Dict[str, FileKey]]]:
                 keys[entry.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         found.append((directory, keys))
     return found
+
+
+def _is_regular_file(entry: "os.DirEntry[str]", warn: bool) -> bool:
+    if warn:
+        return is_file_entry(entry)
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def tree_file_keys(root: Path) -> Tuple[Tuple[str, int, int, int, int], ...]:
+    """(path, size, mtime, ctime, inode) of every visible regular file below ``root``, sorted, without warnings:
+    what anything read from the tree depends on (walked as :func:`scan_folder` walks)."""
+    return tuple(sorted((os.path.join(folder, name), *key)
+                        for folder, keys in _walk_folders(root, warn=False) for name, key in keys.items()))
 
 
 def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
