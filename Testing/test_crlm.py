@@ -350,13 +350,8 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
     assert _node_ids(scene) == before
 
 
-@pytest.mark.parametrize("keyword, value, expected", [
-    ("PatientID", "CRLM-CT-1999", "another patient's annotation"),
-])
-def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root: Path, tmp_path: Path,
-                                                                      builder: SceneBuilder, keyword: str,
-                                                                      value: str, expected: str) -> None:
-    """A SEG whose series reference was rewritten to this CT, but whose identity says otherwise, is not drawn."""
+def _with_sample_seg_changed(crlm_root: Path, tmp_path: Path, keyword: str, value: str) -> Path:
+    """A copy of the sample in which CRLM-CT-1001's expert SEG has ``keyword`` set to ``value``."""
     import pydicom
 
     root = _copy_case(crlm_root, tmp_path)
@@ -365,6 +360,17 @@ def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root
     dataset = pydicom.dcmread(str(seg_path))
     setattr(dataset, keyword, value)
     dataset.save_as(str(seg_path))
+    return root
+
+
+@pytest.mark.parametrize("keyword, value, expected", [
+    ("PatientID", "CRLM-CT-1999", "another patient's annotation"),
+])
+def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root: Path, tmp_path: Path,
+                                                                      builder: SceneBuilder, keyword: str,
+                                                                      value: str, expected: str) -> None:
+    """A SEG whose series reference was rewritten to this CT, but whose identity says otherwise, is not drawn."""
+    root = _with_sample_seg_changed(crlm_root, tmp_path, keyword, value)
     collection = CrlmCollection(root)
     before = _node_ids(builder.scene)
     with pytest.raises(DataError) as error:
@@ -375,14 +381,7 @@ def test_another_patients_seg_pointing_at_this_ct_is_refused_naming_it(crlm_root
 
 def test_a_seg_whose_patient_id_is_only_spelled_differently_loads_with_a_warning(crlm_root: Path, tmp_path: Path,
                                                                                 builder: SceneBuilder) -> None:
-    import pydicom
-
-    root = _copy_case(crlm_root, tmp_path)
-    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1001"
-    seg_path = next(patient.glob("*/100.000000-*/1-1.dcm"))
-    dataset = pydicom.dcmread(str(seg_path))
-    dataset.PatientID = "crlm-ct-1001 "
-    dataset.save_as(str(seg_path))
+    root = _with_sample_seg_changed(crlm_root, tmp_path, "PatientID", "crlm-ct-1001 ")
     collection = CrlmCollection(root)
     loaded = collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
     assert loaded.segmentations
@@ -391,14 +390,7 @@ def test_a_seg_whose_patient_id_is_only_spelled_differently_loads_with_a_warning
 
 def test_a_seg_in_another_frame_of_reference_is_an_error_finding_naming_it(crlm_root: Path, tmp_path: Path,
                                                                           builder: SceneBuilder) -> None:
-    import pydicom
-
-    root = _copy_case(crlm_root, tmp_path)
-    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1001"
-    seg_path = next(patient.glob("*/100.000000-*/1-1.dcm"))
-    dataset = pydicom.dcmread(str(seg_path))
-    dataset.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.999"
-    dataset.save_as(str(seg_path))
+    root = _with_sample_seg_changed(crlm_root, tmp_path, "FrameOfReferenceUID", "1.2.826.0.1.3680043.8.498.999")
     collection = CrlmCollection(root)
     loaded = collection.load_case(collection.find_case("CRLM-CT-1001"), builder)
     frame = [f for f in loaded.findings if "in another frame" in f.message]
