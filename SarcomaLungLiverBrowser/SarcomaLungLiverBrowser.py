@@ -147,13 +147,18 @@ def ensureModuleRequirements(installInTesting: bool = False, ask: bool = True) -
     :returns: ``Readiness.READY`` or ``Readiness.RESTART_NEEDED``.
     :raises DependencyError: declined or failed, with a message for the user.
     """
+    return _ensureRequirementsWithSlicer(install_in_testing=installInTesting, ask=ask)
+
+
+def _ensureRequirementsWithSlicer(**options: Any) -> Any:
+    """``dependencies.ensure_requirements`` asking through Slicer's dialogs and installing with its pip."""
     from SarcomaLungLiverBrowserLib.dependencies import ensure_requirements
 
     util = getattr(slicer, "util", None)
     confirm = getattr(util, "confirmOkCancelDisplay", None) or (lambda question: False)
     pipInstall = getattr(util, "pip_install", None) or _pipInstallOutsideSlicer
     return ensure_requirements(confirm=confirm, pip_install=pipInstall, slicer_packaging=_slicerPackaging(),
-                               install_in_testing=installInTesting, ask=ask)
+                               **options)
 
 
 #: The optional packages of the Imaging Data Commons section (idc-index pins its index, idc-index-data).
@@ -170,15 +175,9 @@ def ensureIdcRequirements(ask: bool = True) -> Any:
     :returns: ``Readiness.READY`` or ``Readiness.RESTART_NEEDED``.
     :raises DependencyError: declined or failed, with a message for the user.
     """
-    from SarcomaLungLiverBrowserLib.dependencies import ensure_requirements
-
-    util = getattr(slicer, "util", None)
-    confirm = getattr(util, "confirmOkCancelDisplay", None) or (lambda question: False)
-    pipInstall = getattr(util, "pip_install", None) or _pipInstallOutsideSlicer
-    return ensure_requirements(confirm=confirm, pip_install=pipInstall, slicer_packaging=_slicerPackaging(),
-                               path=IDC_REQUIREMENTS_FILE,
-                               requester=_translate("The Imaging Data Commons tools of Sarcoma Lung Liver Browser"),
-                               ask=ask)
+    return _ensureRequirementsWithSlicer(
+        path=IDC_REQUIREMENTS_FILE,
+        requester=_translate("The Imaging Data Commons tools of Sarcoma Lung Liver Browser"), ask=ask)
 
 
 def requireModuleRequirements() -> None:
