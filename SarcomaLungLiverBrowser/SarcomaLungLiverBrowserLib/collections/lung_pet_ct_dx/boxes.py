@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -449,8 +449,7 @@ def read_case_boxes(case_id: str, folders: Sequence[Path], series: CaseSeries, f
              if header.rows and header.columns}
     records, sr_findings = collect_sr_boxes(sr_paths, sizes, case_id)
     findings.extend(sr_findings)
-    refused = _sr_identity_problems(sr_paths, records, series, case_id, findings)
-    records = [record for record in records if record.source not in refused]
+    _report_sr_identity(sr_paths, records, series, case_id, findings)
     voc_files = sorted({box.xml_path for box in result.boxes})
     annotated_by_voc = {box.sop_instance_uid for box in result.boxes}
     reader.read_sr_records([record for record in records if record.sop_instance_uid not in annotated_by_voc])
@@ -465,28 +464,21 @@ def read_case_boxes(case_id: str, folders: Sequence[Path], series: CaseSeries, f
     return result
 
 
-def _sr_identity_problems(sr_paths: Sequence[Path], records: Sequence[Any], series: CaseSeries, case_id: str,
-                          findings: CaseFindings) -> Set[Path]:
+def _report_sr_identity(sr_paths: Sequence[Path], records: Sequence[Any], series: CaseSeries, case_id: str,
+                        findings: CaseFindings) -> None:
     """Compare each box SR's PatientID, StudyInstanceUID and FrameOfReferenceUID with the images its boxes name
-    (:func:`~...formats.identity.identity_findings`); returns the SRs of another patient, whose boxes are not
-    placed. An SR in another frame of reference is an error finding; its boxes are in pixel indices of the images
-    they name, so they are still placed there."""
-    from ...formats.identity import CHECK_PATIENT, identity_findings
+    (:func:`~...formats.identity.identity_findings`). Cases come from the headers, so an SR of another patient
+    is that patient's and never reaches here; a PatientID spelled differently is a warning. An SR in another
+    frame of reference is an error finding; its boxes are in pixel indices of the images they name, so they are
+    still placed there."""
+    from ...formats.identity import identity_findings
 
     headers_by_path = {header.path: header for header in series.headers.values()}
-    refused: Set[Path] = set()
     for path in sr_paths:
         named = {record.sop_instance_uid for record in records if record.source == path}
         images = [header for uid, header in series.headers.items() if uid in named and header.path != path]
-        if path not in headers_by_path or not images:
-            continue
-        found = identity_findings(headers_by_path[path], images, path, case_id)
-        findings.extend(found)
-        if any(finding.check == CHECK_PATIENT and finding.severity == ERROR for finding in found):
-            refused.add(path)
-            findings.add(ERROR, "lung.sr_refused", f"{path.name}: another patient's SR; its boxes are not placed",
-                         path=path)
-    return refused
+        if path in headers_by_path and images:
+            findings.extend(identity_findings(headers_by_path[path], images, path, case_id))
 
 
 # ---------------------------------------------------------------------- ROI and table data
