@@ -5,7 +5,7 @@ detected, discovered into typed records, every case read into plain data
 without touching the scene, checked, put into the scene by the one shared
 ``put_case`` and unloaded again, leaving the scene as it was. Importing the
 collection module and detecting must stay light (a fresh interpreter shows
-which modules it loaded). Then a sixth collection, defined in this file, is
+which modules it loaded). Then a seventh collection, defined in this file, is
 registered in one line and goes through index, load, QA and report.
 """
 from __future__ import annotations
@@ -241,7 +241,7 @@ def test_registering_refuses_what_is_not_a_collection_or_a_taken_key() -> None:
     assert taken not in registry.collection_classes()
 
 
-# ---------------------------------------------------------------------------------------------- a sixth collection
+# ---------------------------------------------------------------------------------------------- a seventh collection
 @dataclasses.dataclass
 class NpyBoxCase(CaseRecord):
     """A case of the throw-away collection: one volume and its box list."""
@@ -326,7 +326,7 @@ def npy_box_collection() -> Any:
     assert NpyBoxCollection not in registry.collection_classes()
 
 
-def test_a_sixth_collection_is_one_class_and_one_line(npy_box_collection: Any, headless: Any, tmp_path: Path,
+def test_a_seventh_collection_is_one_class_and_one_line(npy_box_collection: Any, headless: Any, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     root = _write_npy_box_collection(tmp_path / "boxes")
 
@@ -371,7 +371,7 @@ def test_a_sixth_collection_is_one_class_and_one_line(npy_box_collection: Any, h
     assert "NPY volumes with JSON boxes (test)" in html and "case_b" in html
 
 
-def test_a_broken_case_of_the_sixth_collection_is_a_finding_not_a_crash(npy_box_collection: Any,
+def test_a_broken_case_of_the_seventh_collection_is_a_finding_not_a_crash(npy_box_collection: Any,
                                                                        tmp_path: Path) -> None:
     root = _write_npy_box_collection(tmp_path / "boxes")
     (root / "case_b" / "volume.npy").write_bytes(b"not numpy")

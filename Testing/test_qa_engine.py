@@ -246,3 +246,37 @@ def test_command_line_runs_qa_and_records_verdicts(tmp_path):
     result = _sllb("qa", root, "--out", tmp_path / "report2")
     assert result.returncode == 0 and "no review store" in result.stderr
     assert not (root / ".sllb_review.sqlite").exists()
+
+
+class CountingTinyCollection(TinyCollection):
+    """TinyCollection whose own collection check compares the case count with its table, given every result."""
+
+    def check_collection(self, cases, results):
+        self.checked = ([case.case_id for case in cases], [result.case.case_id for result in results])
+        return [Finding(WARNING, "tiny.table_mismatch", f"{self.root}/counts.csv: 3 cases, table says 5",
+                        path=str(self.root / "counts.csv")),
+                Finding(ERROR, "tiny.duplicate_patient", "T1 and T2 are the same patient", case_id="T1")]
+
+
+def test_the_collections_own_check_sees_every_case_and_its_findings_are_kept_once(tmp_path):
+    collection = CountingTinyCollection(tmp_path)
+    result = run_collection_qa(collection, cases=collection.discover_cases()[:1])  # one case: nothing repeats
+    assert collection.checked == (["T1"], ["T1"])
+    assert [(f.check, f.case_id) for f in result.collection_findings] == [("tiny.table_mismatch", ""),
+                                                                         ("tiny.duplicate_patient", "")]
+    # The mismatch T1's load reported is the collection's own finding now, so it is not on T1 too.
+    assert [f.check for f in result.cases[0].findings] == ["tiny.voxels"]
+    assert result.by_check()["tiny.table_mismatch"] == 1
+
+
+def test_a_failing_collection_check_is_an_error_finding_and_the_cases_stand(tmp_path):
+    class BrokenCheck(TinyCollection):
+        def check_collection(self, cases, results):
+            raise KeyError("counts.csv has no 'Patient' column")
+
+    result = run_collection_qa(BrokenCheck(tmp_path))
+    assert [case.status for case in result.cases] == ["ok", "warnings", "errors", "errors"]
+    failed = [f for f in result.collection_findings if f.check == "qa.collection_check_failed"]
+    assert len(failed) == 1 and failed[0].severity == ERROR and "KeyError" in failed[0].message
+    assert "'Patient' column" in failed[0].message and failed[0].path == str(tmp_path)
+    assert [f.check for f in result.collection_findings] == ["tiny.table_mismatch", "qa.collection_check_failed"]

@@ -150,3 +150,53 @@ def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: L
         assert sorted(reads) == sorted(path.name for path in paths[0].parent.iterdir())
         assert _summary(again) == _summary(first)
     connection.close()
+
+
+def test_headers_served_from_the_cache_behave_as_headers_read_from_the_files(tmp_path: Path) -> None:
+    """A cached header keeps its path as text until first used; nothing that handles headers can tell."""
+    import copy
+    import dataclasses
+    import pickle
+
+    _write_tree(tmp_path / "tree")
+    read = scan_folder(tmp_path / "tree", cache=None).instances
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "tree", cache=cache)
+        served = scan_folder(tmp_path / "tree", cache=cache).instances
+    assert [type(header) for header in served] == [dicom_series.InstanceHeader] * 6
+    # Pickled (as QA sends headers to worker processes) and copied before the path was ever used.
+    unpickled = pickle.loads(pickle.dumps(served[0]))
+    copied = copy.copy(served[1])
+    replaced = dataclasses.replace(served[2], modality="MR")
+    assert unpickled == read[0] and hash(unpickled) == hash(read[0]) and copied == read[1]
+    assert replaced.path == read[2].path and replaced.modality == "MR"
+    for header, expected in zip(served, read):
+        assert isinstance(header.path, Path) and header.path == expected.path
+        assert dataclasses.asdict(header) == dataclasses.asdict(expected) and header == expected
+    with pytest.raises(AttributeError, match="no attribute 'no_such_field'"):
+        getattr(served[3], "no_such_field")
+    assert not hasattr(served[3], "_no_such_field")
+
+
+@pytest.mark.parametrize("collector_was_enabled", [True, False])
+def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, collector_was_enabled: bool) -> None:
+    import gc
+
+    _write_tree(tmp_path / "tree")
+    was = gc.isenabled()
+    try:
+        (gc.enable if collector_was_enabled else gc.disable)()
+        with IndexCache(tmp_path / "cache.sqlite") as cache:
+            scan_folder(tmp_path / "tree", cache=cache)
+            assert gc.isenabled() is collector_was_enabled
+            scan_folder(tmp_path / "tree", cache=cache)
+            assert gc.isenabled() is collector_was_enabled
+        with pytest.raises(Exception):
+            scan_folder(tmp_path / "tree", progress=_failing_progress)
+        assert gc.isenabled() is collector_was_enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def _failing_progress(message: str, fraction: float) -> None:
+    raise RuntimeError("cancelled by the user")

@@ -12,14 +12,25 @@ import errno
 import logging
 import os
 
-__all__ = ["is_dir_entry", "is_file_entry"]
+__all__ = ["is_dir_entry", "is_file_entry", "warn_skipped_entry"]
 
 logger = logging.getLogger(__name__)
 
 
-def _skipped(entry: "os.DirEntry[str]", error: OSError) -> bool:
+def warn_skipped_entry(entry: "os.DirEntry[str]", error: OSError) -> None:
+    """Name an entry a walk skips because stat-ing it failed.
+
+    An entry that vanished since it was listed, or a link to nothing, is
+    skipped silently, as ``DirEntry.is_file()`` answers False for both.
+    """
+    if error.errno == errno.ENOENT:
+        return
     reason = "a symbolic link loop" if error.errno == errno.ELOOP else "unreadable"
     logger.warning("%s: skipped, it is %s (%s)", entry.path, reason, error.strerror or error)
+
+
+def _skipped(entry: "os.DirEntry[str]", error: OSError) -> bool:
+    warn_skipped_entry(entry, error)
     return False
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
-from .dicom_series import FileKey, InstanceHeader
+from .dicom_series import LAZY_PATH_ATTRIBUTE, FileKey, InstanceHeader
 
 __all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "file_key"]
 
@@ -119,9 +119,15 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
     return json.dumps({"files": files, "shared": shared, "varying": varying}, separators=(",", ":"))
 
 
-def _decode_folder_record(folder: Path, text: str, keys: Dict[str, FileKey]
+def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]
                           ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], int]:
     """The entries of a folder record whose key equals ``keys[name]``, and how many files it records.
+
+    A re-index spends most of its time here, once per file, so the loop does
+    only what each file needs: the key comparison, then one copy of the
+    folder's shared values updated with the file's own column values (both
+    dictionary operations in C), and the instance filled without ``__init__``;
+    its path stays text until it is used (see ``InstanceHeader.__getattr__``).
 
     :raises ValueError, TypeError, KeyError, IndexError: for a damaged record.
     """
@@ -129,34 +135,43 @@ def _decode_folder_record(folder: Path, text: str, keys: Dict[str, FileKey]
     shared, varying = record["shared"], record["varying"]
     if set(shared) | set(varying) != set(_HEADER_FIELDS) or set(shared) & set(varying):
         raise ValueError("cached folder record has another layout")
-    common = {name: tuple(value) if name in _TUPLE_FIELD_SET and value is not None else value
-              for name, value in shared.items()}
-    per_file = [(name, values, name in _TUPLE_FIELD_SET) for name, values in varying.items()]
+    files = record["files"]
+    header_count = sum(1 for file in files if file[5] == _HEADER)
+    common = {name: _as_tuple(value) if name in _TUPLE_FIELD_SET else value for name, value in shared.items()}
+    varying_names = list(varying)
+    columns = []
+    for name in varying_names:
+        column = varying[name]
+        if len(column) != header_count:
+            raise ValueError(f"cached folder record has {len(column)} values of {name} for {header_count} headers")
+        columns.append(list(map(_as_tuple, column)) if name in _TUPLE_FIELD_SET else column)
+    rows = iter(zip(*columns)) if columns else iter([()] * header_count)
     valid: Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]] = {}
-    row = -1
-    for name, size, mtime_ns, ctime_ns, inode, kind in record["files"]:
-        if kind == _HEADER:
-            row += 1
+    for name, size, mtime_ns, ctime_ns, inode, kind in files:
+        row = next(rows) if kind == _HEADER else None
         if keys.get(name) != (size, mtime_ns, ctime_ns, inode):
             continue  # changed, replaced or gone
-        if kind == _NOT_DICOM:
+        if kind == _HEADER:
+            values = common.copy()
+            values.update(zip(varying_names, row))  # type: ignore[arg-type]
+            values[LAZY_PATH_ATTRIBUTE] = os.path.join(folder, name)
+            valid[name] = (_restored_header(values), None)
+        elif kind == _NOT_DICOM:
             valid[name] = (None, None)
         elif isinstance(kind, str):
             valid[name] = (None, kind)
-        elif kind == _HEADER:
-            values = dict(common)
-            for field_name, column, is_tuple in per_file:
-                value = column[row]
-                values[field_name] = tuple(value) if is_tuple and value is not None else value
-            values["path"] = folder / name
-            valid[name] = (_restored_header(values), None)
         else:
             raise ValueError(f"unknown kind {kind!r} in cached folder record")
-    return valid, len(record["files"])
+    return valid, len(files)
+
+
+def _as_tuple(value: object) -> object:
+    """A JSON list back as the tuple it was (geometry and window values); None stays None."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _restored_header(values: Dict[str, object]) -> InstanceHeader:
-    """An :class:`InstanceHeader` from all its field values, without running ``__init__``.
+    """An :class:`InstanceHeader` from all its field values (its path possibly as text), without ``__init__``.
 
     A frozen dataclass's ``__init__`` sets each of its ~30 fields through
     ``object.__setattr__``; filling the instance dictionary at once is
@@ -326,7 +341,7 @@ class IndexCache:
         if row is None:
             return {}, False
         try:
-            valid, recorded = _decode_folder_record(Path(folder), row[0], keys)
+            valid, recorded = _decode_folder_record(folder, row[0], keys)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError):
             logger.warning("%s: damaged record of %s in the header cache; reading its files again", self.path, folder)
             return {}, False

@@ -43,6 +43,7 @@ STATUS_OK, STATUS_WARNINGS, STATUS_ERRORS = "ok", "warnings", "errors"
 CHECK_LOAD_FAILED = "load.failed"
 CHECK_LOAD_CRASHED = "load.unexpected_error"
 CHECK_NO_SNAPSHOT = "qa.no_snapshot"
+CHECK_COLLECTION_CHECK_FAILED = "qa.collection_check_failed"
 
 
 def qa_status(findings: Iterable[Finding]) -> str:
@@ -237,29 +238,61 @@ def _case_progress(progress: Optional[ProgressCallback], index: int, total: int)
     return case_progress
 
 
+def _finding_key(finding: Finding) -> Tuple[Any, ...]:
+    """What makes two findings the same finding, whichever case reported it."""
+    return (finding.severity, finding.check, finding.message, finding.path, finding.node_name, finding.segment_id)
+
+
 def _split_collection_findings(cases: List[CaseQA]) -> List[Finding]:
     """Move findings that several cases repeat without naming a case to the collection.
 
     Some collections compare the whole folder with a published table on every
     load; counting that once per case would mark every case as faulty.
     """
-    def key(finding: Finding) -> Tuple[Any, ...]:
-        return (finding.severity, finding.check, finding.message, finding.path, finding.node_name, finding.segment_id)
-
     seen_in: Dict[Tuple[Any, ...], set] = collections.defaultdict(set)
     first: Dict[Tuple[Any, ...], Finding] = {}
     for case in cases:
         for finding in case.unattributed:
-            seen_in[key(finding)].add(case.case_id)
-            first.setdefault(key(finding), finding)
+            seen_in[_finding_key(finding)].add(case.case_id)
+            first.setdefault(_finding_key(finding), finding)
     shared = {item for item, case_ids in seen_in.items() if len(case_ids) > 1}
     if not shared:
         return []
     for case in cases:
         case.findings = [finding for finding in case.findings
-                         if not (key(finding) in shared and finding in case.unattributed)]
-        case.unattributed = [finding for finding in case.unattributed if key(finding) not in shared]
+                         if not (_finding_key(finding) in shared and finding in case.unattributed)]
+        case.unattributed = [finding for finding in case.unattributed if _finding_key(finding) not in shared]
     return [dataclasses.replace(first[item], case_id="") for item in first if item in shared]
+
+
+def _collection_findings(collection: Collection, cases: Sequence[CaseInfo], case_results: List[CaseQA]
+                         ) -> List[Finding]:
+    """The findings about the collection as a whole: its own check of all cases, and what several cases repeat.
+
+    A finding the collection's check reports that a case also reported
+    without naming a case is kept once, here, not on the case. A failing
+    collection check is an error finding; the cases' results stand.
+    """
+    findings = _split_collection_findings(case_results)
+    try:
+        checked = list(collection.check_collection(cases, case_results))
+    except Exception as error:  # noqa: BLE001 - a broken collection check must not cost the cases' results
+        logger.exception("%s: the collection check failed", collection.title)
+        checked = [Finding(ERROR, CHECK_COLLECTION_CHECK_FAILED,
+                           f"the check of the collection as a whole failed: {type(error).__name__}: {error}",
+                           path=str(collection.root))]
+    known = {_finding_key(finding) for finding in findings}
+    for finding in checked:
+        if _finding_key(finding) not in known:
+            known.add(_finding_key(finding))
+            findings.append(dataclasses.replace(finding, case_id=""))
+    for case in case_results:
+        repeated = [finding for finding in case.unattributed if _finding_key(finding) in known]
+        if repeated:
+            case.findings = [finding for finding in case.findings
+                             if not (_finding_key(finding) in known and finding in case.unattributed)]
+            case.unattributed = [finding for finding in case.unattributed if _finding_key(finding) not in known]
+    return findings
 
 
 def run_collection_qa(collection: Collection, progress: Optional[ProgressCallback] = None, scene: Any = None,
@@ -320,7 +353,7 @@ def run_collection_qa(collection: Collection, progress: Optional[ProgressCallbac
         case_result, notes = results[index]
         result.cases.append(case_result)
         result.notes.extend(note for note in notes if note not in result.notes)
-    result.collection_findings = _split_collection_findings(result.cases)
+    result.collection_findings = _collection_findings(collection, cases, result.cases)
     report(progress, f"Checked {len(cases)} case(s)", 1.0)
     return result
 
