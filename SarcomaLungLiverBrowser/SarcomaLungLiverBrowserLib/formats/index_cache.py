@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
-from .dicom_series import LAZY_PATH_ATTRIBUTE, FileKey, InstanceHeader
+from .dicom_series import LAZY_PATH_ATTRIBUTE, FileKey, InstanceHeader, folder_prefix
 
 __all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "file_key"]
 
@@ -146,6 +146,7 @@ def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]
             raise ValueError(f"cached folder record has {len(column)} values of {name} for {header_count} headers")
         columns.append(list(map(_as_tuple, column)) if name in _TUPLE_FIELD_SET else column)
     rows = iter(zip(*columns)) if columns else iter([()] * header_count)
+    prefix = folder_prefix(folder)
     valid: Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]] = {}
     for name, size, mtime_ns, ctime_ns, inode, kind in files:
         row = next(rows) if kind == _HEADER else None
@@ -154,8 +155,10 @@ def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]
         if kind == _HEADER:
             values = common.copy()
             values.update(zip(varying_names, row))  # type: ignore[arg-type]
-            values[LAZY_PATH_ATTRIBUTE] = os.path.join(folder, name)
-            valid[name] = (_restored_header(values), None)
+            values[LAZY_PATH_ATTRIBUTE] = prefix + name
+            header = _new_header(InstanceHeader)
+            _set_attribute(header, "__dict__", values)  # the dictionary itself, not a copy (see _restored_header)
+            valid[name] = (header, None)
         elif kind == _NOT_DICOM:
             valid[name] = (None, None)
         elif isinstance(kind, str):
@@ -178,9 +181,13 @@ def _restored_header(values: Dict[str, object]) -> InstanceHeader:
     several times faster, and the result compares equal to one built
     normally (the layout was checked against the fields by the caller).
     """
-    header = object.__new__(InstanceHeader)
+    header = _new_header(InstanceHeader)
     header.__dict__.update(values)
     return header
+
+
+_new_header = object.__new__
+_set_attribute = object.__setattr__
 
 
 def _file_identity(path: str) -> Optional[Tuple[int, int]]:
