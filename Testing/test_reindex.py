@@ -200,3 +200,54 @@ def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, coll
 
 def _failing_progress(message: str, fraction: float) -> None:
     raise RuntimeError("cancelled by the user")
+
+
+def _recorded_folders(cache_path: Path) -> List[str]:
+    connection = sqlite3.connect(str(cache_path))
+    try:
+        return sorted(row[0] for row in connection.execute("SELECT path FROM folders"))
+    finally:
+        connection.close()
+
+
+def test_records_of_removed_and_renamed_folders_are_dropped_and_other_trees_kept(tmp_path: Path) -> None:
+    import shutil
+
+    _write_tree(tmp_path / "tree")
+    _write_tree(tmp_path / "tree-b")  # a sibling whose name starts like the scanned tree's
+    (tmp_path / "tree" / "PAT-1" / ".hidden").mkdir()
+    cache_path = tmp_path / "cache.sqlite"
+    with IndexCache(cache_path) as cache:
+        scan_folder(tmp_path / "tree", cache=cache)
+        scan_folder(tmp_path / "tree-b", cache=cache)
+        scan_folder(tmp_path / "tree" / "PAT-1" / ".hidden", cache=cache)  # the walk of "tree" skips it
+        before = _recorded_folders(cache_path)
+        shutil.rmtree(tmp_path / "tree" / "PAT-1" / "series-0")
+        (tmp_path / "tree" / "PAT-1" / "series-1").rename(tmp_path / "tree" / "PAT-1" / "renamed")
+        again = scan_folder(tmp_path / "tree", cache=cache)
+    after = _recorded_folders(cache_path)
+    tree = str(tmp_path / "tree")
+    assert {tree + "/PAT-1/series-0", tree + "/PAT-1/series-1"} <= set(before)
+    assert tree + "/PAT-1/series-0" not in after and tree + "/PAT-1/series-1" not in after
+    assert tree + "/PAT-1/renamed" in after and tree + "/PAT-1/.hidden" in after
+    assert [folder for folder in before if folder.startswith(str(tmp_path / "tree-b"))] == \
+        [folder for folder in after if folder.startswith(str(tmp_path / "tree-b"))] != []
+    assert len(again.instances) == 3
+
+
+def test_opening_a_current_cache_writes_nothing_so_another_writer_never_blocks_a_reindex(tmp_path: Path,
+                                                                                        reads: List[str]) -> None:
+    _write_tree(tmp_path / "tree")
+    cache_path = tmp_path / "cache.sqlite"
+    with IndexCache(cache_path) as cache:
+        first = scan_folder(tmp_path / "tree", cache=cache)
+    reads.clear()
+    writer = sqlite3.connect(str(cache_path), timeout=0.1)
+    writer.execute("BEGIN IMMEDIATE")  # another process is writing to the cache
+    try:
+        with IndexCache(cache_path) as cache:
+            again = scan_folder(tmp_path / "tree", cache=cache)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert reads == [] and _summary(again) == _summary(first)

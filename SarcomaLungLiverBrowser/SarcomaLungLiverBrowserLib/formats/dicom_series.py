@@ -511,7 +511,7 @@ def scan_folder(root: Path, progress: Optional[ProgressCallback] = None, cache: 
         raise DataError(root, "is not a folder")
     cache = cache if cache is not None else _default_index_cache
     with _cyclic_gc_paused():
-        return _scan_folders(_walk_folders(root), progress, cache)
+        return _scan_folders(str(root), _walk_folders(root), progress, cache)
 
 
 @contextlib.contextmanager
@@ -534,7 +534,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _scan_folders(folders: List[Tuple[str, Dict[str, FileKey]]], progress: Optional[ProgressCallback],
+def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], progress: Optional[ProgressCallback],
                   cache: Optional[object]) -> FolderScan:
     """:func:`scan_folder` of walked folders: every file's header from the cache or the file."""
     total = sum(len(keys) for _, keys in folders)
@@ -569,6 +569,8 @@ def _scan_folders(folders: List[Tuple[str, Dict[str, FileKey]]], progress: Optio
             changed_folders.append((folder, entries))
     if cache is not None and changed_folders:
         cache.store_folders(changed_folders)  # type: ignore[attr-defined]
+    if cache is not None:
+        cache.forget_folders_gone_below(root, [folder for folder, _ in folders])  # type: ignore[attr-defined]
     results.sort(key=itemgetter(0))
     return FolderScan([header for _, header, _ in results if header is not None],
                       [DataError(path, problem) for path, header, problem in results

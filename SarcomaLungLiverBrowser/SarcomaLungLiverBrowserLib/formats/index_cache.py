@@ -37,13 +37,11 @@ __all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "fil
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5  # 5: the per-file table of versions 2-4 is gone
 #: SQLite ``application_id`` of our cache files ("SLLC"), so that no other database is mistaken for one.
 APPLICATION_ID = 0x534C4C43
 #: The table of schema version 2, written before the application ID existed.
 _LEGACY_FILES_COLUMNS = ["path", "size", "mtime_ns", "header", "error"]
-_COLUMNS = "path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, header TEXT, " \
-           "error TEXT"
 _FOLDER_COLUMNS = "path TEXT PRIMARY KEY, files TEXT"
 _TUPLE_FIELDS = ("image_position", "image_orientation", "pixel_spacing", "window")
 
@@ -62,29 +60,6 @@ def default_cache_path() -> Path:
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(InstanceHeader))
-
-
-def _header_to_json(header: InstanceHeader) -> str:
-    # A positional list in field order: about five times faster to decode than dataclasses.asdict's dict.
-    values = [getattr(header, name) for name in _FIELDS]
-    values[0] = str(header.path)
-    return json.dumps(values, separators=(",", ":"))
-
-
-def _header_from_json(text: str) -> InstanceHeader:
-    values = json.loads(text)
-    if len(values) != len(_FIELDS):
-        raise ValueError("cached header has another layout")
-    values[0] = Path(values[0])
-    for index in _TUPLE_INDEXES:
-        if values[index] is not None:
-            values[index] = tuple(values[index])
-    return InstanceHeader(*values)
-
-
-_TUPLE_INDEXES = tuple(_FIELDS.index(name) for name in _TUPLE_FIELDS)
-#: The same, in a header's values without its path (the folder record stores the file name once).
-_TUPLE_INDEXES_WITHOUT_PATH = tuple(index - 1 for index in _TUPLE_INDEXES)
 
 
 #: A file's kind in a folder record: a header (its values in the record's columns) or not DICOM.
@@ -190,15 +165,6 @@ _new_header = object.__new__
 _set_attribute = object.__setattr__
 
 
-def _file_identity(path: str) -> Optional[Tuple[int, int]]:
-    """(ctime_ns, inode) of ``path``, or None if it cannot be stat'ed."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_ctime_ns, stat.st_ino
-
-
 def _inspect(path: Path) -> str:
     """"new", "ours" or a reason why ``path`` is not our cache, without changing a byte.
 
@@ -260,73 +226,59 @@ class IndexCache:
                                        "untouched (point SLLB_INDEX_CACHE at a file of its own)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._decoded: Dict[str, InstanceHeader] = {}
         self._connection = sqlite3.connect(str(self.path), check_same_thread=False, timeout=2.0)
         try:
             self._connection.execute("PRAGMA busy_timeout=2000")
-            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                # Ours (checked above) and disposable: rebuild it rather than migrate it.
-                self._connection.execute("DROP TABLE IF EXISTS files")
-                self._connection.execute("DROP TABLE IF EXISTS folders")
-                self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            self._connection.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute(f"CREATE TABLE IF NOT EXISTS files ({_COLUMNS})")
-            self._connection.execute(f"CREATE TABLE IF NOT EXISTS folders ({_FOLDER_COLUMNS})")
-            self._connection.commit()
+            if not self._is_current():
+                self._set_up()
         except sqlite3.Error as error:
             self._connection.close()
             raise DataError(self.path, f"cannot be used as the header cache ({error})") from error
 
-    def lookup_many(self, paths: Iterable[str]) -> Dict[str, Tuple[int, int, Optional[str], Optional[str]]]:
-        """Cached (size, mtime_ns, header JSON, error) for each of ``paths`` whose entry is still valid.
+    def _is_current(self) -> bool:
+        """Whether the database already has this schema version, our ID and its table (then opening writes nothing,
+        so a re-index never waits for another process's lock just to open the cache)."""
+        execute = self._connection.execute
+        return (execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION
+                and execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+                and execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'folders'").fetchone()
+                is not None)
 
-        Valid: the file's ctime and inode are those recorded, and the header
-        decodes. Everything else, and any database error, is a miss.
+    def _set_up(self) -> None:
+        """Create the schema; a cache of another version (ours, checked by the caller) is disposable: rebuilt."""
+        execute = self._connection.execute
+        if execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            execute("DROP TABLE IF EXISTS files")
+            execute("DROP TABLE IF EXISTS folders")
+            execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        execute(f"PRAGMA application_id={APPLICATION_ID}")
+        execute("PRAGMA journal_mode=WAL")
+        execute(f"CREATE TABLE IF NOT EXISTS folders ({_FOLDER_COLUMNS})")
+        self._connection.commit()
+
+    def forget_folders_gone_below(self, root: str, present: Iterable[str]) -> None:
+        """Drop the records of folders at or below ``root`` that are not in ``present`` (removed or renamed since).
+
+        Without this the cache would keep every folder ever indexed. Only
+        ``root``'s own subtree is touched: records of other trees stay. Errors
+        only cost the clean-up.
         """
-        found: Dict[str, Tuple[int, int, Optional[str], Optional[str]]] = {}
-        paths = list(paths)
-        rows: List[tuple] = []
+        prefix = folder_prefix(root)
+        # Every path that starts with prefix sorts in [prefix, prefix with its separator's successor).
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         try:
             with self._lock:
-                for start in range(0, len(paths), 900):
-                    chunk = paths[start:start + 900]
-                    marks = ",".join("?" * len(chunk))
-                    rows.extend(self._connection.execute(
-                        f"SELECT path, size, mtime_ns, ctime_ns, inode, header, error FROM files "
-                        f"WHERE path IN ({marks})", chunk))
+                recorded = [row[0] for row in self._connection.execute(
+                    "SELECT path FROM folders WHERE path = ? OR (path >= ? AND path < ?)", (root, prefix, upper))]
         except sqlite3.Error as error:
-            logger.warning("%s: header cache unreadable (%s); reading headers from the files", self.path, error)
-            return {}
-        for path, size, mtime_ns, ctime_ns, inode, header, error in rows:
-            if _file_identity(path) != (ctime_ns, inode):
-                continue  # changed (or replaced) even if size and mtime look the same
-            if header:
-                try:
-                    self._decoded[header] = _header_from_json(header)
-                except (ValueError, TypeError, IndexError):
-                    continue  # a damaged row: read the file again
-            found[path] = (size, mtime_ns, header, error)
-        return found
-
-    def store_many(self, rows: Iterable[Tuple[str, int, int, Optional[InstanceHeader], Optional[str]]]) -> None:
-        """Remember (path, size, mtime_ns, header or None, error or None) for each file.
-
-        A file whose size or mtime no longer matches what was read is not
-        stored (it changed while being read); errors only cost the entries.
-        """
-        encoded = []
-        for path, size, mtime_ns, header, error in rows:
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
-                continue
-            encoded.append((path, size, mtime_ns, stat.st_ctime_ns, stat.st_ino,
-                            _header_to_json(header) if header else None, error))
-        self._write_rows("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
+            logger.warning("%s: header cache not cleaned up (%s)", self.path, error)
+            return
+        present = set(present)
+        # The walk skips hidden folders; a scan started inside one recorded them, and they are not gone.
+        gone = sorted(folder for folder in recorded if folder not in present
+                      and not any(part.startswith(".") for part in folder[len(prefix):].split(os.sep)))
+        if gone:
+            self._write_rows("DELETE FROM folders WHERE path = ?", [(folder,) for folder in gone])
 
     def folder_entries(self, folder: str, keys: Dict[str, FileKey]
                        ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], bool]:
@@ -381,14 +333,8 @@ class IndexCache:
                 except sqlite3.Error:
                     pass
 
-    def decode(self, header_json: str) -> InstanceHeader:
-        """The header of a row :meth:`lookup_many` returned (already decoded there)."""
-        header = self._decoded.pop(header_json, None)
-        return header if header is not None else _header_from_json(header_json)
-
     def close(self) -> None:
         with self._lock:
-            self._decoded.clear()
             self._connection.close()
 
     def __enter__(self) -> "IndexCache":
