@@ -564,3 +564,26 @@ def test_ispy1_dicom_patient_id_spelled_differently_in_one_series_is_one_case_wi
     assert all(f[0] == "warning" and f[1] in ("ispy1_dicom.patient_id_spelling", "identity.patient_id")
                for f in new), new
     assert [f for f in reference["findings"] if f not in described["findings"]] == []
+
+
+def test_ispy1_dicom_another_patients_seg_in_a_flat_folder_is_found_and_refused_by_name(
+        ispy1_sets: Dict[str, DataSet], tmp_path: Path) -> None:
+    """A SEG relabelled to a patient of no collection, drawn on ISPY1_1002's images, in IDC's flat download:
+    no folder says whose it is, so it belongs to the case whose series it references and is refused there."""
+    data_set = ispy1_sets["generated_ispy1"]
+    tissue = next(i for i in data_set.instances if i.patient_id == "ISPY1_1002"
+                  and i.description == "Breast-Tissue-Segmentation")
+    (copy,) = _relabelled([tissue.path], tmp_path / "relabelled", "STS_031")
+    foreign = Instance(copy)
+    foreign.name = tissue.name
+    relabelled = DataSet(f"{data_set.name}_foreign_seg", [], data_set.collection, data_set.folder_name, [])
+    relabelled.instances = [foreign if instance is tissue else instance for instance in data_set.instances]
+    collection, root = _open(relabelled, tmp_path / "flat", "flat")
+    cases = {case.case_id: case for case in collection.discover_cases()}
+    assert sorted(cases) == ["ISPY1_1002", "ISPY1_1005"]
+    assert (root / tissue.name) in [seg.path for seg in cases["ISPY1_1002"].segs]
+    data = collection.read_case(cases["ISPY1_1002"])
+    assert "ISPY1_1002 1984-11-02 Breast Tissue Segmentation" not in [s.name for s in data.segmentations]
+    refused = [f for f in data.findings if f.check == "identity.patient_id"]
+    assert len(refused) == 1 and refused[0].severity == "error" and "STS_031" in refused[0].message
+    assert tissue.name in refused[0].message and "refused" in refused[0].message

@@ -323,6 +323,55 @@ def _spellings(case_id: str, instances: Sequence[InstanceHeader]) -> Dict[str, L
     return {spelling: sorted(paths) for spelling, paths in sorted(spelled.items())}
 
 
+def _assign_segs(inventory: DicomInventory, by_case: Dict[str, List[InstanceHeader]],
+                 patients: Dict[str, PatientSeries]) -> None:
+    """Every SEG of the inventory to the case whose image series it references, else to its own case.
+
+    Every SEG is looked at, whatever its PatientID: another patient's SEG
+    drawn on this patient's images belongs here, to be refused by name when
+    the case is read. An unreadable SEG header is a problem of its own case.
+    """
+    case_of_series = {series.series_instance_uid: case_id for case_id, found in patients.items()
+                      for series in found.images}
+    case_of_file = {instance.path: case_id for case_id, instances in by_case.items() for instance in instances}
+    for instance in (instance for instance in inventory.instances if _is_seg(instance)):
+        own_case = case_of_file.get(instance.path)
+        problems: List[str] = patients[own_case].problems if own_case is not None else []
+        seg = _seg_series(instance, problems)
+        if seg is None:
+            continue
+        owner = next((case_of_series[uid] for uid in seg.referenced_series_uids if uid in case_of_series), own_case)
+        if owner is None:
+            continue
+        patients[owner].segs.append(seg)
+        if owner != own_case:
+            by_case.setdefault(owner, []).append(instance)
+
+
+def _describe_case(inventory: DicomInventory, case_id: str, found: PatientSeries,
+                   instances: Sequence[InstanceHeader]) -> None:
+    """Fill in where a case lies, its layouts, spellings and problems, and sort its series (studies by date)."""
+    own = [instance for instance in instances
+           if not _is_seg(instance) or any(seg.path == instance.path for seg in found.segs)]
+    found.folders = _location(inventory, case_id, own)
+    found.spellings = _spellings(case_id, own)
+    found.images.sort(key=lambda s: (s.study_date, s.study_instance_uid, s.series_number or 0,
+                                     s.series_instance_uid))
+    dates = {series.study_instance_uid: series.study_date for series in found.images}
+    found.segs.sort(key=lambda s: (dates.get(s.study_instance_uid, "~"), s.study_instance_uid,
+                                   s.series_number or 0, str(s.path)))
+    series_entries = inventory.series_by_uid()
+    for uid in [*(series.series_instance_uid for series in found.images),
+                *(seg.series_instance_uid for seg in found.segs)]:
+        layout = inventory.layout_of(series_entries[uid]) if uid in series_entries else "?"
+        if layout not in found.layouts:
+            found.layouts.append(layout)
+    case_folders = inventory.case_folders(own)
+    found.problems.extend(str(error) for error in inventory.errors
+                          if any(folder in Path(error.path).parents for folder in case_folders))
+    found.problems.extend(stray_series_problems(own))
+
+
 def find_patient_series(root: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, PatientSeries]:
     """Case ID (``ISPY1_1001``) -> the patient's image series and SEG files, below ``root``, by their headers.
 
@@ -337,52 +386,21 @@ def find_patient_series(root: Path, progress: Optional[ProgressCallback] = None)
     images is refused by name when loading), else to its own PatientID's case.
     """
     inventory = _inventory(Path(root), progress)
-    case_id_of = _case_ids(inventory)
-    by_case = inventory.instances_by_case(case_id_of)
+    by_case = inventory.instances_by_case(_case_ids(inventory))
     patients: Dict[str, PatientSeries] = {}
-    case_of_series: Dict[str, str] = {}
     for case_id, instances in by_case.items():
-        found = patients.setdefault(case_id, PatientSeries())
         by_series: Dict[str, List[InstanceHeader]] = {}
         for instance in instances:
             if not _is_seg(instance):
                 by_series.setdefault(instance.series_instance_uid, []).append(instance)
-        found.images = [_image_series(members) for members in by_series.values()]
-        case_of_series.update((uid, case_id) for uid in by_series)
-    for case_id, instances in by_case.items():
-        for instance in (instance for instance in instances if _is_seg(instance)):
-            seg = _seg_series(instance, patients[case_id].problems)
-            if seg is None:
-                continue
-            owner = next((case_of_series[uid] for uid in seg.referenced_series_uids if uid in case_of_series),
-                         case_id)
-            patients[owner].segs.append(seg)
-            if owner != case_id:
-                by_case[owner] = [*by_case[owner], instance]
-    series_entries = inventory.series_by_uid()
-    for case_id, instances in list(by_case.items()):
+        patients[case_id] = PatientSeries(images=[_image_series(members) for members in by_series.values()])
+    _assign_segs(inventory, by_case, patients)
+    for case_id, instances in sorted(by_case.items()):
         found = patients[case_id]
         if not found.images and not found.segs and not found.problems:
             del patients[case_id]  # e.g. only a SEG that belongs, by its reference, to another case's images
             continue
-        own = [instance for instance in instances
-               if not _is_seg(instance) or any(seg.path == instance.path for seg in found.segs)]
-        found.folders = _location(inventory, case_id, own)
-        found.spellings = _spellings(case_id, own)
-        found.images.sort(key=lambda s: (s.study_date, s.study_instance_uid, s.series_number or 0,
-                                         s.series_instance_uid))
-        dates = {series.study_instance_uid: series.study_date for series in found.images}
-        found.segs.sort(key=lambda s: (dates.get(s.study_instance_uid, "~"), s.study_instance_uid,
-                                       s.series_number or 0, str(s.path)))
-        for uid in [*(series.series_instance_uid for series in found.images),
-                    *(seg.series_instance_uid for seg in found.segs)]:
-            layout = inventory.layout_of(series_entries[uid]) if uid in series_entries else "?"
-            if layout not in found.layouts:
-                found.layouts.append(layout)
-        case_folders = inventory.case_folders(own)
-        found.problems.extend(str(error) for error in inventory.errors
-                              if any(folder in Path(error.path).parents for folder in case_folders))
-        found.problems.extend(stray_series_problems(own))
+        _describe_case(inventory, case_id, found, instances)
     return patients
 
 
