@@ -208,7 +208,7 @@ class Ispy1DicomCase(CaseRecord):
 def _subfolders(folder: Path) -> List[Path]:
     try:
         return sorted(Path(entry.path) for entry in os.scandir(folder)
-                      if is_dir_entry(entry, follow_symlinks=False) and not entry.name.startswith((".", "_")))
+                      if is_dir_entry(entry) and not entry.name.startswith((".", "_")))
     except OSError:
         return []
 
