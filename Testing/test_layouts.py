@@ -587,3 +587,22 @@ def test_ispy1_dicom_another_patients_seg_in_a_flat_folder_is_found_and_refused_
     refused = [f for f in data.findings if f.check == "identity.patient_id"]
     assert len(refused) == 1 and refused[0].severity == "error" and "STS_031" in refused[0].message
     assert tissue.name in refused[0].message and "refused" in refused[0].message
+
+
+def test_ispy1_dicom_detection_discovery_and_reading_walk_the_headers_once(
+        ispy1_sets: Dict[str, DataSet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flat ISPY1 download: every collection's detection, the discovery and reading a case take one inventory
+    scan of the tree (the case is read from the headers discovery found, not by scanning its folders again)."""
+    root = lay_out(ispy1_sets["generated_ispy1"].instances, tmp_path / "flat", "flat", "x")
+    dicom_inventory.forget_inventories()
+    scans: List[Path] = []
+    real_scan = dicom_inventory.scan_folder
+    monkeypatch.setattr(dicom_inventory, "scan_folder", lambda folder, *a, **k: scans.append(folder) or
+                        real_scan(folder, *a, **k))
+    collection = registry.open_collection(root)  # CRLM and Lung-PET-CT-Dx look at the headers first
+    assert isinstance(collection, Ispy1DicomCollection)
+    cases = collection.discover_cases()
+    assert [case.case_id for case in cases] == ["ISPY1_1002", "ISPY1_1005"]
+    data = collection.read_case(cases[0])
+    assert data.volumes and data.segmentations
+    assert scans == [root]
