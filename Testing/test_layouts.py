@@ -407,3 +407,202 @@ def test_collection_walks_survive_link_loops_and_special_files(generated: Dict[s
         dicom_inventory.forget_inventories()
         assert type(registry.open_collection(root)) is collection_class
         assert case_rows(collection_class(root).discover_cases()) == expected[key]
+
+
+# ---------------------------------------------------------------------------------------------- ISPY1 in DICOM
+# The ISPY1 DICOM sample (GE phases in one series, Siemens one series per phase, SEGs on maps and DCE series)
+# and the real-file ISPY1 cases of test_ispy1_dicom.py: mirp's real TCIA MR series with a SEG generated on it,
+# and dcmqi's real SEG on its real CT. The real files' PatientIDs are relabelled as ISPY1 patients (ISPY1_9001,
+# ISPY1_9002; pixels and geometry untouched), since in a flat or series-UID layout only the headers can say
+# which patient a file belongs to.
+from SarcomaLungLiverBrowserLib.collections.ispy1_dicom import Ispy1DicomCollection  # noqa: E402
+from SarcomaLungLiverBrowserLib.samples import ispy1_dicom as ispy1_sample  # noqa: E402
+
+ISPY1_REAL_MR = MIRP / "sts_images" / "STS_001" / "MR_T1" / "dicom" / "image"
+ISPY1_REAL_SEG = DCMQI / "24x38x3"
+
+
+def _relabelled(files: Sequence[Path], target: Path, patient_id: str) -> List[Path]:
+    """Copies of ``files`` in ``target`` whose PatientID is ``patient_id`` (nothing else changed)."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, path in enumerate(files):
+        dataset = pydicom.dcmread(str(path))
+        dataset.PatientID = patient_id
+        copy = target / f"{index:04d}_{path.stem}.dcm"
+        dataset.save_as(str(copy))
+        written.append(copy)
+    return written
+
+
+def _real_ispy1(data: Path, folder: Path) -> DataSet:
+    """Real MR (59 slices) with a SEG drawn on it as ISPY1_9001; dcmqi's real SEG on its CT as ISPY1_9002."""
+    import numpy as np
+
+    from test_ispy1_dicom import _write_seg_on
+
+    mr = _relabelled(sorted((data / ISPY1_REAL_MR).glob("*.dcm")), folder / "mr", "ISPY1_9001")
+    assert len(mr) == 59
+    ordered = sorted(mr, key=lambda p: float(pydicom.dcmread(str(p), stop_before_pixels=True).ImagePositionPatient[2]))
+    reference = np.stack([pydicom.dcmread(str(p)).pixel_array for p in ordered])
+    mask = np.zeros(reference.shape, bool)
+    window = (slice(20, 30), slice(60, 90), slice(70, 100))
+    mask[window] = reference[window] > np.median(reference[window])
+    seg = _write_seg_on(ordered, mask, folder / "mr_seg" / "seg.dcm", "PE Segmentation thresh=70")
+    ct = _relabelled(sorted((data / ISPY1_REAL_SEG / "image").glob("*.dcm")), folder / "ct", "ISPY1_9002")
+    ct_seg = _relabelled([data / ISPY1_REAL_SEG / "seg" / "label.seg"], folder / "ct_seg", "ISPY1_9002")
+    return DataSet("real_ispy1", [*mr, seg, *ct, *ct_seg], Ispy1DicomCollection, "ISPY1",
+                   ["ISPY1_9001", "ISPY1_9002"])
+
+
+@pytest.fixture(scope="module")
+def ispy1_sets(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, DataSet]:
+    generated_root = ispy1_sample.generate(tmp_path_factory.mktemp("ispy1_generated"))
+    return {"generated_ispy1": DataSet("generated_ispy1", _dicom_files(generated_root), Ispy1DicomCollection,
+                                       "ISPY1", ["ISPY1_1002", "ISPY1_1005"]),
+            "real_ispy1": _real_ispy1(shared_data, tmp_path_factory.mktemp("ispy1_real"))}
+
+
+def ispy1_case_data(collection: Any, case_id: str, root: Path) -> Dict[str, Any]:
+    """What a case reads into, without the scene: volumes (name, shape, matrix, voxels' digest), segmentations
+    (name, the volume they lie on, each segment's name, place, size and mask digest) and findings."""
+    import hashlib
+
+    import numpy as np
+
+    data = collection.read_case(collection.find_case(case_id))
+    data.findings.extend(collection.check_case(data))
+    text_root = str(root)
+    digest = lambda array: hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()  # noqa: E731
+    described = {
+        "volumes": [[volume.name, list(volume.voxels.shape), np.round(volume.ijk_to_ras, 6).tolist(),
+                     digest(volume.voxels)] for volume in data.volumes],
+        "segmentations": [[segmentation.name, data.volume(segmentation.reference).name,
+                           [[segment.name, [int(v) for v in segment.offset], int(np.count_nonzero(segment.mask)),
+                             digest(np.asarray(segment.mask, dtype=bool))] for segment in segmentation.segments]]
+                          for segmentation in data.segmentations],
+        "findings": [[f.severity, f.check, f.message.replace(text_root, "<root>"),
+                      str(f.path or "").replace(text_root, "<root>"), f.node_name or "", f.segment_id or ""]
+                     for f in data.findings],
+    }
+    return layout_free(described, root)
+
+
+_ISPY1_REFERENCE: Dict[str, Tuple[List[Any], Dict[str, Any], Dict[str, Any]]] = {}
+
+
+def _ispy1_reference(data_set: DataSet, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Tuple[List[Any], Dict[str, Any], Dict[str, Any]]:
+    """Case rows, described scenes and CaseData of the NBIA layout (once per data set)."""
+    if data_set.name not in _ISPY1_REFERENCE:
+        collection, root = _open(data_set, tmp_path_factory.mktemp(f"{data_set.name}_nbia"), "nbia")
+        rows = case_rows(collection.discover_cases())
+        scenes = {case_id: load_described(collection, case_id, root) for case_id in data_set.load}
+        datas = {case_id: ispy1_case_data(collection, case_id, root) for case_id in data_set.load}
+        _ISPY1_REFERENCE[data_set.name] = (rows, scenes, datas)
+    return _ISPY1_REFERENCE[data_set.name]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("which", ["generated_ispy1", "real_ispy1"])
+def test_ispy1_dicom_gives_the_same_cases_case_data_and_scenes_in_every_layout(
+        ispy1_sets: Dict[str, DataSet], which: str, layout: str, tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """IDC's flat download, series-UID folders, idc-index, arbitrary names...: the NBIA layout's cases."""
+    data_set = ispy1_sets[which]
+    rows, scenes, datas = _ispy1_reference(data_set, tmp_path_factory)
+    assert [row[1] for row in rows] == data_set.load, f"{data_set.name}: the NBIA layout's cases"
+    assert all(datas[case_id]["volumes"] and datas[case_id]["segmentations"] for case_id in data_set.load)
+    collection, root = _open(data_set, tmp_path / layout, layout)
+    assert case_rows(collection.discover_cases()) == rows
+    for case_id in data_set.load:
+        assert ispy1_case_data(collection, case_id, root) == datas[case_id], f"{case_id} in the {layout} layout"
+        assert load_described(collection, case_id, root) == scenes[case_id], f"{case_id} in the {layout} layout"
+
+
+def test_ispy1_dicom_patients_mixed_in_one_folder_are_two_cases(ispy1_sets: Dict[str, DataSet],
+                                                               tmp_path: Path) -> None:
+    data_set = ispy1_sets["generated_ispy1"]
+    collection, root = _open(data_set, tmp_path / "flat", "flat")
+    cases = {case.case_id: case for case in collection.discover_cases()}
+    assert sorted(cases) == ["ISPY1_1002", "ISPY1_1005"]
+    for case_id, case in cases.items():
+        assert case.patient_folders == [root] and case.summary["layout"] == "shared"
+        own = {i.series_uid for i in data_set.instances if i.patient_id == case_id}
+        assert {series.series_instance_uid for series in case.images} | {
+            seg.series_instance_uid for seg in case.segs} == own
+    assert cases["ISPY1_1002"].summary["SEG"] == 3 and cases["ISPY1_1005"].summary["SEG"] == 4
+
+
+@pytest.mark.parametrize("spelling", ["ispy1_1002", "ISPY1-1002"])
+def test_ispy1_dicom_patient_id_spelled_differently_in_one_series_is_one_case_with_a_warning(
+        ispy1_sets: Dict[str, DataSet], spelling: str, tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One series (the PE1 map, a PE SEG lies on it) spells the PatientID otherwise: one case, the same data."""
+    data_set = ispy1_sets["generated_ispy1"]
+    _, _, datas = _ispy1_reference(data_set, tmp_path_factory)
+    pe1 = [i for i in data_set.instances if i.patient_id == "ISPY1_1002" and i.description == "Dynamic-3dfgre-PE1"]
+    assert len(pe1) == 20
+    copies = _relabelled([instance.path for instance in pe1], tmp_path / "relabelled", spelling)
+    relabelled = {instance.path: Instance(copy) for instance, copy in zip(pe1, copies)}
+    for instance in pe1:
+        relabelled[instance.path].name = instance.name  # the file keeps its name (its SOPInstanceUID)
+    spelled = DataSet(f"{data_set.name}_spelled", [], data_set.collection, data_set.folder_name, data_set.load)
+    spelled.instances = [relabelled.get(instance.path, instance) for instance in data_set.instances]
+    data_set = spelled
+    collection, root = _open(data_set, tmp_path / "flat", "flat")
+    assert [case.case_id for case in collection.discover_cases()] == ["ISPY1_1002", "ISPY1_1005"]
+    described = ispy1_case_data(collection, "ISPY1_1002", root)
+    warnings = [f for f in described["findings"] if f[1] == "ispy1_dicom.patient_id_spelling"]
+    assert len(warnings) == 1 and warnings[0][0] == "warning"
+    assert f"20 file(s) give PatientID {spelling!r}, spelled differently from 'ISPY1_1002'" in warnings[0][2]
+    assert any(f"<file {instance.name}>" in warnings[0][2] or instance.name in warnings[0][2] for instance in pe1)
+    reference = datas["ISPY1_1002"]
+    assert described["volumes"] == reference["volumes"] and described["segmentations"] == reference["segmentations"]
+    new = [f for f in described["findings"] if f not in reference["findings"]]
+    # The PE SEG on that map (PatientID ISPY1_1002) is also told apart from the map by its identity check.
+    assert all(f[0] == "warning" and f[1] in ("ispy1_dicom.patient_id_spelling", "identity.patient_id")
+               for f in new), new
+    assert [f for f in reference["findings"] if f not in described["findings"]] == []
+
+
+def test_ispy1_dicom_another_patients_seg_in_a_flat_folder_is_found_and_refused_by_name(
+        ispy1_sets: Dict[str, DataSet], tmp_path: Path) -> None:
+    """A SEG relabelled to a patient of no collection, drawn on ISPY1_1002's images, in IDC's flat download:
+    no folder says whose it is, so it belongs to the case whose series it references and is refused there."""
+    data_set = ispy1_sets["generated_ispy1"]
+    tissue = next(i for i in data_set.instances if i.patient_id == "ISPY1_1002"
+                  and i.description == "Breast-Tissue-Segmentation")
+    (copy,) = _relabelled([tissue.path], tmp_path / "relabelled", "STS_031")
+    foreign = Instance(copy)
+    foreign.name = tissue.name
+    relabelled = DataSet(f"{data_set.name}_foreign_seg", [], data_set.collection, data_set.folder_name, [])
+    relabelled.instances = [foreign if instance is tissue else instance for instance in data_set.instances]
+    collection, root = _open(relabelled, tmp_path / "flat", "flat")
+    cases = {case.case_id: case for case in collection.discover_cases()}
+    assert sorted(cases) == ["ISPY1_1002", "ISPY1_1005"]
+    assert (root / tissue.name) in [seg.path for seg in cases["ISPY1_1002"].segs]
+    data = collection.read_case(cases["ISPY1_1002"])
+    assert "ISPY1_1002 1984-11-02 Breast Tissue Segmentation" not in [s.name for s in data.segmentations]
+    refused = [f for f in data.findings if f.check == "identity.patient_id"]
+    assert len(refused) == 1 and refused[0].severity == "error" and "STS_031" in refused[0].message
+    assert tissue.name in refused[0].message and "refused" in refused[0].message
+
+
+def test_ispy1_dicom_detection_discovery_and_reading_walk_the_headers_once(
+        ispy1_sets: Dict[str, DataSet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flat ISPY1 download: every collection's detection, the discovery and reading a case take one inventory
+    scan of the tree (the case is read from the headers discovery found, not by scanning its folders again)."""
+    root = lay_out(ispy1_sets["generated_ispy1"].instances, tmp_path / "flat", "flat", "x")
+    dicom_inventory.forget_inventories()
+    scans: List[Path] = []
+    real_scan = dicom_inventory.scan_folder
+    monkeypatch.setattr(dicom_inventory, "scan_folder", lambda folder, *a, **k: scans.append(folder) or
+                        real_scan(folder, *a, **k))
+    collection = registry.open_collection(root)  # CRLM and Lung-PET-CT-Dx look at the headers first
+    assert isinstance(collection, Ispy1DicomCollection)
+    cases = collection.discover_cases()
+    assert [case.case_id for case in cases] == ["ISPY1_1002", "ISPY1_1005"]
+    data = collection.read_case(cases[0])
+    assert data.volumes and data.segmentations
+    assert scans == [root]

@@ -40,10 +40,14 @@ Dice between each ``PE Segmentation`` SEG of the baseline (first) study and
 the NIfTI FTV mask, which the publisher derived from the same enhancement
 threshold.
 
-Layouts: IDC (``ispy1/ISPY1_1001/<StudyUID>/<Modality>_<SeriesUID>/<uuid>.dcm``)
-and NBIA (``manifest-*/ISPY1/ISPY1_1001/<date-study>/<n.000000-description-xxxxx>/1-001.dcm``).
-Series are found by :func:`find_patient_series` (one header per series
-folder), the single place to change when cases are discovered another way.
+Layouts: cases are found by their DICOM headers (:func:`find_patient_series`,
+through :mod:`..formats.dicom_inventory`), whatever the folders are named or
+nested: IDC (``ispy1/ISPY1_1001/<StudyUID>/<Modality>_<SeriesUID>/<uuid>.dcm``),
+NBIA (``manifest-*/ISPY1/ISPY1_1001/<date-study>/<n.000000-description-xxxxx>/1-001.dcm``),
+IDC's flat download (every file in one folder), folders named by
+SeriesInstanceUID or any s5cmd / idc-index directory template. Folder names
+are only a cheap detection hint, and name a case only when its PatientID is
+not an ISPY1 ID (an anonymised re-export kept in ISPY1 patient folders).
 """
 from __future__ import annotations
 
@@ -52,22 +56,23 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..case_data import ATTRIBUTE_PREFIX, CaseData, LoadedCase, Placement, SegmentationData, SegmentSpec, VolumeData
 from ..errors import DataError
 from ..findings import ERROR, INFO, WARNING, Finding
-from ..formats.dicom_series import (
-    DicomVolume,
-    InstanceHeader,
-    mixed_series_folders,
-    read_header,
-    read_series,
-    scan_folder,
-    split_stackable,
+from ..formats.dicom_inventory import (
+    SEG_SOP_CLASS_UIDS,
+    DicomInventory,
+    canonical_id,
+    patient_key,
+    read_inventory,
+    stray_series_problems,
 )
+from ..formats.dicom_series import DicomVolume, InstanceHeader, read_series, split_stackable
+from ..formats.folders import is_dir_entry
 from ..geometry import apply_matrix
 from ..progress import ProgressCallback, report, sub_progress
 from .base import CaseRecord, Collection
@@ -83,6 +88,7 @@ __all__ = [
     "PatientSeries",
     "COLLECTIONS",
     "find_patient_series",
+    "ispy1_case_id",
     "split_phases",
     "phase_label",
     "is_tumour_segmentation",
@@ -92,8 +98,10 @@ __all__ = [
 
 #: Collection folder names: IDC's collection_id and NBIA's collection folder (compared case-insensitively).
 COLLECTION_FOLDER_NAMES = ("ispy1",)
+#: Folder names of ISPY1 patients in NBIA's and IDC's layouts (a cheap detection hint only).
 PATIENT_FOLDER = re.compile(r"^ISPY1_\d{3,5}$", re.IGNORECASE)
-IDC_SERIES_FOLDER = re.compile(r"^(?P<modality>[A-Z]{2,8})_(?P<uid>[0-9.]+)$")
+#: What an ISPY1 PatientID looks like in the headers, spelled any way (``ISPY1_1001``, ``ispy1-1001``).
+PATIENT_ID = re.compile(r"^ISPY1[-_ ]?(?P<number>\d{1,6})$", re.IGNORECASE)
 #: The vendor CAD maps of a DCE series: "<DCE description>: SER", ": PE1", ": PE2".
 MAP_DESCRIPTION = re.compile(r"^(?P<source>.*?)\s*:\s*(?P<map>SER|PE\d)\s*$", re.IGNORECASE)
 #: DCE acquisitions named in studies without vendor maps (GE 3dfgre, Siemens fl3d / T1_3D, IR-SPGR, VIBE,
@@ -102,10 +110,6 @@ DCE_DESCRIPTION = re.compile(r"dyn|3dfgre|fl3d|spgr|vibe|t1[-_ ]?3d", re.IGNOREC
 SUBTRACTION_DESCRIPTION = re.compile(r"sub", re.IGNORECASE)
 #: The SEGs that segment enhancing tumour (compared with the NIfTI FTV mask).
 TUMOUR_SEG_DESCRIPTION = re.compile(r"\bPE\s+Segmentation\b", re.IGNORECASE)
-#: How deep below the chosen folder patient folders are looked for (parent/manifest/ISPY1/ISPY1_1001).
-SEARCH_DEPTH = 4
-#: How deep below a patient folder series folders are looked for (<study>/<series>).
-SERIES_DEPTH = 3
 #: Dice with the NIfTI FTV below this is a warning (the two forms should hold the same mask).
 DICE_WARNING_BELOW = 0.95
 #: Share of a segment in the image background above which that is a warning (as for the NIfTI form).
@@ -133,6 +137,8 @@ class ImageSeries:
     study_date: str
     study_description: str
     folders: List[Path] = field(default_factory=list)
+    #: The series' files' headers, as discovery read them (sorted by path).
+    instances: List[InstanceHeader] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def map_source(self) -> Optional[str]:
@@ -157,29 +163,38 @@ class SegSeries:
 
 @dataclass
 class PatientSeries:
-    """What :func:`find_patient_series` found for one patient."""
+    """What :func:`find_patient_series` found for one patient.
+
+    :param folders: where the patient lies (see :func:`_location`).
+    :param layouts: how its series are laid out (:meth:`.DicomInventory.layout_of`), for the case table.
+    :param spellings: PatientIDs of the patient spelled otherwise than the case ID -> their files.
+    """
 
     folders: List[Path] = field(default_factory=list)
     images: List[ImageSeries] = field(default_factory=list)
     segs: List[SegSeries] = field(default_factory=list)
     layouts: List[str] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
+    spellings: Dict[str, List[Path]] = field(default_factory=dict)
 
 
 @dataclass
 class Ispy1DicomCase(CaseRecord):
     """One ISPY1 patient in DICOM: its image series, its SEGs and, if present, its NIfTI FTV mask.
 
-    :param patient_folders: the patient's folders (NBIA and IDC layouts may both hold one).
+    :param patient_folders: where the patient lies: its patient folder, or the largest folders holding its
+        files and no other patient's (a flat download: the folder itself).
     :param images: the image series (MR, and any other a SEG references).
     :param segs: every SEG file found.
     :param nifti_ftv: the patient's ``masks_ftv`` file of the NIfTI tree, when found.
+    :param patient_id_spellings: PatientIDs spelled otherwise than the case ID -> their files (a warning).
     """
 
     patient_folders: List[Path] = field(default_factory=list)
     images: List[ImageSeries] = field(default_factory=list)
     segs: List[SegSeries] = field(default_factory=list)
     nifti_ftv: Optional[Path] = None
+    patient_id_spellings: Dict[str, List[Path]] = field(default_factory=dict)
 
     def location(self) -> Optional[Path]:
         return self.patient_folders[0] if self.patient_folders else None
@@ -193,104 +208,199 @@ class Ispy1DicomCase(CaseRecord):
 def _subfolders(folder: Path) -> List[Path]:
     try:
         return sorted(Path(entry.path) for entry in os.scandir(folder)
-                      if entry.is_dir() and not entry.name.startswith((".", "_")))
+                      if is_dir_entry(entry) and not entry.name.startswith((".", "_")))
     except OSError:
         return []
 
 
-def _patient_folders(root: Path) -> List[Path]:
-    """Folders named like ISPY1 patients (``ISPY1_1001``) that hold sub-folders, within :data:`SEARCH_DEPTH`.
-
-    The NIfTI tree's case folders (``images_bias-corrected_nifti/ISPY1_1002/``) hold files only and are
-    not DICOM patient folders.
-    """
-    if PATIENT_FOLDER.match(root.name):
-        return [root] if _subfolders(root) else []
-    found: List[Path] = []
-
-    def visit(folder: Path, depth: int) -> None:
-        for child in _subfolders(folder):
-            if PATIENT_FOLDER.match(child.name):
-                if _subfolders(child):
-                    found.append(child)
-            elif depth > 1:
-                visit(child, depth - 1)
-
-    visit(root, SEARCH_DEPTH)
-    return found
+def ispy1_case_id(patient_id: str) -> Optional[str]:
+    """``ISPY1_1001`` for a PatientID spelled like one (``ispy1_1001``, ``ISPY1-1001``, ``ISPY1 01001``: any
+    case, separator, zero padding and DICOM padding), else None: one patient spelled differently is one case,
+    as the collection spells it (its reader names the other spellings in a warning)."""
+    return canonical_id(PATIENT_ID, patient_id, lambda match: f"ISPY1_{int(match.group('number')):04d}")
 
 
-def _series_folders(patient_folder: Path) -> List[Path]:
-    """Folders below a patient folder (within :data:`SERIES_DEPTH`) that hold ``.dcm`` files."""
-    folders = []
-    for directory, subdirectories, files in os.walk(patient_folder):
-        depth = len(Path(directory).relative_to(patient_folder).parts)
-        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".")) if depth < SERIES_DEPTH else []
-        if any(name.lower().endswith(".dcm") for name in files):
-            folders.append(Path(directory))
-    return folders
+def _spelling_key(patient_id: str) -> str:
+    """What identifies a patient when comparing an annotation's PatientID with its images' (identity checks)."""
+    return ispy1_case_id(patient_id) or patient_key(patient_id)
 
 
-def _dicom_files(folder: Path) -> List[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".dcm")
+def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> DicomInventory:
+    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
+    try:
+        return read_inventory(root, progress)
+    except DataError:
+        return DicomInventory(root=Path(root))
 
 
-def _add_series_folder(folder: Path, found: PatientSeries) -> None:
-    """Identify the series of one folder from one header (each file's header for SEG folders)."""
+def _is_seg(instance: InstanceHeader) -> bool:
+    return instance.modality == "SEG" or instance.sop_class_uid in SEG_SOP_CLASS_UIDS
+
+
+def _named_folder_case(inventory: DicomInventory, instances: Sequence[InstanceHeader]) -> Optional[str]:
+    """The ISPY1 case a folder holding all of ``instances`` is named after (the nearest such folder, up to the
+    root), or None: the case of a patient whose PatientID is not an ISPY1 ID (an anonymised or re-exported
+    download kept in the collection's patient folders)."""
+    named = set()
+    for instance in instances:
+        found = None
+        for folder in instance.path.parents:
+            found = ispy1_case_id(folder.name)
+            if found is not None or folder == inventory.root:
+                break
+        named.add(found)
+    return named.pop() if len(named) == 1 else None
+
+
+def _case_ids(inventory: DicomInventory) -> Callable[[str], Optional[str]]:
+    """PatientID -> case ID: the canonical ISPY1 ID, or for another PatientID the ISPY1 patient folder that
+    holds all of that patient's files (a warning names it when the case is read); None for other patients."""
+    by_folder: Dict[str, str] = {}
+    for key, patient in inventory.patients.items():
+        if key and ispy1_case_id(patient.patient_id) is None:
+            named = _named_folder_case(inventory, patient.instances)
+            if named is not None:
+                by_folder[key] = named
+    return lambda patient_id: ispy1_case_id(patient_id) or by_folder.get(patient_key(patient_id))
+
+
+def _most_common(values: Sequence[str]) -> str:
+    """The most frequent value (ties: the first in sorted order, so file order does not matter)."""
+    counts: Dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts, key=lambda value: (-counts[value], value))[0] if counts else ""
+
+
+def _image_series(instances: List[InstanceHeader]) -> ImageSeries:
+    """An image series of a case from its instances' headers (the majority value where files disagree)."""
+    instances = sorted(instances, key=lambda instance: str(instance.path))
+    numbers = [instance.series_number for instance in instances if instance.series_number is not None]
+    study_uid = _most_common([instance.study_instance_uid for instance in instances])
+    in_study = [instance for instance in instances if instance.study_instance_uid == study_uid]
+    return ImageSeries(instances[0].series_instance_uid,
+                       _most_common([instance.modality for instance in instances]),
+                       _most_common([instance.series_description.strip() for instance in instances]),
+                       min(numbers) if numbers else None, study_uid,
+                       _most_common([instance.study_date for instance in in_study]),
+                       _most_common([instance.study_description for instance in in_study]),
+                       sorted({instance.path.parent for instance in instances}), instances)
+
+
+def _seg_series(instance: InstanceHeader, problems: List[str]) -> Optional[SegSeries]:
+    """A SEG file's header (frames are not read), or None with a problem naming the file."""
     from ..formats.dicom_seg import read_seg_header
 
-    files = _dicom_files(folder)
-    header: Optional[InstanceHeader] = None
-    for path in files[:3]:
-        try:
-            header = read_header(path)
-            break
-        except DataError as error:
-            found.problems.append(str(error))
-    if header is None:
-        return
-    layout = "idc" if IDC_SERIES_FOLDER.match(folder.name) else "nbia"
-    if layout not in found.layouts:
-        found.layouts.append(layout)
-    if header.modality == "SEG":
-        for path in files:
-            try:
-                seg = read_seg_header(path)
-            except DataError as error:
-                found.problems.append(str(error))
-                continue
-            found.segs.append(SegSeries(path, seg.series_instance_uid, seg.series_description, seg.series_number,
-                                        seg.study_instance_uid, seg.patient_id, list(seg.referenced_series_uids),
-                                        list(seg.segment_labels)))
-        return
-    known = next((s for s in found.images if s.series_instance_uid == header.series_instance_uid), None)
-    if known is not None:
-        known.folders.append(folder)
-        return
-    found.images.append(ImageSeries(header.series_instance_uid, header.modality, header.series_description.strip(),
-                                    header.series_number, header.study_instance_uid, header.study_date,
-                                    header.study_description, [folder]))
+    try:
+        seg = read_seg_header(instance.path)
+    except DataError as error:
+        problems.append(str(error))
+        return None
+    return SegSeries(instance.path, seg.series_instance_uid, seg.series_description, seg.series_number,
+                     seg.study_instance_uid, seg.patient_id, list(seg.referenced_series_uids),
+                     list(seg.segment_labels))
 
 
-def find_patient_series(root: Path) -> Dict[str, PatientSeries]:
-    """Patient ID (from its folder name, upper case) -> its image series and SEG files, below ``root``.
+def _location(inventory: DicomInventory, case_id: str, instances: Sequence[InstanceHeader]) -> List[Path]:
+    """Where a case lies, for the case table and messages: the folder named after the patient that holds all its
+    files (NBIA's and IDC's patient folder), else the largest folders holding its files and no other patient's."""
+    named = set()
+    for instance in instances:
+        named.add(next((folder for folder in instance.path.parents if ispy1_case_id(folder.name) == case_id
+                        and (folder == inventory.root or inventory.root in folder.parents)), None))
+    if len(named) == 1 and None not in named:
+        return [named.pop()]
+    return inventory.case_folders(instances)
 
-    Patient folders are found by name (:data:`PATIENT_FOLDER`) in the NBIA
-    and IDC layouts; each series folder's first readable header says what it
-    holds (a SEG folder: every file's header, without frames).
+
+def _spellings(case_id: str, instances: Sequence[InstanceHeader]) -> Dict[str, List[Path]]:
+    """PatientID -> its files, for every spelling of the case's ISPY1 ID other than the case ID itself."""
+    spelled: Dict[str, List[Path]] = {}
+    for instance in instances:
+        patient_id = instance.patient_id.strip(" \x00")
+        if patient_id and patient_id != case_id and ispy1_case_id(patient_id) == case_id:
+            spelled.setdefault(patient_id, []).append(instance.path)
+    return {spelling: sorted(paths) for spelling, paths in sorted(spelled.items())}
+
+
+def _assign_segs(inventory: DicomInventory, by_case: Dict[str, List[InstanceHeader]],
+                 patients: Dict[str, PatientSeries]) -> None:
+    """Every SEG of the inventory to the case whose image series it references, else to its own case.
+
+    Every SEG is looked at, whatever its PatientID: another patient's SEG
+    drawn on this patient's images belongs here, to be refused by name when
+    the case is read. An unreadable SEG header is a problem of its own case.
     """
+    case_of_series = {series.series_instance_uid: case_id for case_id, found in patients.items()
+                      for series in found.images}
+    case_of_file = {instance.path: case_id for case_id, instances in by_case.items() for instance in instances}
+    for instance in (instance for instance in inventory.instances if _is_seg(instance)):
+        own_case = case_of_file.get(instance.path)
+        problems: List[str] = patients[own_case].problems if own_case is not None else []
+        seg = _seg_series(instance, problems)
+        if seg is None:
+            continue
+        owner = next((case_of_series[uid] for uid in seg.referenced_series_uids if uid in case_of_series), own_case)
+        if owner is None:
+            continue
+        patients[owner].segs.append(seg)
+        if owner != own_case:
+            by_case.setdefault(owner, []).append(instance)
+
+
+def _describe_case(inventory: DicomInventory, case_id: str, found: PatientSeries,
+                   instances: Sequence[InstanceHeader]) -> None:
+    """Fill in where a case lies, its layouts, spellings and problems, and sort its series (studies by date)."""
+    own = [instance for instance in instances
+           if not _is_seg(instance) or any(seg.path == instance.path for seg in found.segs)]
+    found.folders = _location(inventory, case_id, own)
+    found.spellings = _spellings(case_id, own)
+    found.images.sort(key=lambda s: (s.study_date, s.study_instance_uid, s.series_number or 0,
+                                     s.series_instance_uid))
+    dates = {series.study_instance_uid: series.study_date for series in found.images}
+    found.segs.sort(key=lambda s: (dates.get(s.study_instance_uid, "~"), s.study_instance_uid,
+                                   s.series_number or 0, str(s.path)))
+    series_entries = inventory.series_by_uid()
+    for uid in [*(series.series_instance_uid for series in found.images),
+                *(seg.series_instance_uid for seg in found.segs)]:
+        layout = inventory.layout_of(series_entries[uid]) if uid in series_entries else "?"
+        if layout not in found.layouts:
+            found.layouts.append(layout)
+    case_folders = inventory.case_folders(own)
+    found.problems.extend(str(error) for error in inventory.errors
+                          if any(folder in Path(error.path).parents for folder in case_folders))
+    found.problems.extend(stray_series_problems(own))
+
+
+def find_patient_series(root: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, PatientSeries]:
+    """Case ID (``ISPY1_1001``) -> the patient's image series and SEG files, below ``root``, by their headers.
+
+    Every file's header is read once (:func:`.dicom_inventory.read_inventory`,
+    with the persistent header cache) and grouped by PatientID, study, series,
+    modality and SOP class, whatever the folders are named or nested (NBIA,
+    idc-index, IDC's flat download, folders named by SeriesInstanceUID).
+    PatientIDs spelled differently (``ispy1-1001``) are one case; a patient
+    whose PatientID is not an ISPY1 ID is a case only when all its files lie in
+    a folder named like an ISPY1 patient. A SEG belongs to the case whose
+    series it references (so another patient's SEG drawn on this patient's
+    images is refused by name when loading), else to its own PatientID's case.
+    """
+    inventory = _inventory(Path(root), progress)
+    by_case = inventory.instances_by_case(_case_ids(inventory))
     patients: Dict[str, PatientSeries] = {}
-    for patient_folder in _patient_folders(Path(root)):
-        found = patients.setdefault(patient_folder.name.upper(), PatientSeries())
-        found.folders.append(patient_folder)
-        for folder in _series_folders(patient_folder):
-            _add_series_folder(folder, found)
-    for found in patients.values():
-        found.images.sort(key=lambda s: (s.study_date, s.study_instance_uid, s.series_number or 0,
-                                         s.series_instance_uid))
-        dates = {series.study_instance_uid: series.study_date for series in found.images}
-        found.segs.sort(key=lambda s: (dates.get(s.study_instance_uid, "~"), s.study_instance_uid,
-                                       s.series_number or 0, str(s.path)))
+    for case_id, instances in by_case.items():
+        by_series: Dict[str, List[InstanceHeader]] = {}
+        for instance in instances:
+            if not _is_seg(instance):
+                by_series.setdefault(instance.series_instance_uid, []).append(instance)
+        patients[case_id] = PatientSeries(images=[_image_series(members) for members in by_series.values()])
+    _assign_segs(inventory, by_case, patients)
+    for case_id, instances in sorted(by_case.items()):
+        found = patients[case_id]
+        if not found.images and not found.segs and not found.problems:
+            del patients[case_id]  # e.g. only a SEG that belongs, by its reference, to another case's images
+            continue
+        _describe_case(inventory, case_id, found, instances)
     return patients
 
 
@@ -438,8 +548,8 @@ class Ispy1DicomCollection(Collection):
 
     key = "ispy1_dicom"
     title = "ISPY1 DICOM (DCE-MRI and SEG, IDC / NBIA)"
-    looks_for = ("a folder named ispy1 or ISPY1 (IDC / NBIA download) within two levels, or ISPY1_nnnn patient "
-                 "folders holding DICOM series folders")
+    looks_for = ("PatientIDs ISPY1_nnnn in the DICOM headers, a folder named ispy1 or ISPY1 (IDC / NBIA download) "
+                 "within two levels, or ISPY1_nnnn patient folders holding DICOM series folders")
     record_type = Ispy1DicomCase
 
     def __init__(self, root: Path) -> None:
@@ -448,6 +558,12 @@ class Ispy1DicomCollection(Collection):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
+        """The collection's folder names (a cheap hint), else ISPY1 PatientIDs in the DICOM headers.
+
+        The headers are read once per unchanged tree for every collection that
+        looks (:func:`.dicom_inventory.read_inventory`), so a flat IDC download
+        or folders named by SeriesInstanceUID are found without a second walk.
+        """
         root = Path(root)
         if root.name.lower() in COLLECTION_FOLDER_NAMES:
             return True
@@ -456,9 +572,11 @@ class Ispy1DicomCollection(Collection):
             if child.name.lower() in COLLECTION_FOLDER_NAMES or any(
                     grandchild.name.lower() in COLLECTION_FOLDER_NAMES for grandchild in _subfolders(child)):
                 return True
-        if PATIENT_FOLDER.match(root.name):
-            return bool(children)
-        return any(PATIENT_FOLDER.match(child.name) and _subfolders(child) for child in children)
+        if PATIENT_FOLDER.match(root.name) and children:
+            return True
+        if any(PATIENT_FOLDER.match(child.name) and _subfolders(child) for child in children):
+            return True
+        return bool(_inventory(root).instances_by_case(ispy1_case_id))
 
     # ------------------------------------------------------------------ discovery
     def nifti_ftv_masks(self) -> Dict[str, Path]:
@@ -468,8 +586,9 @@ class Ispy1DicomCollection(Collection):
         return self._nifti_cache
 
     def discover_cases(self, progress: Optional[ProgressCallback] = None) -> List[Ispy1DicomCase]:
-        report(progress, "Looking for ISPY1 patient folders", 0.0)
-        patients = find_patient_series(self.root)
+        """Every ISPY1 patient in the DICOM headers below the root (:func:`find_patient_series`)."""
+        report(progress, "Reading DICOM headers", 0.0)
+        patients = find_patient_series(self.root, sub_progress(progress, 0.0, 0.9))
         nifti = self.nifti_ftv_masks()
         cases = []
         for case_id, found in sorted(patients.items()):
@@ -485,7 +604,8 @@ class Ispy1DicomCollection(Collection):
                 summary["problems"] = len(found.problems)
             cases.append(Ispy1DicomCase(self.key, case_id, self.root, summary=summary, problems=list(found.problems),
                                         patient_folders=list(found.folders), images=list(found.images),
-                                        segs=list(found.segs), nifti_ftv=nifti.get(case_id)))
+                                        segs=list(found.segs), nifti_ftv=nifti.get(case_id),
+                                        patient_id_spellings=dict(found.spellings)))
         report(progress, f"Found {len(cases)} ISPY1 DICOM cases", 1.0)
         return cases
 
@@ -567,6 +687,12 @@ class _CaseReader:
         report(self.progress, f"Reading {self.case_id}", 0.0)
         for problem in self.case.problems:
             self.finding(WARNING, "unreadable_file", problem)
+        for spelling, paths in self.case.patient_id_spellings.items():
+            shown = ", ".join(path.name for path in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
+                                                                  else "")
+            self.finding(WARNING, "patient_id_spelling",
+                         f"{len(paths)} file(s) give PatientID {spelling!r}, spelled differently from "
+                         f"{self.case_id!r} ({shown}); read as {self.case_id}'s", path=paths[0])
         plan = self._plan()
         if not plan:
             raise DataError(self.case.location() or self.collection.root,
@@ -634,15 +760,10 @@ class _CaseReader:
 
     # ---------------------------------------------------------------------------------- images
     def _instances(self, series: ImageSeries) -> List[InstanceHeader]:
-        instances: List[InstanceHeader] = []
-        errors: List[DataError] = []
-        for folder in series.folders:
-            scan = scan_folder(Path(folder))
-            instances.extend(i for i in scan.instances if i.series_instance_uid == series.series_instance_uid)
-            errors.extend(scan.errors)
-            errors.extend(mixed_series_folders(scan.instances))
-        stackable, left_out = split_stackable(instances)
-        for error in [*errors, *left_out]:
+        """The series' instances that stack into a volume (as discovery read their headers); the others are
+        reported by name (unreadable files and strays in its folders are the case's problems, from discovery)."""
+        stackable, left_out = split_stackable(series.instances)
+        for error in left_out:
             self.finding(WARNING, "file_left_out", f"{error}; not in the volume", path=error.path)
         return stackable
 
@@ -749,7 +870,8 @@ class _CaseReader:
         from ..formats.identity import CHECK_PATIENT, identity_findings
 
         header: "SegHeader" = read_seg_header(seg.path)
-        findings = identity_findings(header, image.volume.present_instances[:1], seg.path, self.case_id)
+        findings = identity_findings(header, image.volume.present_instances[:1], seg.path, self.case_id,
+                                     spelling_key=_spelling_key)
         refused = [f for f in findings if f.severity == ERROR and f.check == CHECK_PATIENT]
         self.data.findings.extend(f for f in findings if f not in refused)
         for finding in refused:
@@ -786,13 +908,15 @@ class _CaseReader:
 
     # ---------------------------------------------------------------------------------- identity of the folder
     def _check_patient_folder(self) -> None:
-        """A warning when the images' PatientID is not the patient folder's name (a renamed or mixed folder)."""
-        seen = sorted({instance.patient_id.strip() for image in self.images.values()
-                       for instance in image.volume.present_instances[:1] if instance.patient_id.strip()})
-        others = [patient for patient in seen if patient.upper() != self.case_id.upper()]
+        """A warning when the images' PatientID is not an ISPY1 ID: the case is then named after the ISPY1
+        patient folder holding them (an anonymised or re-exported download, or a mixed-up folder)."""
+        seen = sorted({instance.patient_id.strip(" \x00") for image in self.images.values()
+                       for instance in image.volume.present_instances[:1] if instance.patient_id.strip(" \x00")})
+        others = [patient for patient in seen if ispy1_case_id(patient) != self.case_id]
         if others:
             self.finding(WARNING, "patient_folder", f"folder {self.case_id} holds images of patient(s) "
-                                                    f"{', '.join(others)}", path=self.case.location() or "")
+                                                    f"{', '.join(others)}; loaded as {self.case_id}, the folder's "
+                                                    "name", path=self.case.location() or "")
 
     # ---------------------------------------------------------------------------------- NIfTI
     def _read_nifti_ftv(self, path: Path) -> None:
