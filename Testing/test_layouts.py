@@ -322,7 +322,7 @@ def test_a_folder_of_no_collection_says_what_its_headers_hold(shared_data: Path,
         registry.open_collection(root)
     message = str(raised.value)
     assert "found 7 DICOM file(s) of 2 patient(s) (IDs: 77654033, 99000; modalities: CT)" in message
-    assert "none matching CRLM-CT-nnnn or Lung_Dx-Xnnnn or STS_nnn" in message
+    assert "none matching CRLM-CT-nnnn or Lung_Dx-Xnnnn or ISPY1_nnnn or STS_nnn" in message
     assert "no DICOM SEG or RTSTRUCT" in message
     assert "readme.txt" in message and str(root) in message
 

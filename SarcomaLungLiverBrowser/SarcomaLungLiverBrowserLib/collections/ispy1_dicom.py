@@ -551,6 +551,7 @@ class Ispy1DicomCollection(Collection):
     looks_for = ("PatientIDs ISPY1_nnnn in the DICOM headers, a folder named ispy1 or ISPY1 (IDC / NBIA download) "
                  "within two levels, or ISPY1_nnnn patient folders holding DICOM series folders")
     record_type = Ispy1DicomCase
+    patient_id_patterns = ("ISPY1_nnnn",)
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
