@@ -16,7 +16,7 @@ creating ROI nodes: stack each series' geometry (``geometry.sort_slices`` and
 ``ijk_to_ras_from_slices``), list and parse every XML with ``voc_xml.parse_voc``
 (all its safety checks), find the slice of its SOPInstanceUID, clamp the box,
 chain boxes into lesions (``group_lesions``) and compute every per-slice and
-lesion ROI (``box_roi_geometry``).
+lesion ROI of a series at once (``box_roi_geometries``, as the loader does).
 
 Peer: bare lxml, ``etree.parse(path)`` of the same files with lxml's default
 parser and nothing else (no checks, no mapping).
@@ -144,7 +144,7 @@ def map_patient(job: Tuple[str, str]) -> Tuple[int, int, int, "object", "object"
     from SarcomaLungLiverBrowserLib.collections.lung_pet_ct_dx.boxes import (
         SliceBox,
         _clamp,
-        box_roi_geometry,
+        box_roi_geometries,
         group_lesions,
     )
     from SarcomaLungLiverBrowserLib.errors import DataError
@@ -188,17 +188,18 @@ def map_patient(job: Tuple[str, str]) -> Tuple[int, int, int, "object", "object"
             boxes.setdefault(number, []).append(SliceBox(
                 path, index, voc_object, annotation.stem, series["series_instance_uid"], k, voc_object.box, clamped,
                 clamped=changed))
-    slice_rois, lesion_rois = [], []
+    slice_rois, lesion_rois = [np.empty((0, 6))], [np.empty((0, 6))]
     for number, series_boxes in boxes.items():
         ijk_to_ras = grids[number][1]
-        for lesion in group_lesions(series_boxes):
-            slices = lesion.slices
-            center, size, _ = box_roi_geometry(ijk_to_ras, lesion.union_box, slices[0], slices[-1])
-            lesion_rois.append(np.concatenate([center, size]))
-        for box in series_boxes:
-            center, size, _ = box_roi_geometry(ijk_to_ras, box.box, box.slice_index, box.slice_index)
-            slice_rois.append(np.concatenate([center, size]))
-    return files, objects, errors, np.array(slice_rois), np.array(lesion_rois)
+        lesions = group_lesions(series_boxes)
+        extents = [lesion.slices for lesion in lesions]
+        center, size, _ = box_roi_geometries(ijk_to_ras, [lesion.union_box for lesion in lesions],
+                                             [found[0] for found in extents], [found[-1] for found in extents])
+        lesion_rois.append(np.hstack([center, size]))
+        indices = [box.slice_index for box in series_boxes]
+        center, size, _ = box_roi_geometries(ijk_to_ras, [box.box for box in series_boxes], indices, indices)
+        slice_rois.append(np.hstack([center, size]))
+    return files, objects, errors, np.vstack(slice_rois), np.vstack(lesion_rois)
 
 
 def parse_bare(job: Tuple[str, str]) -> Tuple[int, int, int, "object", "object"]:
