@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from ...geometry import (
     spacing_from_matrix,
 )
 from . import annotation_folder_name
-from .series import CaseFindings, CaseSeries, ReadSeries, study_placement
+if TYPE_CHECKING:  # series reading imports pydicom (half a second): placing boxes needs only its types
+    from .series import CaseFindings, CaseSeries, ReadSeries
 
 __all__ = [
     "SliceBox",
@@ -534,6 +535,8 @@ def _roi_geometries(series: ReadSeries, boxes: Sequence[Box], first_slices: Sequ
 
 def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int,
                 geometry: Tuple[np.ndarray, ...]) -> RoiData:
+    from .series import study_placement
+
     slices = lesion.slices
     center, size, axes = geometry
     return RoiData(
@@ -554,6 +557,8 @@ def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int,
 
 
 def _slice_roi(case_id: str, series: ReadSeries, box: SliceBox, geometry: Tuple[np.ndarray, ...]) -> RoiData:
+    from .series import study_placement
+
     center, size, axes = geometry
     placement = study_placement(case_id, series.volume.instances[0])
     return RoiData(
