@@ -307,7 +307,7 @@ def test_a_fifo_is_read_to_its_end(tmp_path: Path) -> None:
             for start in range(0, len(data), 100):
                 stream.write(data[start : start + 100])
 
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=write, daemon=True)  # never keeps pytest alive if the read failed early
     writer.start()
     try:
         annotation = parse_voc(fifo)
