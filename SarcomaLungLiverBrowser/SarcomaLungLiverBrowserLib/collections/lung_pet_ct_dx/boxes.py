@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,9 +25,15 @@ from ...case_data import Placement, RoiData, TableData
 from ...errors import DataError
 from ...findings import ERROR, INFO, WARNING
 from ...formats.voc_xml import VocObject, iter_xml_files, parse_voc
-from ...geometry import box_from_roi_corners, box_roi_geometry
+from ...geometry import (
+    box_from_roi_corners,
+    box_roi_geometry,
+    directions_from_matrix,
+    spacing_from_matrix,
+)
 from . import annotation_folder_name
-from .series import CaseFindings, CaseSeries, ReadSeries, study_placement
+if TYPE_CHECKING:  # series reading imports pydicom (half a second): placing boxes needs only its types
+    from .series import CaseFindings, CaseSeries, ReadSeries
 
 __all__ = [
     "SliceBox",
@@ -48,6 +54,7 @@ __all__ = [
     "box_rois",
     "box_table",
     "box_roi_geometry",
+    "box_roi_geometries",
     "box_from_roi_corners",
 ]
 
@@ -168,34 +175,56 @@ def group_lesions(boxes: Sequence[SliceBox], max_gap: int = MAX_GAP_SLICES) -> L
 
     A box joins the lesion with a box on the same slice or at most
     ``max_gap + 1`` slices before it that overlaps it in-plane (the latest
-    such slice wins, then the larger overlap); otherwise it starts a lesion.
-    Duplicate boxes are left out. Lesions are numbered from 1 in order of
-    their first slice and their position.
+    such slice wins, then the larger overlap, then the earlier lesion);
+    otherwise it starts a lesion. Duplicate boxes are left out. Lesions are
+    numbered from 1 in order of their first slice and their position.
     """
     lesions: List[Lesion] = []
+    # Boxes already in a lesion, by slice: only the few slices just before a box can hold its lesion, so a
+    # box is compared with those, not with every box of the series (quadratic on a 300-box series).
+    placed: Dict[int, List[Tuple[int, SliceBox]]] = defaultdict(list)
     ordered = sorted((b for b in boxes if not b.duplicate),
                      key=lambda b: (b.slice_index, b.box[0], b.box[1]))
     for box in ordered:
-        best: Optional[Tuple[int, float, Lesion]] = None
-        for lesion in lesions:
-            for other in lesion.boxes:
-                distance = box.slice_index - other.slice_index
-                if not 0 <= distance <= max_gap + 1:
-                    continue
+        best: Optional[Tuple[int, float, int]] = None  # (-distance, overlap, -lesion index): the largest wins
+        for distance in range(0, max_gap + 2):
+            for lesion_index, other in placed.get(box.slice_index - distance, ()):
                 area = _overlap(box.box, other.box)
-                if area <= 0:
-                    continue
-                candidate = (-distance, area, lesion)
-                if best is None or candidate[:2] > best[:2]:
-                    best = candidate
+                if area > 0:
+                    candidate = (-distance, area, -lesion_index)
+                    if best is None or candidate > best:
+                        best = candidate
         if best is None:
+            lesion_index = len(lesions)
             lesions.append(Lesion(series_instance_uid=box.series_instance_uid, boxes=[box]))
         else:
-            best[2].boxes.append(box)
+            lesion_index = -best[2]
+            lesions[lesion_index].boxes.append(box)
+        placed[box.slice_index].append((lesion_index, box))
     for number, lesion in enumerate(lesions, start=1):
         for box in lesion.boxes:
             box.lesion = number
     return lesions
+
+
+def box_roi_geometries(ijk_to_ras: np.ndarray, boxes: np.ndarray, first_slices: np.ndarray,
+                       last_slices: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`~...geometry.box_roi_geometry` of many boxes of one series at once.
+
+    :param boxes: n x 4 (xmin, ymin, xmax, ymax) pixel boxes, inclusive.
+    :param first_slices: the first slice of each box (n).
+    :param last_slices: the last slice of each box (n).
+    :returns: centres (n x 3, RAS), sizes (n x 3, mm) and the axes (3 x 3, as columns) every ROI shares.
+    """
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    low = np.column_stack([boxes[:, 0] - 0.5, boxes[:, 1] - 0.5, np.asarray(first_slices, dtype=float) - 0.5])
+    high = np.column_stack([boxes[:, 2] + 0.5, boxes[:, 3] + 0.5, np.asarray(last_slices, dtype=float) + 0.5])
+    matrix = np.asarray(ijk_to_ras, dtype=float)
+    # One 1x3 product per box, as box_roi_geometry does, not one n x 3 product: BLAS sums an n x 3 product in
+    # another order, which moves centres by a rounding step and would make the two paths disagree.
+    centers = (((low + high) / 2.0)[:, None, :] @ matrix[:3, :3].T)[:, 0, :] + matrix[:3, 3]
+    sizes = (high - low) * spacing_from_matrix(matrix)
+    return centers, sizes, directions_from_matrix(matrix)
 
 
 def ras_bounds(center: Sequence[float], size: Sequence[float], axes: Optional[np.ndarray] = None
@@ -487,9 +516,29 @@ def box_folder(series: ReadSeries) -> str:
     return f"{series.name} boxes"
 
 
-def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int) -> RoiData:
+def _lesion_geometries(series: ReadSeries, lesions: Sequence[Lesion]) -> List[Tuple[np.ndarray, ...]]:
+    """(centre, size, axes) of each lesion's ROI: its union box over its first to last slice."""
+    slices = [lesion.slices for lesion in lesions]
+    return _roi_geometries(series, [lesion.union_box for lesion in lesions], [found[0] for found in slices],
+                           [found[-1] for found in slices])
+
+
+def _roi_geometries(series: ReadSeries, boxes: Sequence[Box], first_slices: Sequence[int],
+                    last_slices: Sequence[int]) -> List[Tuple[np.ndarray, ...]]:
+    """(centre, size, axes) per box, computed for the whole series at once; every ROI gets its own arrays."""
+    if not boxes:
+        return []
+    centers, sizes, axes = box_roi_geometries(series.volume.ijk_to_ras, np.array(boxes, dtype=float),
+                                              np.array(first_slices), np.array(last_slices))
+    return [(center.copy(), size.copy(), axes.copy()) for center, size in zip(centers, sizes)]
+
+
+def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int,
+                geometry: Tuple[np.ndarray, ...]) -> RoiData:
+    from .series import study_placement
+
     slices = lesion.slices
-    center, size, axes = box_roi_geometry(series.volume.ijk_to_ras, lesion.union_box, slices[0], slices[-1])
+    center, size, axes = geometry
     return RoiData(
         key=f"{series.key}/lesion/{number}",
         name=f"{series.name} lesion {number}",
@@ -507,8 +556,10 @@ def _lesion_roi(case_id: str, series: ReadSeries, lesion: Lesion, number: int) -
     )
 
 
-def _slice_roi(case_id: str, series: ReadSeries, box: SliceBox) -> RoiData:
-    center, size, axes = box_roi_geometry(series.volume.ijk_to_ras, box.box, box.slice_index, box.slice_index)
+def _slice_roi(case_id: str, series: ReadSeries, box: SliceBox, geometry: Tuple[np.ndarray, ...]) -> RoiData:
+    from .series import study_placement
+
+    center, size, axes = geometry
     placement = study_placement(case_id, series.volume.instances[0])
     return RoiData(
         key=f"{series.key}/box/{box.xml_path}/{box.object_index}",
@@ -545,7 +596,9 @@ def box_rois(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceB
         read = series[uid]
         lesions = group_lesions(series_boxes)
         lesions_by_series[uid] = lesions
-        lesion_rois.extend(_lesion_roi(case_id, read, lesion, number) for number, lesion in enumerate(lesions, 1))
+        geometries = _lesion_geometries(read, lesions)
+        lesion_rois.extend(_lesion_roi(case_id, read, lesion, number, geometry)
+                           for number, (lesion, geometry) in enumerate(zip(lesions, geometries), 1))
     frames = {uid: read.volume.instances[0].frame_of_reference_uid or "" for uid, read in series.items()}
     tumours = group_tumours(lesion_rois, frames)
     tumour_of = {lesion: tumour.number for tumour in tumours for lesion in tumour.lesions}
@@ -554,8 +607,12 @@ def box_rois(case_id: str, series: Dict[str, ReadSeries], boxes: Sequence[SliceB
                                                   int(roi.attributes["lesion"]))])
     for box in boxes:
         box.tumour = tumour_of.get((box.series_instance_uid, box.lesion), 0)
-    slice_rois = [_slice_roi(case_id, series[uid], box)
-                  for uid, series_boxes in by_series.items() for box in series_boxes if not box.duplicate]
+    slice_rois = []
+    for uid, series_boxes in by_series.items():
+        kept = [box for box in series_boxes if not box.duplicate]
+        indices = [box.slice_index for box in kept]
+        geometries = _roi_geometries(series[uid], [box.box for box in kept], indices, indices)
+        slice_rois.extend(_slice_roi(case_id, series[uid], box, geometry) for box, geometry in zip(kept, geometries))
     return lesion_rois + slice_rois, lesions_by_series, tumours
 
 
