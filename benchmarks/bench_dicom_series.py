@@ -117,7 +117,7 @@ def decoding_plugin(syntax: str) -> str:
     from SarcomaLungLiverBrowserLib.formats.dicom_series import _fastest_plugin
 
     pinned = _fastest_plugin(syntax)
-    return pinned or pydicom.pixels.get_decoder(UID(syntax)).available_plugins[0]
+    return pinned or list(pydicom.pixels.get_decoder(UID(syntax))._available)[0]  # pydicom's try order, not sorted
 
 
 def main() -> int:
