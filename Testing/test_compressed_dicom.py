@@ -251,19 +251,49 @@ def test_truncated_compressed_pixel_data_is_an_error_naming_the_file(encoded_ser
     assert "damaged.dcm" in str(raised.value)
 
 
-def test_a_truncated_slice_in_a_threaded_jpeg2000_series_is_an_error_naming_it(encoded_series,
-                                                                               tmp_path: Path) -> None:
-    """JPEG 2000 series are decoded on a thread pool: a failure there still names the file and stops the load."""
+def test_a_truncated_slice_inside_a_jpeg2000_series_is_an_error_naming_it(encoded_series, tmp_path: Path) -> None:
+    """A damaged slice in the middle of a series stops the load and names that file, whichever plugin decodes."""
     for source in encoded_series["CT"]["JPEG 2000 lossless"]:
         (tmp_path / source.name).write_bytes(source.read_bytes())
     victim = sorted(tmp_path.iterdir())[2]
     data = victim.read_bytes()
     victim.write_bytes(data[:len(data) - 5000])
     instances = scan_folder(tmp_path, cache=None).instances
-    assert dicom_series._THREADED_SYNTAXES.issuperset(instance.transfer_syntax_uid for instance in instances)
     with pytest.raises(DataError) as raised:
         read_series(instances)
     assert victim.name in str(raised.value)
+
+
+def _installed_jpeg2000_plugins() -> List[str]:
+    """The installed JPEG 2000 plugins in the order pydicom tries them (``available_plugins`` is sorted by name)."""
+    return list(pydicom.pixels.get_decoder(JPEG2000Lossless)._available)
+
+
+@pytest.mark.parametrize("encoding", ["JPEG 2000 lossless", "JPEG 2000 lossy"])
+@pytest.mark.parametrize("kind", sorted(REAL_SERIES))
+def test_jpeg2000_series_values_are_the_same_with_every_installed_plugin(encoded_series, monkeypatch,
+                                                                         kind: str, encoding: str) -> None:
+    """GDCM decodes JPEG 2000 first where installed (the fast path); pylibjpeg-openjpeg and Pillow, pydicom's
+    fallbacks, must give the very same volume, lossy streams included."""
+    plugins = _installed_jpeg2000_plugins()
+    assert {"gdcm", "pylibjpeg"} <= set(plugins), f"the test environment lacks a JPEG 2000 decoder: {plugins}"
+    instances = scan_folder(encoded_series[kind][encoding][0].parent, cache=None).instances
+    volumes = {}
+    try:
+        for plugin in plugins:
+            monkeypatch.setitem(dicom_series._FASTEST_PLUGINS, instances[0].transfer_syntax_uid, plugin)
+            dicom_series._fastest_plugin.cache_clear()
+            volumes[plugin] = read_series(instances).voxels
+    finally:
+        dicom_series._fastest_plugin.cache_clear()  # no pinned plugin outlives the test
+    for plugin, voxels in volumes.items():
+        assert np.array_equal(voxels, volumes["gdcm"]), f"{encoding} {kind}: {plugin} differs from gdcm"
+
+
+def test_gdcm_is_the_jpeg2000_decoder_read_series_uses_where_installed() -> None:
+    """The benchmark's JPEG 2000 figure depends on this order: pydicom's own, GDCM first (multi-threaded)."""
+    assert dicom_series._fastest_plugin(str(JPEG2000Lossless)) == ""  # pydicom's order, with its fallbacks
+    assert _installed_jpeg2000_plugins()[0] == "gdcm"
 
 
 # ----------------------------------------------------------------------------------- property: raw vs pydicom

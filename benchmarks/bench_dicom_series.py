@@ -8,8 +8,9 @@ once beforehand so both read from the page cache; runs are interleaved. Targets:
 peak memory <= 1.5x the voxel bytes (peak resident memory of the load above the interpreter's resident
 memory just before it).
 
-It also measures whether decoding the compressed slices on two threads helps (the decoders would have to
-release the GIL): serial vs a 2-thread pool over ``pydicom.pixels.pixel_array`` of every file.
+It also measures whether decoding the compressed slices on two threads would help (the decoders would have
+to release the GIL): serial vs a 2-thread pool over ``pydicom.pixels.pixel_array`` of every file, with the
+plugin read_series uses (printed per encoding: GDCM decodes JPEG 2000 where python-gdcm is installed).
 
     python benchmarks/bench_dicom_series.py [--slices 200] [--runs 5]
 """
@@ -97,7 +98,7 @@ def print_machine() -> None:
 
     versions = []
     for name in ("pydicom", "numpy", "SimpleITK", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
-                 "pylibjpeg-rle", "pyjpegls"):
+                 "pylibjpeg-rle", "pyjpegls", "python-gdcm"):
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -106,6 +107,17 @@ def print_machine() -> None:
     print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} at start; Python {platform.python_version()}")
     print("versions: " + ", ".join(versions))
+
+
+def decoding_plugin(syntax: str) -> str:
+    """The pydicom plugin read_series decodes ``syntax`` with: its pinned one, else pydicom's first available."""
+    import pydicom.pixels
+    from pydicom.uid import UID
+
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import _fastest_plugin
+
+    pinned = _fastest_plugin(syntax)
+    return pinned or list(pydicom.pixels.get_decoder(UID(syntax))._available)[0]  # pydicom's try order, not sorted
 
 
 def main() -> int:
@@ -132,7 +144,8 @@ def main() -> int:
             for path in folder.iterdir():  # warm the page cache for every reader
                 path.read_bytes()
         print(f"series: {arguments.slices} slices of 512x512, median of {arguments.runs} interleaved runs")
-        print(f"{'encoding':20} {'ours/SimpleITK time':>20} {'peak/voxel bytes':>17} {'2 threads/serial decode':>24}")
+        print(f"{'encoding':20} {'ours/SimpleITK time':>20} {'peak/voxel bytes':>17} {'2 threads/serial decode':>24}"
+              f"  decoder")
         for name, folder in folders.items():
             kinds = ["simpleitk", "ours"] + (["decode-serial", "decode-threads"] if name != "uncompressed" else [])
             results: Dict[str, List[Dict[str, float]]] = {kind: [] for kind in kinds}
@@ -144,8 +157,9 @@ def main() -> int:
             voxel_mb = results["ours"][0]["voxel_mb"]
             threads = f"{seconds['decode-threads'] / seconds['decode-serial']:.2f}" if "decode-threads" in seconds \
                 else "-"
-            print(f"{name:20} {seconds['ours'] / seconds['simpleitk']:20.2f} {peak / voxel_mb:17.2f} {threads:>24}",
-                  flush=True)
+            decoder = decoding_plugin(ENCODINGS[name]) if ENCODINGS[name] else "raw read"
+            print(f"{name:20} {seconds['ours'] / seconds['simpleitk']:20.2f} {peak / voxel_mb:17.2f} {threads:>24}"
+                  f"  {decoder}", flush=True)
     print("targets: time ratio <= 1.0, peak <= 1.5x voxel bytes; a thread ratio near 1.0 means the decoder "
           "holds the GIL (no gain from a thread pool)")
     return 0

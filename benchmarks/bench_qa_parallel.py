@@ -1,24 +1,30 @@
 """QA of a collection in one process, in two worker processes, and on a local Dask cluster of two workers.
 
-    python benchmarks/bench_qa_parallel.py [--runs 3] [--collections crlm,hermessi,...]
+    python benchmarks/bench_qa_parallel.py [--runs 3] [--scaled-cases 16] [--scaled-slices 96]
+                                           [--collections crlm,hermessi,...|none]
 
-Writes the generated sample collections to a temporary folder and runs ``sllb qa <collection> --out ...
---no-resume`` on each, every run a fresh process (what a user pays, start-up included), interleaved so load on a
-shared machine affects the three alike:
+Runs ``sllb qa <collection> --out ... --no-resume`` on each collection, every run a fresh process (what a user
+pays, start-up included), interleaved so load on a shared machine affects the three alike:
 
 * the named peer: the serial command (one process, one scene);
 * ``--workers 2``: two spawned worker processes, each importing slicer-core and keeping one scene;
 * ``--scheduler ADDRESS``: a ``dask.distributed.LocalCluster(n_workers=2, processes=True)`` started once before
   the runs (a cluster outlives one QA run; its start-up is printed as a ratio of its own).
 
-Prints the median seconds' ratios (speed-up = serial / parallel), with the machine and versions, and checks that
-every mode wrote the same ``findings.csv`` as serial. The sample collections have three cases each, so worker
-start-up (importing slicer-core, a few seconds) weighs heavily; on a collection of hundreds of cases it is paid once
-per worker.
+The collections: by default a generated CRLM collection of ``--scaled-cases`` patients (the sample writer's
+three patient plans in turn, each under a PatientID and seed of its own, ``--scaled-slices`` CT slices each), so
+that per-case work, not the workers' start-up, decides the result (``--scaled-cases 0`` skips it); and the
+generated sample collections (``--collections``, default all; ``none`` for none), whose three cases each are
+dominated by worker start-up (importing slicer-core and making a scene: seconds per worker, paid once).
+
+Prints the median seconds' ratios (speed-up = serial / parallel), with the machine, load and versions, and
+checks that every mode wrote byte-identical ``findings.csv`` to serial (a difference fails the benchmark).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import platform
 import shutil
@@ -65,22 +71,56 @@ def timed(command: Sequence[str]) -> float:
     return seconds
 
 
+def measure(name: str, root: Path, out: Path, modes: Dict[str, List[str]], runs: int) -> Dict[str, float]:
+    """Median seconds of each mode on ``root``; exits non-zero when a mode's findings differ from serial's."""
+    seconds: Dict[str, List[float]] = {mode: [] for mode in modes}
+    for _ in range(runs):
+        for mode, extra in modes.items():
+            seconds[mode].append(timed(qa_command(root, out / mode, extra)))
+    medians = {mode: statistics.median(values) for mode, values in seconds.items()}
+    serial_csv = (out / "serial" / "findings.csv").read_bytes()
+    differing = [mode for mode in modes if (out / mode / "findings.csv").read_bytes() != serial_csv]
+    print(f"{name:<26} {medians['serial']:>9.1f} {medians['workers2']:>12.1f} {medians['dask2']:>9.1f}"
+          f"   {medians['serial'] / medians['workers2']:>16.2f}x {medians['serial'] / medians['dask2']:>5.2f}x"
+          f"   findings {'DIFFER: ' + ', '.join(differing) if differing else 'identical'}"
+          f" ({len(list(csv.reader(io.StringIO(serial_csv.decode('utf-8'))))) - 1} findings)", flush=True)
+    if differing:
+        raise SystemExit(f"{name}: findings of {', '.join(differing)} differ from the serial run's")
+    return medians
+
+
+def scaled_crlm(parent: Path, cases: int, slices: int) -> Path:
+    """A CRLM collection of ``cases`` generated patients (new PatientIDs) of ``slices`` CT slices each."""
+    from SarcomaLungLiverBrowserLib.samples import crlm
+
+    return crlm.generate(parent, crlm.scaled_patients(cases, slices))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per mode and collection (median reported)")
+    parser.add_argument("--scaled-cases", type=int, default=16,
+                        help="patients of the generated CRLM collection measured first (0: skip it)")
+    parser.add_argument("--scaled-slices", type=int, default=96, help="CT slices of each of those patients")
     parser.add_argument("--collections", default="",
-                        help="comma-separated sample module names (default: every sample collection)")
+                        help="comma-separated sample module names (default: every sample collection; none: none)")
     arguments = parser.parse_args()
     sys.path.insert(0, str(LIBRARY_PARENT))
     from distributed import LocalCluster
 
-    from SarcomaLungLiverBrowserLib.samples import generate_all
+    from SarcomaLungLiverBrowserLib.samples import SAMPLE_MODULES, generate_all
 
     print(describe_machine())
     work = Path(tempfile.mkdtemp(prefix="sllb-bench-qa-"))
     try:
-        roots = generate_all(work / "data")
-        wanted = [name for name in arguments.collections.split(",") if name] or list(roots)
+        collections: Dict[str, Path] = {}
+        if arguments.scaled_cases > 0:
+            label = f"crlm x{arguments.scaled_cases} ({arguments.scaled_slices} sl.)"
+            collections[label] = scaled_crlm(work / "scaled", arguments.scaled_cases, arguments.scaled_slices)
+        if arguments.collections != "none":
+            wanted = [name for name in arguments.collections.split(",") if name] or list(SAMPLE_MODULES)
+            roots = generate_all(work / "data")
+            collections.update({f"sample {name}": roots[name] for name in wanted})
         start = time.perf_counter()
         os.environ["PYTHONPATH"] = str(LIBRARY_PARENT)  # the cluster's worker processes import the library
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
@@ -88,29 +128,20 @@ def main() -> int:
         modes: Dict[str, List[str]] = {"serial": [], "workers2": ["--workers", "2"],
                                        "dask2": ["--scheduler", cluster.scheduler_address]}
         totals = {mode: 0.0 for mode in modes}
-        print(f"\n{'collection':<22} {'serial s':>9} {'--workers 2':>12} {'Dask(2)':>9}   speed-up: workers  Dask")
+        print(f"\n{'collection':<26} {'serial s':>9} {'--workers 2':>12} {'Dask(2)':>9}   speed-up: workers  Dask")
         try:
-            for name in wanted:
-                seconds: Dict[str, List[float]] = {mode: [] for mode in modes}
-                for run in range(arguments.runs):
-                    for mode, extra in modes.items():
-                        seconds[mode].append(timed(qa_command(roots[name], work / "out" / name / mode, extra)))
-                medians = {mode: statistics.median(values) for mode, values in seconds.items()}
+            for number, (name, root) in enumerate(collections.items()):
+                medians = measure(name, root, work / "out" / str(number), modes, arguments.runs)
                 for mode in modes:
                     totals[mode] += medians[mode]
-                serial_csv = (work / "out" / name / "serial" / "findings.csv").read_bytes()
-                same = all((work / "out" / name / mode / "findings.csv").read_bytes() == serial_csv for mode in modes)
-                print(f"{name:<22} {medians['serial']:>9.1f} {medians['workers2']:>12.1f} {medians['dask2']:>9.1f}"
-                      f"   {medians['serial'] / medians['workers2']:>16.2f}x {medians['serial'] / medians['dask2']:>5.2f}x"
-                      f"   findings {'identical' if same else 'DIFFER'}")
-                if not same:
-                    return 1
         finally:
             cluster.close()
-        print(f"{'all':<22} {totals['serial']:>9.1f} {totals['workers2']:>12.1f} {totals['dask2']:>9.1f}"
+        print(f"{'all':<26} {totals['serial']:>9.1f} {totals['workers2']:>12.1f} {totals['dask2']:>9.1f}"
               f"   {totals['serial'] / totals['workers2']:>16.2f}x {totals['serial'] / totals['dask2']:>5.2f}x")
-        print(f"\nLocalCluster(2) start-up (once per cluster): {cluster_seconds / (totals['serial'] / len(wanted)):.2f}"
-              f" x the mean serial QA run of one collection")
+        print(f"\nLocalCluster(2) start-up (once per cluster): "
+              f"{cluster_seconds / (totals['serial'] / len(collections)):.2f} x the mean serial QA run of one collection")
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+        print(f"load average at the end: {load}")
         print("speed-up = serial seconds / parallel seconds of the same command, start-up included; "
               "the seconds are this machine's and only the ratios compare")
     finally:

@@ -46,6 +46,7 @@ IMPORT_NAMES: Dict[str, str] = {
     "pyjpegls": "jpeg_ls",
     "pylibjpeg-openjpeg": "openjpeg",
     "pylibjpeg-rle": "rle",
+    "python-gdcm": "gdcm",
     # The Imaging Data Commons section's optional packages (Resources/idc-requirements.txt).
     "idc-index": "idc_index",
     "idc-index-data": "idc_index_data",

@@ -11,16 +11,13 @@ import contextlib
 import functools
 import gc
 import io
-import itertools
 import os
 import stat as stat_mode
 import struct
 from operator import itemgetter
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
@@ -874,12 +871,14 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
 #: The fastest pydicom decoding plugin per transfer syntax where several are installed, measured by
 #: benchmarks/bench_dicom_series.py: CharLS (pyjpegls) decodes JPEG-LS about 2.5x faster than libjpeg,
 #: pylibjpeg-rle RLE about 5x faster than pydicom's own. Left to pydicom's order when not installed.
+#: JPEG 2000 is left to pydicom's order on purpose: GDCM (python-gdcm) comes first there and decodes with
+#: openjpeg's own worker threads (one per core), about 0.75x the time of pylibjpeg-openjpeg, whose build has
+#: no thread support and holds the GIL while decoding (so a thread pool of ours gains nothing, measured);
+#: pydicom falls back to pylibjpeg-openjpeg, then Pillow, for a frame GDCM refuses.
 _FASTEST_PLUGINS = {
     "1.2.840.10008.1.2.4.80": "pyjpegls",
     "1.2.840.10008.1.2.4.81": "pyjpegls",
     "1.2.840.10008.1.2.5": "pylibjpeg",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg",
 }
 
 
@@ -894,44 +893,6 @@ def _fastest_plugin(transfer_syntax_uid: str) -> str:
     except NotImplementedError:
         return ""
     return preferred if preferred in available else ""
-
-
-#: Transfer syntaxes whose decoder releases the GIL, so that two threads can decode a series faster
-#: (JPEG 2000 through openjpeg: 0.57x the serial time in one run of benchmarks/bench_dicom_series.py,
-#: 0.96x in a run on a heavily loaded machine). CharLS (JPEG-LS) and RLE gained little or nothing
-#: (0.86-1.04x, 0.81-0.94x): they are decoded on the calling thread.
-_THREADED_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
-                      "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
-#: Decoding threads at most (one per core, and the machines we target have few).
-DECODE_THREADS = 2
-
-
-def _stored_slices(instances: Sequence[InstanceHeader]) -> Iterator[np.ndarray]:
-    """The stored values of each instance, in order.
-
-    Series whose decoder releases the GIL are decoded on a small thread pool,
-    at most two slices per thread ahead of the consumer, so no more than a
-    handful of decoded slices exist besides the volume they are written into.
-    """
-    workers = min(DECODE_THREADS, os.cpu_count() or 1)
-    if workers < 2 or len(instances) < 2 * workers or \
-            not all(instance.transfer_syntax_uid in _THREADED_SYNTAXES for instance in instances):
-        for instance in instances:
-            yield _stored_pixels(instance)
-        return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="sllb-decode")
-    try:
-        remaining = iter(instances)
-        pending = deque(pool.submit(_stored_pixels, instance)
-                        for instance in itertools.islice(remaining, 2 * workers))
-        while pending:
-            pixels = pending.popleft().result()
-            following = next(remaining, None)
-            if following is not None:
-                pending.append(pool.submit(_stored_pixels, following))
-            yield pixels
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
@@ -1061,16 +1022,15 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
     grid_instances: List[Optional[InstanceHeader]] = [None] * depth
-    # Each slice is decoded, rescaled and written into the volume before the next is kept: never a list of frames.
-    slices = _stored_slices(kept)
-    try:
-        for index, (instance, k, stored) in enumerate(zip(kept, slice_indices, slices)):
-            if index % 16 == 0:
-                report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-            grid_instances[k] = instance
-            voxels = _fill_slice(voxels, k, instance, stored)
-    finally:
-        slices.close()  # a failure or a cancel stops the decoding threads now, not at garbage collection
+    # Each slice is decoded, rescaled and written into the volume before the next is read: never a list of frames.
+    # Decoding stays on this thread: pylibjpeg-openjpeg and GDCM hold the GIL while decoding (measured), GDCM's
+    # JPEG 2000 decoder already uses every core inside one frame, and for JPEG-LS and RLE a two-thread pool
+    # scattered between 0.58x and 1.04x of the serial time across runs of benchmarks/bench_dicom_series.py.
+    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
+        if index % 16 == 0:
+            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
+        grid_instances[k] = instance
+        voxels = _fill_slice(voxels, k, instance, _stored_pixels(instance))
     empty_value = 0.0
     if stack_report.empty_slices:
         # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.

@@ -25,6 +25,7 @@ with a JSON summary beside it; :func:`ground_truth_masks` regenerates it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 import warnings
@@ -49,7 +50,7 @@ from .dicom_writer import (
     write_series,
 )
 
-__all__ = ["generate", "ground_truth_masks", "load_ground_truth", "PATIENTS", "COLLECTION_FOLDER",
+__all__ = ["generate", "scaled_patients", "ground_truth_masks", "load_ground_truth", "PATIENTS", "COLLECTION_FOLDER",
            "CLINICAL_FILE", "CLINICAL_SHEET", "CLINICAL_COLUMNS", "SEGMENTATION_SOP_CLASS_UID"]
 
 COLLECTION_FOLDER = "Colorectal-Liver-Metastases"
@@ -518,12 +519,25 @@ def _write_clinical(root: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def generate(parent: Path) -> Path:
-    """Write the CRLM sample under ``parent``; returns the collection folder."""
+def scaled_patients(count: int, slices: Optional[int] = None) -> Tuple[PatientPlan, ...]:
+    """``count`` patients for measurements at scale (benchmarks): the sample's plans in turn, each under a
+    PatientID and seed of its own (CRLM-CT-1101, CRLM-CT-1102, ...), so every case is a different patient;
+    ``slices`` CT slices each instead of the sample's 20-32 (longer livers, more work per case)."""
+    plans = []
+    for number in range(count):
+        template = PATIENTS[number % len(PATIENTS)]
+        plans.append(dataclasses.replace(template, patient_id=f"CRLM-CT-{1101 + number}", seed=1101 + number,
+                                         slices=slices or template.slices))
+    return tuple(plans)
+
+
+def generate(parent: Path, patients: Sequence[PatientPlan] = PATIENTS) -> Path:
+    """Write the CRLM sample (or ``patients``, e.g. :func:`scaled_patients`) under ``parent``; returns the
+    collection folder."""
     root = Path(parent) / COLLECTION_FOLDER
     root.mkdir(parents=True, exist_ok=True)
     metadata: List[Tuple[Path, Dict[str, str]]] = []
-    for plan in PATIENTS:
+    for plan in patients:
         _, rows = _generate_patient(plan, root)
         metadata.extend(rows)
     manifest = root / MANIFEST_FOLDER
