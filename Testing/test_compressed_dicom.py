@@ -363,3 +363,55 @@ def test_a_series_whose_volume_exceeds_the_cap_is_refused_before_allocation(enco
     monkeypatch.setenv("SLLB_MAX_DECODED_BYTES", str(one_slice * (len(slices) - 1)))  # each slice fits, not all
     with pytest.raises(DataError, match="a volume of .* SLLB_MAX_DECODED_BYTES"):
         read_series(slices)
+
+
+# ----------------------------------------------------------------------------------- JPEG Lossless (process 14)
+def _jpeg_lossless_series(target: Path) -> List[Path]:
+    """The shared real CT slices re-encoded as JPEG Lossless SV1 by GDCM (pydicom has no encoder for it)."""
+    import gdcm  # python-gdcm is a module requirement: the test environments must have it
+
+    target.mkdir(parents=True)
+    paths = []
+    for source in _shared_series("CT"):
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(source))
+        assert reader.Read(), f"GDCM cannot read {source}"
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        assert change.Change(), f"GDCM cannot encode {source} as JPEG Lossless"
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(target / source.name))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        paths.append(target / source.name)
+    return paths
+
+
+def test_jpeg_lossless_is_read_through_gdcm_without_the_gpl_decoder(tmp_path: Path, monkeypatch) -> None:
+    """JPEG Lossless (older CT) decodes through python-gdcm (BSD), with pylibjpeg-libjpeg (GPL-3.0) absent."""
+    _jpeg_lossless_series(tmp_path / "jpeg-lossless")
+    instances = scan_folder(tmp_path / "jpeg-lossless", cache=None).instances
+    assert {instance.transfer_syntax_uid for instance in instances} == {"1.2.840.10008.1.2.4.70"}
+    decoder = pydicom.pixels.get_decoder(UID("1.2.840.10008.1.2.4.70"))
+    assert "gdcm" in decoder._available, "python-gdcm, a module requirement, is not installed"
+    monkeypatch.setattr(decoder, "_available", {"gdcm": decoder._available["gdcm"]})  # as without the GPL package
+    volume = read_series(instances)
+    original = read_series([read_header(path) for path in _shared_series("CT")])
+    assert np.array_equal(volume.voxels, original.voxels)
+
+
+def test_a_compression_no_installed_package_decodes_is_refused_naming_the_file_and_the_compression(
+        tmp_path: Path, monkeypatch) -> None:
+    paths = _jpeg_lossless_series(tmp_path / "jpeg-lossless")
+    decoder = pydicom.pixels.get_decoder(UID("1.2.840.10008.1.2.4.70"))
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"gdcm": ("gdcm>=3.0.10",),
+                                                  "pylibjpeg": ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1")})
+    with pytest.raises(DataError) as raised:
+        read_series(scan_folder(tmp_path / "jpeg-lossless", cache=None).instances)
+    message = str(raised.value)
+    assert str(paths[0].parent) in message and "JPEG Lossless" in message
+    assert "no installed package decodes it" in message and "gdcm>=3.0.10" in message
+    assert "pylibjpeg-libjpeg>=2.1" in message and "Resources/requirements.txt" in message

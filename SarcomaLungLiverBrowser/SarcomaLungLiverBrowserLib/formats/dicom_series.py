@@ -835,6 +835,25 @@ def _only_stored_bits(raw: np.ndarray, instance: InstanceHeader) -> np.ndarray:
     return raw & raw.dtype.type((1 << stored) - 1)
 
 
+def _require_decoder(instance: InstanceHeader) -> None:
+    """Refuse, naming the file and its compression, a file that no installed pydicom plugin can decode.
+
+    pydicom's own message for this lists plugin names; a user needs to know
+    which compression the file has and which package would read it.
+    """
+    syntax = pydicom.uid.UID(instance.transfer_syntax_uid)
+    try:
+        decoder = pydicom.pixels.get_decoder(syntax)
+    except NotImplementedError:
+        raise DataError(instance.path, f"is compressed as {syntax.name or syntax}, which pydicom cannot decode")
+    if decoder.is_available:
+        return
+    packages = sorted({text.split(" - requires ", 1)[-1] for text in decoder.missing_dependencies})
+    hint = f" (pydicom would decode it with: {'; '.join(packages)})" if packages else ""
+    raise DataError(instance.path, f"is compressed as {syntax.name}, and no installed package decodes it{hint}; "
+                                   "Resources/requirements.txt lists the decoders the module installs")
+
+
 def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     """Stored values of one compressed or unusual file, decoded by pydicom's pixel-data plugins.
 
@@ -857,6 +876,7 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
             problem = encapsulated_pixel_data_problem(data)
             if problem:
                 raise DataError(instance.path, problem)
+            _require_decoder(instance)
             pixels = pydicom.pixels.pixel_array(io.BytesIO(data),
                                                 decoding_plugin=_fastest_plugin(instance.transfer_syntax_uid))
     except DataError:
