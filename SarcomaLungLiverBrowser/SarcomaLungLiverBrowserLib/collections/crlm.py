@@ -43,7 +43,7 @@ from ..formats.dicom_inventory import (
     canonical_id,
     missing_series_problems,
     patient_key,
-    read_inventory,
+    inventory_or_empty,
     read_nbia_metadata,
     stray_series_problems,
 )
@@ -349,12 +349,12 @@ class CrlmCollection(Collection):
                 return True
         except OSError:
             return False
-        return bool(_inventory(root).instances_by_case(crlm_case_id))
+        return bool(inventory_or_empty(root).instances_by_case(crlm_case_id))
 
     @classmethod
     def detect_from_annotations(cls, root: Path) -> bool:
         """CT with DICOM SEG, whatever the PatientIDs: loaded as this collection when no other claims it."""
-        patients = _inventory(Path(root)).patients.values()
+        patients = inventory_or_empty(Path(root)).patients.values()
         series = [entry for patient in patients for entry in patient.series]
         return any(entry.is_segmentation for entry in series) and any(entry.modality == "CT" for entry in series)
 
@@ -376,7 +376,7 @@ class CrlmCollection(Collection):
         series that are not on disk.
         """
         report(progress, "Reading DICOM headers", 0.0)
-        inventory = _inventory(self.root, sub_progress(progress, 0.0, 0.8))
+        inventory = inventory_or_empty(self.root, sub_progress(progress, 0.0, 0.8))
         case_id_of = self._case_ids(inventory)
         problems: Dict[str, List[str]] = {}
         by_case = inventory.instances_by_case(case_id_of)
@@ -886,14 +886,6 @@ def _subfolders(folder: Path) -> List[Path]:
         return [Path(entry.path) for entry in os.scandir(folder) if is_dir_entry(entry, follow_symlinks=False)]
     except OSError:
         return []
-
-
-def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> DicomInventory:
-    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
-    try:
-        return read_inventory(root, progress)
-    except DataError:
-        return DicomInventory(root=Path(root))
 
 
 def _study_name(instance: InstanceHeader) -> str:

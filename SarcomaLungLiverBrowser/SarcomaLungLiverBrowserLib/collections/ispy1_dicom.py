@@ -68,7 +68,7 @@ from ..formats.dicom_inventory import (
     DicomInventory,
     canonical_id,
     patient_key,
-    read_inventory,
+    inventory_or_empty,
     stray_series_problems,
 )
 from ..formats.dicom_series import DicomVolume, InstanceHeader, read_series, split_stackable
@@ -225,14 +225,6 @@ def _spelling_key(patient_id: str) -> str:
     return ispy1_case_id(patient_id) or patient_key(patient_id)
 
 
-def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> DicomInventory:
-    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
-    try:
-        return read_inventory(root, progress)
-    except DataError:
-        return DicomInventory(root=Path(root))
-
-
 def _is_seg(instance: InstanceHeader) -> bool:
     return instance.modality == "SEG" or instance.sop_class_uid in SEG_SOP_CLASS_UIDS
 
@@ -385,7 +377,7 @@ def find_patient_series(root: Path, progress: Optional[ProgressCallback] = None)
     series it references (so another patient's SEG drawn on this patient's
     images is refused by name when loading), else to its own PatientID's case.
     """
-    inventory = _inventory(Path(root), progress)
+    inventory = inventory_or_empty(Path(root), progress)
     by_case = inventory.instances_by_case(_case_ids(inventory))
     patients: Dict[str, PatientSeries] = {}
     for case_id, instances in by_case.items():
@@ -577,7 +569,7 @@ class Ispy1DicomCollection(Collection):
             return True
         if any(PATIENT_FOLDER.match(child.name) and _subfolders(child) for child in children):
             return True
-        return bool(_inventory(root).instances_by_case(ispy1_case_id))
+        return bool(inventory_or_empty(root).instances_by_case(ispy1_case_id))
 
     # ------------------------------------------------------------------ discovery
     def nifti_ftv_masks(self) -> Dict[str, Path]:

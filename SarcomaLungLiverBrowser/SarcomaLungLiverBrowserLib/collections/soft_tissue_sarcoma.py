@@ -147,16 +147,6 @@ def sts_case_id(patient_id: str) -> Optional[str]:
     return f"STS_{int(re.sub(r'[^0-9]', '', match.group(0))):03d}"
 
 
-def _inventory(root: Path, progress: Optional[ProgressCallback] = None) -> "DicomInventory":
-    """The DICOM inventory of ``root`` (an empty one if it cannot be read: detection must not fail)."""
-    from ..formats.dicom_inventory import DicomInventory, read_inventory
-
-    try:
-        return read_inventory(root, progress)
-    except DataError:
-        return DicomInventory(root=Path(root))
-
-
 def read_clinical_table(path: Path) -> "pd.DataFrame":
     """The clinical table indexed by patient ID (upper case), whatever row holds the header.
 
@@ -401,7 +391,7 @@ class _CaseReader:
         seen = {instance.path for instance in instances}
         if not studies:
             return []
-        return [instance for instance in _inventory(Path(self.case.root)).instances
+        return [instance for instance in _sts_inventory(Path(self.case.root)).instances
                 if (instance.sop_class_uid == rtstruct_class or instance.modality == "RTSTRUCT")
                 and instance.study_instance_uid in studies and instance.path not in seen]
 
@@ -684,12 +674,12 @@ class SoftTissueSarcomaCollection(Collection):
                 return True
             if any(CLINICAL_NAME.match(name) for name in files):
                 return True
-        return bool(_inventory(root).instances_by_case(sts_case_id))
+        return bool(_sts_inventory(root).instances_by_case(sts_case_id))
 
     @classmethod
     def detect_from_annotations(cls, root: Path) -> bool:
         """Images with an RTSTRUCT, whatever the PatientIDs: loaded as this collection when no other claims it."""
-        series = [entry for patient in _inventory(Path(root)).patients.values() for entry in patient.series]
+        series = [entry for patient in _sts_inventory(Path(root)).patients.values() for entry in patient.series]
         return any(entry.is_rtstruct for entry in series) and \
             any(entry.modality in IMAGE_MODALITIES for entry in series)
 
@@ -713,7 +703,7 @@ class SoftTissueSarcomaCollection(Collection):
         from ..formats.dicom_inventory import stray_series_problems
 
         report(progress, "Reading DICOM headers", 0.0)
-        inventory = _inventory(self.root, sub_progress(progress, 0.0, 0.9))
+        inventory = _sts_inventory(self.root, sub_progress(progress, 0.0, 0.9))
         by_case = inventory.instances_by_case(self._case_ids(inventory))
         clinical, clinical_path, clinical_error = self._clinical()
         cases = []
@@ -868,3 +858,9 @@ def _coded_segments(node: Any, reference: "DicomVolume") -> List[Any]:
 
 
 COLLECTIONS = [SoftTissueSarcomaCollection]
+
+
+def _sts_inventory(root: Path, progress: Optional[ProgressCallback] = None) -> "DicomInventory":
+    from ..formats.dicom_inventory import inventory_or_empty  # lazily: detection imports stay light
+
+    return inventory_or_empty(root, progress)

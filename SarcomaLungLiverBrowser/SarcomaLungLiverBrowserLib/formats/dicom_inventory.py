@@ -45,6 +45,7 @@ __all__ = [
     "patient_key",
     "canonical_id",
     "read_inventory",
+    "inventory_or_empty",
     "forget_inventories",
 ]
 
@@ -453,3 +454,11 @@ def read_inventory(root: Path, progress: Optional[ProgressCallback] = None) -> D
         while len(_remembered) > _REMEMBERED:
             _remembered.popitem(last=False)
     return inventory
+
+
+def inventory_or_empty(root: Path, progress: Optional[ProgressCallback] = None) -> DicomInventory:
+    """:func:`read_inventory` of ``root``, or an empty inventory if it is not a folder (detection must not fail)."""
+    try:
+        return read_inventory(root, progress)
+    except DataError:
+        return DicomInventory(root=Path(root))
