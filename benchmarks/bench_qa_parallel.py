@@ -1,6 +1,6 @@
 """QA of a collection in one process, in two worker processes, and on a local Dask cluster of two workers.
 
-    python benchmarks/bench_qa_parallel.py [--runs 3] [--scaled-cases 16] [--scaled-slices 96]
+    python benchmarks/bench_qa_parallel.py [--runs 3] [--scaled-cases 32] [--scaled-slices 96]
                                            [--collections crlm,hermessi,...|none]
 
 Runs ``sllb qa <collection> --out ... --no-resume`` on each collection, every run a fresh process (what a user
@@ -99,7 +99,7 @@ def scaled_crlm(parent: Path, cases: int, slices: int) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per mode and collection (median reported)")
-    parser.add_argument("--scaled-cases", type=int, default=16,
+    parser.add_argument("--scaled-cases", type=int, default=32,
                         help="patients of the generated CRLM collection measured first (0: skip it)")
     parser.add_argument("--scaled-slices", type=int, default=96, help="CT slices of each of those patients")
     parser.add_argument("--collections", default="",
