@@ -861,7 +861,7 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
     :func:`pydicom.pixels.pixel_array` on the file: it reads only the image
     pixel attributes and the pixel data (no full data set is built) and
     decodes with the same decoder and plugin order as ``Dataset.pixel_array``
-    (pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls, Pillow; see
+    (GDCM, pylibjpeg-openjpeg / -rle, pyjpegls, Pillow, and pylibjpeg-libjpeg if the user installed it; see
     Resources/requirements.txt), so the values are the same. The fragments
     are checked first: some decoders return a half image from a truncated
     file without complaint. Only deflated files are read as a data set, as
