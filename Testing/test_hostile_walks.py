@@ -35,6 +35,26 @@ def test_a_symbolic_link_loop_in_a_series_folder_is_skipped_with_a_warning(exter
     assert "loop.dcm: skipped, it is a symbolic link loop" in caplog.text and "a.dcm" in caplog.text
 
 
+def test_links_to_files_are_followed_and_dangling_links_and_fifos_skipped_quietly(
+        external_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The walk stats each entry once, following links as ``is_file()`` does: a link to a slice is that slice,
+    a link to nothing and a FIFO are not files (and no warning, as there is nothing to fix)."""
+    folder = tmp_path / "series"
+    shutil.copytree(external_data / DCMQI / "ct-3slice", folder)
+    first = sorted(folder.iterdir())[0]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    first.rename(outside / first.name)
+    os.symlink(outside / first.name, folder / first.name)  # the slice itself lives elsewhere
+    os.symlink(tmp_path / "gone.dcm", folder / "dangling.dcm")
+    os.mkfifo(folder / "fifo.dcm")  # opening it would block the scan forever
+    with caplog.at_level(logging.WARNING):
+        scan = scan_folder(folder)
+    assert len(scan.instances) == 3 and scan.errors == []
+    assert str(folder / first.name) in {str(header.path) for header in scan.instances}
+    assert "dangling.dcm" not in caplog.text and "fifo.dcm" not in caplog.text
+
+
 def test_index_and_qa_end_with_a_message_naming_the_loop_not_a_traceback(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture,
                                                                          caplog: pytest.LogCaptureFixture) -> None:

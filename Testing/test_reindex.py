@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from SarcomaLungLiverBrowserLib.errors import LoadCancelled
 from SarcomaLungLiverBrowserLib.formats import dicom_series
 from SarcomaLungLiverBrowserLib.formats.dicom_series import FolderScan, scan_folder
 from SarcomaLungLiverBrowserLib.formats.index_cache import IndexCache
@@ -191,7 +192,10 @@ def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, coll
             assert gc.isenabled() is collector_was_enabled
             scan_folder(tmp_path / "tree", cache=cache)
             assert gc.isenabled() is collector_was_enabled
-        with pytest.raises(Exception):
+        with pytest.raises(LoadCancelled):
+            scan_folder(tmp_path / "tree", progress=lambda message, fraction: True)  # the user cancels
+        assert gc.isenabled() is collector_was_enabled
+        with pytest.raises(RuntimeError, match="progress bar broke"):
             scan_folder(tmp_path / "tree", progress=_failing_progress)
         assert gc.isenabled() is collector_was_enabled
     finally:
@@ -199,7 +203,7 @@ def test_a_scan_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, coll
 
 
 def _failing_progress(message: str, fraction: float) -> None:
-    raise RuntimeError("cancelled by the user")
+    raise RuntimeError("progress bar broke")
 
 
 def _recorded_folders(cache_path: Path) -> List[str]:

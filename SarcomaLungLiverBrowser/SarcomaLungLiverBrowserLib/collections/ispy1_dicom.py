@@ -76,6 +76,8 @@ from ..formats.folders import is_dir_entry
 from ..geometry import apply_matrix
 from ..progress import ProgressCallback, report, sub_progress
 from .base import CaseRecord, Collection
+# A segment's share in the image background is judged as for the NIfTI form of the same masks.
+from .ispy1 import BACKGROUND_WARNING_FRACTION
 
 if TYPE_CHECKING:  # highdicom (via dicom_seg) loads where a case is read, so detection stays light
     from ..formats.dicom_seg import DecodedSegmentation, SegHeader
@@ -112,8 +114,6 @@ SUBTRACTION_DESCRIPTION = re.compile(r"sub", re.IGNORECASE)
 TUMOUR_SEG_DESCRIPTION = re.compile(r"\bPE\s+Segmentation\b", re.IGNORECASE)
 #: Dice with the NIfTI FTV below this is a warning (the two forms should hold the same mask).
 DICE_WARNING_BELOW = 0.95
-#: Share of a segment in the image background above which that is a warning (as for the NIfTI form).
-BACKGROUND_WARNING_FRACTION = 0.05
 
 _TUMOUR_COLOR = (0.90, 0.20, 0.20)
 _TISSUE_COLOR = (0.95, 0.80, 0.70)
