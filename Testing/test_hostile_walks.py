@@ -32,7 +32,46 @@ def test_a_symbolic_link_loop_in_a_series_folder_is_skipped_with_a_warning(exter
     with caplog.at_level(logging.WARNING):
         scan = scan_folder(folder)
     assert len(scan.instances) == 3
-    assert "loop.dcm: skipped, it is a symbolic link loop" in caplog.text and "a.dcm" in caplog.text
+    assert f"{folder / 'loop.dcm'}: skipped, it is a symbolic link loop" in caplog.text  # the whole path
+    assert "a.dcm" in caplog.text
+
+
+@pytest.mark.parametrize("by_descriptor", [True, False])
+def test_listing_through_a_descriptor_finds_what_listing_by_path_finds(tmp_path: Path, by_descriptor: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk lists folders through open descriptors where the platform can (one name per stat to resolve);
+    both ways give the same folders and keys, and neither follows a subfolder that is a link."""
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    (tmp_path / "tree" / "a" / "b").mkdir(parents=True)
+    for relative in ("x.dcm", "a/y.dcm", "a/b/z.dcm", "a/.hidden.dcm"):
+        (tmp_path / "tree" / relative).write_bytes(b"data " + relative.encode())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "outside.dcm").write_bytes(b"outside")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "tree" / "a" / "link")
+    expected = {str(tmp_path / "tree"): {"x.dcm"}, str(tmp_path / "tree" / "a"): {"y.dcm"},
+                str(tmp_path / "tree" / "a" / "b"): {"z.dcm"}}
+    monkeypatch.setattr(dicom_series, "_LIST_BY_DESCRIPTOR", by_descriptor and dicom_series._LIST_BY_DESCRIPTOR)
+    found = dicom_series._walk_folders(tmp_path / "tree")
+    assert {folder: set(keys) for folder, keys in found} == expected
+    for folder, keys in found:
+        for name, key in keys.items():
+            status = os.stat(os.path.join(folder, name))
+            assert key == (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="O_NOFOLLOW is POSIX")
+def test_a_subfolder_replaced_by_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
+    """A folder listed as a folder may be swapped for a link before it is opened: the walk then skips it."""
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "outside.dcm").write_bytes(b"outside")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "swapped")
+    pending: list = []
+    assert dicom_series._folder_file_keys(str(tmp_path / "swapped"), False, pending, True) is None
+    # The root itself may be a link: the user asked for it by that name.
+    assert set(dicom_series._folder_file_keys(str(tmp_path / "swapped"), True, pending, True)) == {"outside.dcm"}
 
 
 def test_links_to_files_are_followed_and_dangling_links_and_fifos_skipped_quietly(

@@ -415,6 +415,12 @@ class FolderScan:
 FileKey = Tuple[int, int, int, int]
 
 
+#: Whether a folder can be listed through an open descriptor (POSIX): each entry's stat then resolves one name
+#: against that descriptor (``fstatat``) instead of walking the whole path again, a third of a re-index's walk.
+_LIST_BY_DESCRIPTOR = os.scandir in os.supports_fd
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, FileKey]]]:
     """Every folder below ``root`` (itself included) with its regular files' keys, hidden entries skipped.
 
@@ -425,20 +431,39 @@ def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, Fi
         that only checks whether anything changed, ahead of a scan that warns once itself.
     """
     found: List[Tuple[str, Dict[str, FileKey]]] = []
-    pending = [str(root)]
+    pending = [(str(root), True)]
     while pending:
-        directory = pending.pop()
-        try:
+        directory, is_root = pending.pop()
+        keys = _folder_file_keys(directory, is_root, pending, warn)
+        if keys is not None:
+            found.append((directory, keys))
+    return found
+
+
+def _folder_file_keys(directory: str, is_root: bool, pending: List[Tuple[str, bool]], warn: bool
+                      ) -> Optional[Dict[str, FileKey]]:
+    """The keys of ``directory``'s regular files, its subfolders added to ``pending``; None if it cannot be listed."""
+    descriptor = None
+    try:
+        if _LIST_BY_DESCRIPTOR:
+            # A subfolder was listed as a folder, not a link: if a link replaced it since, it is not followed.
+            descriptor = os.open(directory, _DIRECTORY_FLAGS | (0 if is_root else getattr(os, "O_NOFOLLOW", 0)))
+            entries = list(os.scandir(descriptor))
+        else:
             entries = list(os.scandir(directory))
-        except OSError:
-            continue
+    except OSError:
+        if descriptor is not None:
+            os.close(descriptor)
+        return None
+    try:
+        prefix = folder_prefix(directory)
         keys: Dict[str, FileKey] = {}
         for entry in entries:
             name = entry.name
             if name.startswith("."):
                 continue  # caches, review stores, OS litter
             if entry.is_dir(follow_symlinks=False):
-                pending.append(entry.path)
+                pending.append((prefix + name, False))
                 continue
             # One stat, following links as is_file() does: a link loop or an entry that vanished or cannot be
             # read is skipped, never a traceback (the warning names it); anything but a regular file is skipped.
@@ -446,12 +471,14 @@ def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, Fi
                 stat = entry.stat()
             except OSError as error:
                 if warn:
-                    warn_skipped_entry(entry, error)
+                    warn_skipped_entry(entry, error, prefix + name)
                 continue
             if stat_mode.S_ISREG(stat.st_mode):
                 keys[name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-        found.append((directory, keys))
-    return found
+        return keys
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
 
 
 def folder_prefix(folder: str) -> str:

@@ -11,22 +11,25 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from typing import Optional
 
 __all__ = ["is_dir_entry", "is_file_entry", "warn_skipped_entry"]
 
 logger = logging.getLogger(__name__)
 
 
-def warn_skipped_entry(entry: "os.DirEntry[str]", error: OSError) -> None:
+def warn_skipped_entry(entry: "os.DirEntry[str]", error: OSError, path: Optional[str] = None) -> None:
     """Name an entry a walk skips because stat-ing it failed.
 
     An entry that vanished since it was listed, or a link to nothing, is
     skipped silently, as ``DirEntry.is_file()`` answers False for both.
+
+    :param path: the entry's path, for a folder listed through a descriptor (whose entries know only their name).
     """
     if error.errno == errno.ENOENT:
         return
     reason = "a symbolic link loop" if error.errno == errno.ELOOP else "unreadable"
-    logger.warning("%s: skipped, it is %s (%s)", entry.path, reason, error.strerror or error)
+    logger.warning("%s: skipped, it is %s (%s)", path or entry.path, reason, error.strerror or error)
 
 
 def _skipped(entry: "os.DirEntry[str]", error: OSError) -> bool:
