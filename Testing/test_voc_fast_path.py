@@ -266,6 +266,142 @@ def test_generated_and_hostile_files_give_the_reference_result_or_message(tmp_pa
         assert str(path) in expected[1]  # every error names the file
 
 
+# ---------------------------------------------------------------------- the one-regex path for the real layout
+def test_every_real_file_takes_the_regex_path_and_gives_the_lxml_result(shared_samples: Path) -> None:
+    files = sorted(shared_samples.rglob("*.xml"))
+    assert len(files) >= 10, f"expected the real Lung-PET-CT-Dx XML samples in {shared_samples}"
+    for path in files:
+        data = path.read_bytes()
+        fast = voc_xml._parse_canonical(data, path)
+        assert fast is not None, f"{path} is in the real layout but the regex path declined it"
+        assert fast == reference_parse_voc_bytes(data, path)
+
+
+def test_the_file_pattern_refers_to_its_own_difficulty_tag() -> None:
+    """The object pattern's back-reference is renumbered inside the file pattern; a wrong number would match the
+    wrong group (or none) and send every real file to the slow path."""
+    assert voc_xml._CANONICAL_OBJECT.groups == 9
+    assert voc_xml._CANONICAL_FILE.groups == voc_xml._GROUPS_BEFORE_OBJECTS + 9
+    real_style = format_voc(VocAnnotation(None, 512, 512, 1, [VocObject("A", 1, 2, 3, 4)])).encode()
+    assert voc_xml._parse_canonical(real_style, Path("x.xml")) is not None
+    mismatched = real_style.replace(b"</Difficult>", b"</difficult>")
+    assert voc_xml._parse_canonical(mismatched, Path("x.xml")) is None
+    assert "not well-formed" in _outcome(parse_voc_bytes, mismatched)[2]  # type: ignore[index]
+
+
+#: What the regex path must leave to lxml: each is valid XML read differently, or not XML at all.
+DECLINED = [
+    b"<annotation verified=\"no\"><!-- c --><size><width>1</width><height>1</height><depth>1</depth></size>"
+    b"</annotation>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name>A &amp; B</name>"
+    b"<pose>U</pose><truncated>0</truncated><difficult>0</difficult>" + _BOX.encode() + b"</object></annotation>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name><![CDATA[A]]>"
+    b"</name><pose>U</pose><truncated>0</truncated><difficult>0</difficult>" + _BOX.encode() +
+    b"</object></annotation>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name>A\r\nB</name>"
+    b"<pose>U</pose><truncated>0</truncated><difficult>0</difficult>" + _BOX.encode() + b"</object></annotation>",
+    "<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name>\u00c4</name>"
+    "<pose>U</pose><truncated>0</truncated><difficult>0</difficult>".encode() + _BOX.encode() +
+    b"</object></annotation>",
+    b"<annotation verified='no'><size><width>1</width><height>1</height><depth>1</depth></size></annotation>",
+    b"<annotation verified=\"a\tb\"><size><width>1</width><height>1</height><depth>1</depth></size></annotation>",
+    b"<annotation><size><width>1e3</width><height>1</height><depth>1</depth></size></annotation>",
+    b"<annotation><size><width>12345678901</width><height>1</height><depth>1</depth></size></annotation>",
+    b"<annotation><size><height>1</height><width>1</width><depth>1</depth></size></annotation>",
+    b"  <?xml version=\"1.0\"?><annotation><size><width>1</width><height>1</height><depth>1</depth></size>"
+    b"</annotation>",
+    b"\xef\xbb\xbf<annotation><size><width>1</width><height>1</height><depth>1</depth></size></annotation>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size></annotation><x/>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name>A</name>"
+    b"<pose>U</pose><truncated>0</truncated><difficult>0</difficult>" + _BOX.replace(">10<", ">+10<").encode() +
+    b"</object></annotation>",
+    b"<annotation><size><width>1</width><height>1</height><depth>1</depth></size><object><name>A</name>"
+    b"<pose>U</pose><truncated>0</truncated><difficult>0</difficult>" + _BOX.replace(">10<", ">]]><").encode() +
+    b"</object></annotation>",
+]
+
+
+@pytest.mark.parametrize("data", DECLINED, ids=range(len(DECLINED)))
+def test_the_regex_path_leaves_everything_else_to_lxml(data: bytes) -> None:
+    assert voc_xml._parse_canonical(data, Path("h.xml")) is None
+    assert _outcome(parse_voc_bytes, data) == _outcome(reference_parse_voc_bytes, data)
+
+
+#: Bytes a mutation inserts: markup, references, quotes, white space of every kind, digits and number syntax.
+_MUTATION_BYTES = list(b"<>/&;!?\"'= \t\r\n0123456789.-+eE[]xX") + [0, 0x0b, 0x7f, 0xc3, 0xe9]
+
+
+def _mutations(data: bytes, count: int, seed: int) -> List[bytes]:
+    """``count`` copies of ``data``, each with one to three random byte insertions, deletions, replacements or
+    tag renamings."""
+    import random
+
+    rng = random.Random(seed)
+    tags = [b"annotation", b"folder", b"source", b"database", b"size", b"width", b"depth", b"segmented",
+            b"object", b"name", b"pose", b"truncated", b"Difficult", b"bndbox", b"xmin", b"ymax"]
+    result = []
+    for _ in range(count):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(mutated) + 1)
+            kind = rng.random()
+            if kind < 0.35:
+                mutated[position:position] = bytes([rng.choice(_MUTATION_BYTES)])
+            elif kind < 0.6 and position < len(mutated):
+                del mutated[position:position + rng.randint(1, 12)]
+            elif kind < 0.85 and position < len(mutated):
+                mutated[position] = rng.choice(_MUTATION_BYTES)
+            else:
+                old, new = rng.choice(tags), rng.choice(tags)
+                mutated = bytearray(bytes(mutated).replace(old, new, 1))
+        result.append(bytes(mutated))
+    return result
+
+
+def _value_edits(data: bytes, count: int, seed: int) -> List[bytes]:
+    """``count`` copies of ``data`` with one to four element texts (or the white space between elements) replaced
+    by random short strings: numbers in every spelling, names, white space, now and then a markup character."""
+    import random
+    import re
+
+    rng = random.Random(seed)
+    spans = [match.span(1) for match in re.finditer(rb">([^<]*)<", data)]
+    pieces = [b"", b" ", b"\t", b"\n", b"\r\n", b"  \n    ", b"0", b"1", b"-0", b"-7", b"512", b"3.25", b"-4.5",
+              b"1.", b".5", b"1e2", b"0x1", b"A", b"B C", b"Unknow", b"yes", b"&", b"<", b">", b"]]>", b"\"", b"\xc3"]
+    result = []
+    for _ in range(count):
+        mutated = data
+        for start, end in sorted(rng.sample(spans, rng.randint(1, 4)), reverse=True):
+            text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
+            mutated = mutated[:start] + text + mutated[end:]
+        result.append(mutated)
+    return result
+
+
+def test_mutated_real_files_give_the_lxml_result_or_message(shared_samples: Path) -> None:
+    """Thousands of one- to three-byte edits of the real files: whatever the regex path accepts, lxml reads the
+    same; what it declines gets lxml's result or message. Both kinds occur, so the test sees both paths."""
+    files = sorted(shared_samples.rglob("*.xml"))
+    assert len(files) >= 10, f"expected the real Lung-PET-CT-Dx XML samples in {shared_samples}"
+    accepted = declined = 0
+    for number, path in enumerate(files):
+        data = path.read_bytes()
+        one_object = data[data.index(b"<object>"):data.index(b"</object>") + len(b"</object>")]
+        two_objects = data.replace(b"</object>", b"</object>\n  " + one_object, 1)
+        data_sets = (_mutations(data, 300, number), _mutations(two_objects, 100, 1000 + number),
+                     _value_edits(data, 200, 2000 + number), _value_edits(two_objects, 100, 3000 + number))
+        for mutated in (mutated for data_set in data_sets for mutated in data_set):
+            fast = voc_xml._parse_canonical(mutated, Path("h.xml"))
+            expected = _outcome(reference_parse_voc_bytes, mutated)
+            if fast is not None:
+                accepted += 1
+                assert fast == expected, mutated
+            else:
+                declined += 1
+            assert _outcome(parse_voc_bytes, mutated) == expected, mutated
+    assert accepted > 500 and declined > 500, (accepted, declined)
+
+
 def test_unreadable_paths_give_the_reference_message(tmp_path: Path) -> None:
     for path in (tmp_path / "missing.xml", tmp_path):
         assert _outcome(parse_voc, path) == _outcome(reference_parse_voc, path)
