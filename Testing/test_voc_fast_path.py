@@ -327,6 +327,36 @@ def test_the_regex_path_leaves_everything_else_to_lxml(data: bytes) -> None:
     assert _outcome(parse_voc_bytes, data) == _outcome(reference_parse_voc_bytes, data)
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGALRM"), reason="the hang guard needs SIGALRM")
+@pytest.mark.parametrize("old, new", [
+    (b"<width>512", b"<width>" + b" " * 900_000 + b"x"),
+    (b"<Difficult>0", b"<Difficult>" + b" " * 900_000 + b"x"),
+    (b"</segmented>", b"</segmented>" + b" " * 900_000 + b"<"),
+    (b"<source>Unknow", b"<source>" + b" " * 900_000 + b"\x01"),
+    (b"</database>", b"</database>" + b" " * 900_000 + b"x"),
+])
+def test_long_white_space_runs_cannot_stall_the_regex(shared_samples: Path, old: bytes, new: bytes) -> None:
+    """A hostile file just under the size cap, a run of spaces where the pattern could split it among neighbouring
+    runs before failing: the regex must give up in one pass, not in quadratically many. Durability, not speed:
+    the alarm only turns a stall of minutes into a failure instead of a hung test run."""
+    import signal
+
+    data = sorted(shared_samples.rglob("*.xml"))[0].read_bytes().replace(old, new, 1)
+    assert len(data) < MAX_FILE_BYTES
+
+    def stalled(*_: object) -> None:
+        raise AssertionError(f"the regex path stalled on a run of spaces after {old!r}")
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.alarm(120)
+    try:
+        assert voc_xml._parse_canonical(data, Path("h.xml")) is None
+        assert _outcome(parse_voc_bytes, data) == _outcome(reference_parse_voc_bytes, data)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 #: Bytes a mutation inserts: markup, references, quotes, white space of every kind, digits and number syntax.
 _MUTATION_BYTES = list(b"<>/&;!?\"'= \t\r\n0123456789.-+eE[]xX") + [0, 0x0b, 0x7f, 0xc3, 0xe9]
 

@@ -311,7 +311,9 @@ _SPACE = r"[ \t\r\n]*"
 #: Element text: printable ASCII and tabs, none of the characters markup or a character reference would need.
 #: Line breaks are left out because XML turns "\r\n" into "\n" inside text, which the regex would not.
 _TEXT = r"[^<>&\]\x00-\x08\x0a-\x1f\x7f-\U0010ffff]*"
-_INTEGER = _SPACE + r"(-?[0-9]{1,9})?" + _SPACE
+# No two runs that can match the same characters stand side by side (white space, then optional digits, then
+# white space would split a long run of spaces in quadratically many ways before failing).
+_INTEGER = _SPACE + r"(?:(-?[0-9]{1,9})" + _SPACE + r")?"
 _COORDINATE = _SPACE + r"(-?[0-9]{1,9}(?:\.[0-9]{1,9})?)" + _SPACE
 _OBJECT = (
     r"<object>" + _SPACE
@@ -337,7 +339,7 @@ _CANONICAL_FILE = re.compile(
     + r"(?:<folder>(" + _TEXT + r")</folder>" + _SPACE + r")?"
     + r"(?:<filename>(" + _TEXT + r")</filename>" + _SPACE + r")?"
     + r"(?:<path>(" + _TEXT + r")</path>" + _SPACE + r")?"
-    + r"(?:<source>(" + _TEXT + r")(?:<database>(" + _TEXT + r")</database>)?" + _SPACE + r"</source>" + _SPACE
+    + r"(?:<source>(" + _TEXT + r")(?:<database>(" + _TEXT + r")</database>" + _SPACE + r")?</source>" + _SPACE
     + r")?"
     + r"<size>" + _SPACE + r"<width>" + _INTEGER + r"</width>" + _SPACE + r"<height>" + _INTEGER + r"</height>"
     + _SPACE + r"<depth>" + _INTEGER + r"</depth>" + _SPACE + r"</size>" + _SPACE
