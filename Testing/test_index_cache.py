@@ -102,7 +102,8 @@ def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path
         keys = {path.name: file_key(path.stat()) for path in (tmp_path / "series").iterdir()}
         entries, unchanged = cache.folder_entries(str(tmp_path / "series"), keys)
     assert again.instances == first.instances and len(again.instances) == 2
-    assert unchanged and all(header is not None for header, _ in entries.values())
+    assert unchanged and all(header is not None for _, header, _ in entries.values())
+    assert {path for path, _, _ in entries.values()} == {str(tmp_path / "series" / name) for name in keys}
 
 
 def _foreign_database(path: Path) -> Path:

@@ -571,21 +571,21 @@ def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], prog
             next_report = done + 200
         known, unchanged = cache.folder_entries(folder, keys) if cache is not None else ({}, False)  # type: ignore
         if unchanged:  # the common case of a re-index: every file served from the folder's record
-            prefix = folder_prefix(folder)
-            results.extend((prefix + name, header, problem) for name, (header, problem) in known.items())
+            results.extend(known.values())
             done += len(keys)
             continue
         entries = {}
         for name in sorted(keys):
             path = os.path.join(folder, name)
-            entry = known.get(name)
-            if entry is None:
+            cached = known.get(name)
+            if cached is None:
                 entry = _read_entry(path)
                 done += 1
                 if done >= next_report:
                     report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
                     next_report = done + 200
             else:
+                entry = cached[1:]
                 done += 1
             entries[name] = (keys[name], entry[0], entry[1])
             results.append((path, entry[0], entry[1]))

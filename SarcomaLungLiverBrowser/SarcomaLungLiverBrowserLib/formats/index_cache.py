@@ -94,15 +94,19 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
     return json.dumps({"files": files, "shared": shared, "varying": varying}, separators=(",", ":"))
 
 
-def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]
-                          ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], int]:
+#: A file served from the cache: its path (``folder_prefix(folder) + name``), its header or None, its problem or None.
+CachedEntry = Tuple[str, Optional[InstanceHeader], Optional[str]]
+
+
+def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]) -> Tuple[Dict[str, CachedEntry], int]:
     """The entries of a folder record whose key equals ``keys[name]``, and how many files it records.
 
     A re-index spends most of its time here, once per file, so the loop does
     only what each file needs: the key comparison, then one copy of the
     folder's shared values updated with the file's own column values (both
     dictionary operations in C), and the instance filled without ``__init__``;
-    its path stays text until it is used (see ``InstanceHeader.__getattr__``).
+    its path stays text until it is used (see ``InstanceHeader.__getattr__``), the same string the entry
+    carries for the scan's results.
 
     :raises ValueError, TypeError, KeyError, IndexError: for a damaged record.
     """
@@ -122,22 +126,23 @@ def _decode_folder_record(folder: str, text: str, keys: Dict[str, FileKey]
         columns.append(list(map(_as_tuple, column)) if name in _TUPLE_FIELD_SET else column)
     rows = iter(zip(*columns)) if columns else iter([()] * header_count)
     prefix = folder_prefix(folder)
-    valid: Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]] = {}
+    valid: Dict[str, CachedEntry] = {}
     for name, size, mtime_ns, ctime_ns, inode, kind in files:
         row = next(rows) if kind == _HEADER else None
         if keys.get(name) != (size, mtime_ns, ctime_ns, inode):
             continue  # changed, replaced or gone
+        path = prefix + name
         if kind == _HEADER:
             values = common.copy()
             values.update(zip(varying_names, row))  # type: ignore[arg-type]
-            values[LAZY_PATH_ATTRIBUTE] = prefix + name
+            values[LAZY_PATH_ATTRIBUTE] = path
             header = _new_header(InstanceHeader)
             _set_attribute(header, "__dict__", values)  # the dictionary itself, not a copy (see _restored_header)
-            valid[name] = (header, None)
+            valid[name] = (path, header, None)
         elif kind == _NOT_DICOM:
-            valid[name] = (None, None)
+            valid[name] = (path, None, None)
         elif isinstance(kind, str):
-            valid[name] = (None, kind)
+            valid[name] = (path, None, kind)
         else:
             raise ValueError(f"unknown kind {kind!r} in cached folder record")
     return valid, len(files)
@@ -280,9 +285,8 @@ class IndexCache:
         if gone:
             self._write_rows("DELETE FROM folders WHERE path = ?", [(folder,) for folder in gone])
 
-    def folder_entries(self, folder: str, keys: Dict[str, FileKey]
-                       ) -> Tuple[Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]], bool]:
-        """Cached (header or None, error or None) of each file of ``folder`` whose key is unchanged.
+    def folder_entries(self, folder: str, keys: Dict[str, FileKey]) -> Tuple[Dict[str, CachedEntry], bool]:
+        """Cached (path, header or None, error or None) of each file of ``folder`` whose key is unchanged.
 
         :param keys: file name -> :func:`file_key` of every file now in the
             folder (from the walk's own ``os.scandir`` stat).
