@@ -282,10 +282,10 @@ def test_jpeg2000_series_values_are_the_same_with_every_installed_plugin(encoded
     try:
         for plugin in plugins:
             monkeypatch.setitem(dicom_series._FASTEST_PLUGINS, instances[0].transfer_syntax_uid, plugin)
-            dicom_series._fastest_plugin.cache_clear()
+            dicom_series._plugin.cache_clear()
             volumes[plugin] = read_series(instances).voxels
     finally:
-        dicom_series._fastest_plugin.cache_clear()  # no pinned plugin outlives the test
+        dicom_series._plugin.cache_clear()  # no pinned plugin outlives the test
     for plugin, voxels in volumes.items():
         assert np.array_equal(voxels, volumes["gdcm"]), f"{encoding} {kind}: {plugin} differs from gdcm"
 
@@ -294,6 +294,8 @@ def test_gdcm_is_the_jpeg2000_decoder_read_series_uses_where_installed() -> None
     """The benchmark's JPEG 2000 figure depends on this order: pydicom's own, GDCM first (multi-threaded)."""
     assert dicom_series._fastest_plugin(str(JPEG2000Lossless)) == ""  # pydicom's order, with its fallbacks
     assert _installed_jpeg2000_plugins()[0] == "gdcm"
+    # Beside worker processes each core has its decoder already: the one-core openjpeg build, not GDCM's threads.
+    assert dicom_series._plugin(str(JPEG2000Lossless), True) == "pylibjpeg"
 
 
 # ----------------------------------------------------------------------------------- property: raw vs pydicom
@@ -415,3 +417,92 @@ def test_a_compression_no_installed_package_decodes_is_refused_naming_the_file_a
     assert str(paths[0].parent) in message and "JPEG Lossless" in message
     assert "no installed package decodes it" in message and "gdcm>=3.0.10" in message
     assert "pylibjpeg-libjpeg>=2.1" in message and "Resources/requirements.txt" in message
+
+
+# ---------------------------------------------------------------------- decoding with worker processes
+def _kept_slices(paths: List[Path]) -> List[InstanceHeader]:
+    return dicom_series._ordered_unique(scan_folder(paths[0].parent, cache=None).instances)[0]
+
+
+def _drain_with_workers_first(kept: List[InstanceHeader], monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
+    """Decode ``kept`` with one worker, chunks of one slice; the worker finishes everything queued before this
+    thread takes its second slice, so the split between the two is known. Returns (decoder, slices)."""
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    slices = decoder.slices()
+    first = next(slices)  # this thread decodes slice 0; the worker starts on the others, last first
+    for pending in list(decoder.queued.values()):
+        pending.wait()
+    return decoder, [first, *slices]
+
+
+@pytest.mark.parametrize("encoding", ["JPEG-LS lossless", "JPEG 2000 lossless", "RLE lossless"])
+def test_slices_a_worker_process_decoded_are_the_values_this_thread_decodes(encoded_series, monkeypatch,
+                                                                            encoding: str) -> None:
+    kept = _kept_slices(encoded_series["CT"][encoding])
+    decoder, slices = _drain_with_workers_first(kept, monkeypatch)
+    assert sorted(index for index, _ in slices) == list(range(len(kept)))  # every slice once
+    assert decoder.worker_slices == len(kept) - 1  # all but this thread's first came from the worker
+    assert not any(process.is_alive() for process in decoder.pool._pool)  # no worker outlives the read
+    for index, stored in slices:
+        assert np.array_equal(stored, dicom_series._stored_pixels(kept[index])), kept[index].path.name
+
+
+def test_a_series_read_with_worker_processes_equals_the_series_read_on_one_thread(encoded_series,
+                                                                                  monkeypatch) -> None:
+    paths = encoded_series["PET"]["JPEG 2000 lossless"]  # fractional rescale: float32 voxels
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")
+    serial = read_series(scan_folder(paths[0].parent, cache=None).instances)
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "2")
+    monkeypatch.setattr(dicom_series, "PARALLEL_DECODE_MIN_SLICES", 1)
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    parallel = read_series(scan_folder(paths[0].parent, cache=None).instances)
+    assert parallel.voxels.dtype == serial.voxels.dtype == np.float32
+    assert np.array_equal(parallel.voxels, serial.voxels)
+    assert [i.path for i in parallel.instances] == [i.path for i in serial.instances]
+
+
+def test_a_worker_killed_mid_series_leaves_its_slices_to_this_thread(encoded_series, monkeypatch) -> None:
+    kept = _kept_slices(encoded_series["CT"]["JPEG 2000 lossless"])
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    slices = decoder.slices()
+    first = next(slices)
+    decoder.queued[len(kept) - 1].wait()  # the worker is up and has done the last slice: the next is in its hands
+    for process in list(decoder.pool._pool):  # the pool starts new workers, but a killed one's task is lost
+        process.kill()
+    rest = list(slices)
+    assert sorted(index for index, _ in [first, *rest]) == list(range(len(kept)))  # each once, none waited for
+    for index, stored in [first, *rest]:
+        assert np.array_equal(stored, dicom_series._stored_pixels(kept[index]))
+
+
+def test_a_damaged_slice_decoded_by_a_worker_is_named_by_this_thread_in_slice_order(encoded_series, tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """Two damaged slices, both handed to the worker: the error names the first in slice order, as one thread does."""
+    for source in encoded_series["CT"]["JPEG 2000 lossless"]:
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    kept = _kept_slices(sorted(tmp_path.iterdir()))
+    for victim in (kept[1].path, kept[3].path):
+        data = victim.read_bytes()
+        victim.write_bytes(data[:len(data) - 5000])
+    with pytest.raises(DataError) as raised:
+        _drain_with_workers_first(kept, monkeypatch)
+    assert kept[1].path.name in str(raised.value) and kept[3].path.name not in str(raised.value)
+
+
+def test_who_decodes_with_worker_processes(monkeypatch) -> None:
+    monkeypatch.delenv("SLLB_DECODE_WORKERS", raising=False)
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)
+    many = dicom_series.PARALLEL_DECODE_MIN_SLICES
+    assert dicom_series.decode_workers(many) == dicom_series.MAX_DECODE_WORKERS
+    assert dicom_series.decode_workers(many - 1) == 0  # a short series is not worth starting a process
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 1)
+    assert dicom_series.decode_workers(many) == 0
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)
+    assert dicom_series.decode_workers(many) == 0
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "2")
+    assert dicom_series.decode_workers(many) == 2
+    monkeypatch.setattr(dicom_series, "in_worker_process", lambda: True)  # a QA worker starts no helpers
+    assert dicom_series.decode_workers(many) == 0

@@ -11,13 +11,14 @@ import contextlib
 import functools
 import gc
 import io
+import logging
 import os
 import stat as stat_mode
 import struct
 from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
@@ -28,11 +29,14 @@ from pydicom.errors import InvalidDicomError
 from ..errors import DataError
 from .fast_header import encapsulated_pixel_data_problem, read_raw_header
 from .folders import warn_skipped_entry
-from .limits import check_deflated_dicom, current_limits
+from .limits import check_deflated_dicom, current_limits, use_limits
 from ..geometry import (
     LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
 )
+from ..processes import in_worker_process, spawn_context
 from ..progress import ProgressCallback, report
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "InstanceHeader",
@@ -881,7 +885,7 @@ def _require_decoder(instance: InstanceHeader) -> None:
                                    "Resources/requirements.txt lists the decoders the module installs")
 
 
-def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
+def _decoded_pixels(instance: InstanceHeader, beside_workers: bool = False) -> np.ndarray:
     """Stored values of one compressed or unusual file, decoded by pydicom's pixel-data plugins.
 
     JPEG, JPEG-LS, JPEG 2000 and RLE frames go through
@@ -905,7 +909,7 @@ def _decoded_pixels(instance: InstanceHeader) -> np.ndarray:
                 raise DataError(instance.path, problem)
             _require_decoder(instance)
             pixels = pydicom.pixels.pixel_array(io.BytesIO(data),
-                                                decoding_plugin=_fastest_plugin(instance.transfer_syntax_uid))
+                                                decoding_plugin=_plugin(instance.transfer_syntax_uid, beside_workers))
     except DataError:
         raise
     except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data
@@ -927,12 +931,26 @@ _FASTEST_PLUGINS = {
     "1.2.840.10008.1.2.4.81": "pyjpegls",
     "1.2.840.10008.1.2.5": "pylibjpeg",
 }
+#: When worker processes decode beside this thread, every core already has a decoder of its own: JPEG 2000
+#: then goes to pylibjpeg-openjpeg, which decodes a frame on one core, rather than to GDCM, whose threads per
+#: frame would only take turns with the other processes' (benchmarks/bench_dicom_series.py).
+_ONE_CORE_PLUGINS = {
+    **_FASTEST_PLUGINS,
+    "1.2.840.10008.1.2.4.90": "pylibjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+}
+
+
+def _fastest_plugin(transfer_syntax_uid: str) -> str:
+    """The plugin to decode this syntax with on one thread, or "" for pydicom's own choice."""
+    return _plugin(transfer_syntax_uid, False)
 
 
 @functools.lru_cache(maxsize=None)
-def _fastest_plugin(transfer_syntax_uid: str) -> str:
-    """The plugin to decode this syntax with, or "" for pydicom's own choice."""
-    preferred = _FASTEST_PLUGINS.get(transfer_syntax_uid)
+def _plugin(transfer_syntax_uid: str, beside_workers: bool) -> str:
+    """The plugin to decode this syntax with (``beside_workers``: while worker processes decode too), or "" for
+    pydicom's own choice."""
+    preferred = (_ONE_CORE_PLUGINS if beside_workers else _FASTEST_PLUGINS).get(transfer_syntax_uid)
     if preferred is None:
         return ""
     try:
@@ -942,12 +960,161 @@ def _fastest_plugin(transfer_syntax_uid: str) -> str:
     return preferred if preferred in available else ""
 
 
-def _stored_pixels(instance: InstanceHeader) -> np.ndarray:
+def _stored_pixels(instance: InstanceHeader, beside_workers: bool = False) -> np.ndarray:
     try:
         pixels = _raw_pixels(instance)
     except OSError as error:
         raise DataError(instance.path, f"cannot be read ({error})") from error
-    return pixels if pixels is not None else _decoded_pixels(instance)
+    return pixels if pixels is not None else _decoded_pixels(instance, beside_workers)
+
+
+# ---------------------------------------------------------------------- decoding with worker processes
+#: Compressed series of at least this many slices are decoded with the help of worker processes.
+PARALLEL_DECODE_MIN_SLICES = 32
+#: Slices a worker decodes per task: few, so that this thread and the workers meet close to each other.
+DECODE_CHUNK_SLICES = 4
+#: At most this many worker processes help decode one series.
+MAX_DECODE_WORKERS = 3
+
+
+def decode_workers(slices: int) -> int:
+    """How many worker processes help decode a compressed series of ``slices`` slices.
+
+    ``SLLB_DECODE_WORKERS`` sets it (0: decode on this thread only); by
+    default one fewer than the machine's cores, at most
+    :data:`MAX_DECODE_WORKERS`, for series of at least
+    :data:`PARALLEL_DECODE_MIN_SLICES` slices. A worker process never starts
+    workers of its own (QA already runs one case per core).
+    """
+    if slices < PARALLEL_DECODE_MIN_SLICES or in_worker_process():
+        return 0
+    configured = os.environ.get("SLLB_DECODE_WORKERS", "").strip()
+    if configured:
+        try:
+            return max(0, int(configured))
+        except ValueError:
+            return 0
+    return max(0, min(MAX_DECODE_WORKERS, (os.cpu_count() or 1) - 1))
+
+
+def _decoded_slices(kept: Sequence[InstanceHeader]) -> Iterator[Tuple[int, np.ndarray]]:
+    """(index into ``kept``, stored values) of every slice, each once, in whatever order they are decoded.
+
+    Uncompressed slices are read on this thread. Compressed ones need a
+    decoder that holds the GIL (pylibjpeg-openjpeg, pyjpegls and GDCM all do,
+    measured), so threads gain nothing; worker processes do (see
+    :class:`_SharedDecode`).
+    """
+    compressed = all(instance.transfer_syntax_uid not in UNCOMPRESSED_LITTLE_ENDIAN for instance in kept)
+    workers = decode_workers(len(kept)) if compressed else 0
+    if workers:
+        yield from _SharedDecode(kept, workers).slices()
+        return
+    for index, instance in enumerate(kept):
+        yield index, _stored_pixels(instance)
+
+
+#: In a decoding worker: one flag per chunk of the series (set by the calling thread when it takes the chunk
+#: itself), and the calling process's caps (set in code or in its environment).
+_worker_taken: Any = None
+_worker_limits: Any = None
+
+
+def _start_decode_worker(taken: Any, limits: Any) -> None:
+    """Worker side, once per process."""
+    global _worker_taken, _worker_limits
+    _worker_taken, _worker_limits = taken, limits
+
+
+def _decode_in_worker(number: int, instances: Sequence[InstanceHeader]) -> Optional[List[np.ndarray]]:
+    """Worker side: the stored values of chunk ``number``; None if the calling thread took the chunk meanwhile or any
+    slice fails (that thread then decodes the chunk itself and raises the error naming the file, in slice order)."""
+    if _worker_taken is not None and _worker_taken[number]:
+        return None
+    try:
+        with use_limits(_worker_limits or current_limits()):
+            return [_stored_pixels(instance, beside_workers=True) for instance in instances]
+    except DataError:
+        return None
+
+
+class _SharedDecode:
+    """Decode a series on this thread from its first slice and in worker processes from its last.
+
+    The series is cut into chunks of :data:`DECODE_CHUNK_SLICES`; every chunk
+    but the first is queued for the workers, last chunk first. This thread
+    takes the chunks in order and never waits for a worker: a chunk the
+    workers finished is used; any other is flagged as taken (a worker skips a
+    flagged chunk) and decoded here, even one a worker is decoding right now
+    (its result is dropped). So until the workers are up (a spawned
+    interpreter takes about a second to import pydicom), or if one dies or
+    never starts, everything is decoded here as before; errors are raised
+    here, in slice order, with the same messages. Finished chunks are taken
+    after every slice decoded here, so frames do not pile up in memory, and
+    the workers are terminated when the series is read (or the read fails or
+    is cancelled): none outlives the load or can hold up the application's exit.
+    """
+
+    def __init__(self, kept: Sequence[InstanceHeader], workers: int) -> None:
+        self.kept = kept
+        self.workers = workers
+        self.chunks = [range(start, min(start + DECODE_CHUNK_SLICES, len(kept)))
+                       for start in range(0, len(kept), DECODE_CHUNK_SLICES)]
+        #: chunk number -> its pending result in the pool, for the chunks not yet taken
+        self.queued: Dict[int, Any] = {}
+        #: chunk numbers whose slices were given out
+        self.done: set = set()
+        #: how many slices the workers decoded (and were used)
+        self.worker_slices = 0
+        self.pool: Any = None
+        self.taken: Any = None
+
+    def slices(self) -> Iterator[Tuple[int, np.ndarray]]:
+        self.pool = self._start_pool()
+        try:
+            for number, chunk in enumerate(self.chunks):
+                if number in self.done:
+                    continue
+                if self.taken is not None:
+                    self.taken[number] = 1
+                self.queued.pop(number, None)
+                for index in chunk:
+                    yield index, _stored_pixels(self.kept[index], beside_workers=True)
+                    yield from self._finished()
+                self.done.add(number)
+        finally:
+            if self.pool is not None:
+                self.pool.terminate()
+
+    def _start_pool(self) -> Any:
+        try:
+            context = spawn_context()
+            self.taken = context.RawArray("b", len(self.chunks))
+            pool = context.Pool(self.workers, initializer=_start_decode_worker,
+                                initargs=(self.taken, current_limits()))
+        except (OSError, RuntimeError, ValueError) as error:  # no process could be started: decode here
+            logger.info("decoding on one thread: worker processes could not start (%s)", error)
+            self.taken = None
+            return None
+        for number in range(len(self.chunks) - 1, 0, -1):
+            chunk = self.chunks[number]
+            self.queued[number] = pool.apply_async(_decode_in_worker, (number, [self.kept[i] for i in chunk]))
+        return pool
+
+    def _finished(self) -> Iterator[Tuple[int, np.ndarray]]:
+        """The slices of every chunk the workers have finished since the last look."""
+        for number in [number for number, result in self.queued.items() if result.ready()]:
+            result = self.queued.pop(number)
+            try:
+                frames = result.get(0)
+            except Exception as error:  # noqa: BLE001 - a failed worker task: this thread decodes the chunk
+                logger.info("a decoding worker failed (%s); decoding its slices here", error)
+                frames = None
+            if frames is None:
+                continue
+            self.done.add(number)
+            self.worker_slices += len(frames)
+            yield from zip(self.chunks[number], frames)
 
 
 #: Integer rescale parameters above these are treated as real numbers (the int64 arithmetic stays exact).
@@ -1069,15 +1236,13 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
         raise DataError(kept[0].path.parent, f"a volume of {depth}x{kept[0].rows}x{kept[0].columns} voxels "
                                              "does not fit in memory") from error
     grid_instances: List[Optional[InstanceHeader]] = [None] * depth
-    # Each slice is decoded, rescaled and written into the volume before the next is read: never a list of frames.
-    # Decoding stays on this thread: pylibjpeg-openjpeg and GDCM hold the GIL while decoding (measured), GDCM's
-    # JPEG 2000 decoder already uses every core inside one frame, and for JPEG-LS and RLE a two-thread pool
-    # scattered between 0.58x and 1.04x of the serial time across runs of benchmarks/bench_dicom_series.py.
-    for index, (instance, k) in enumerate(zip(kept, slice_indices)):
-        if index % 16 == 0:
-            report(progress, f"Reading slice {index + 1}/{len(kept)}", index / len(kept))
-        grid_instances[k] = instance
-        voxels = _fill_slice(voxels, k, instance, _stored_pixels(instance))
+    # Each slice is decoded, rescaled and written into the volume as soon as it is decoded: never a list of frames.
+    for count, (index, stored) in enumerate(_decoded_slices(kept)):
+        if count % 16 == 0:
+            report(progress, f"Reading slice {count + 1}/{len(kept)}", count / len(kept))
+        k = slice_indices[index]
+        grid_instances[k] = kept[index]
+        voxels = _fill_slice(voxels, k, kept[index], stored)
     empty_value = 0.0
     if stack_report.empty_slices:
         # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.

@@ -29,7 +29,6 @@ import atexit
 import collections
 import concurrent.futures
 import logging
-import multiprocessing
 import os
 import sys
 import threading
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ..processes import spawn_context
 from ..findings import ERROR, Finding
 from ..registry import CaseInfo
 
@@ -167,23 +167,6 @@ def worker_lost_finding(case: CaseInfo, how: str) -> Finding:
 
 
 # ---------------------------------------------------------------------- worker processes
-def _spawn_context() -> Any:
-    """A ``spawn`` context whose children run a real Python interpreter.
-
-    Inside the Slicer application ``sys.executable`` is the PythonSlicer
-    launcher, through which multiprocessing's start-up pipe does not reach the
-    child (Slicer issue #7445); the interpreter beside it runs with the
-    environment Slicer already has, which the child inherits.
-    """
-    context = multiprocessing.get_context("spawn")
-    executable = Path(sys.executable)
-    if executable.stem == "PythonSlicer":
-        real = executable.with_name("python-real" + executable.suffix)
-        if real.is_file():
-            context.set_executable(str(real))
-    return context
-
-
 class _ProcessRun:
     """Bookkeeping of one :func:`run_in_processes` call: what is waiting, in flight, suspected, failed."""
 
@@ -225,7 +208,7 @@ def _outcome(future: Any, task: CaseTask) -> CaseOutcome:
 
 
 def _new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=_spawn_context())
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context())
 
 
 def run_in_processes(tasks: Sequence[CaseTask], workers: int, *, max_attempts: int = MAX_ATTEMPTS,
