@@ -524,13 +524,14 @@ def parse_voc_files(paths: Sequence[Union[str, Path]], workers: int = 1, chunk_f
     paths = [path if isinstance(path, Path) else Path(path) for path in paths]
     if workers <= 1 or len(paths) <= chunk_files:
         return [_parse_or_error(path) for path in paths]
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    from ..processes import spawn_context
 
     chunks = [[str(path) for path in paths[start : start + chunk_files]]
               for start in range(0, len(paths), chunk_files)]
     results: List[Union[VocAnnotation, DataError]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context()) as pool:
         for chunk, outcomes in zip(chunks, pool.map(_parse_chunk, chunks)):
             for path, (ok, value) in zip(chunk, outcomes):
                 results.append(_annotation_of(Path(path), value) if ok else DataError(path, value))
