@@ -506,3 +506,24 @@ def test_who_decodes_with_worker_processes(monkeypatch) -> None:
     assert dicom_series.decode_workers(many) == 2
     monkeypatch.setattr(dicom_series, "in_worker_process", lambda: True)  # a QA worker starts no helpers
     assert dicom_series.decode_workers(many) == 0
+
+
+def test_a_cancelled_read_stops_its_worker_processes(encoded_series, monkeypatch) -> None:
+    from SarcomaLungLiverBrowserLib.errors import LoadCancelled
+
+    decoders = []
+    real_init = dicom_series._SharedDecode.__init__
+
+    def remembering_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_init(self, *args, **kwargs)
+        decoders.append(self)
+
+    monkeypatch.setattr(dicom_series._SharedDecode, "__init__", remembering_init)
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "1")
+    monkeypatch.setattr(dicom_series, "PARALLEL_DECODE_MIN_SLICES", 1)
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    instances = scan_folder(encoded_series["CT"]["JPEG 2000 lossless"][0].parent, cache=None).instances
+    with pytest.raises(LoadCancelled):
+        read_series(instances, progress=lambda message, fraction: True)  # the user cancels at the first report
+    assert len(decoders) == 1 and decoders[0].pool is not None
+    assert not any(process.is_alive() for process in decoders[0].pool._pool)

@@ -1237,12 +1237,13 @@ def read_series(instances: Sequence[InstanceHeader], progress: Optional[Progress
                                              "does not fit in memory") from error
     grid_instances: List[Optional[InstanceHeader]] = [None] * depth
     # Each slice is decoded, rescaled and written into the volume as soon as it is decoded: never a list of frames.
-    for count, (index, stored) in enumerate(_decoded_slices(kept)):
-        if count % 16 == 0:
-            report(progress, f"Reading slice {count + 1}/{len(kept)}", count / len(kept))
-        k = slice_indices[index]
-        grid_instances[k] = kept[index]
-        voxels = _fill_slice(voxels, k, kept[index], stored)
+    with contextlib.closing(_decoded_slices(kept)) as decoded:  # a cancel or an error stops the workers at once
+        for count, (index, stored) in enumerate(decoded):
+            if count % 16 == 0:
+                report(progress, f"Reading slice {count + 1}/{len(kept)}", count / len(kept))
+            k = slice_indices[index]
+            grid_instances[k] = kept[index]
+            voxels = _fill_slice(voxels, k, kept[index], stored)
     empty_value = 0.0
     if stack_report.empty_slices:
         # The lowest real value (air on CT): an empty position reads as "nothing here", not as tissue.
