@@ -491,6 +491,47 @@ def test_a_damaged_slice_decoded_by_a_worker_is_named_by_this_thread_in_slice_or
     assert kept[1].path.name in str(raised.value) and kept[3].path.name not in str(raised.value)
 
 
+def test_a_failed_read_stops_its_worker_processes(encoded_series, tmp_path: Path, monkeypatch) -> None:
+    for source in encoded_series["CT"]["JPEG 2000 lossless"]:
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    kept = _kept_slices(sorted(tmp_path.iterdir()))
+    kept[2].path.write_bytes(kept[2].path.read_bytes()[:-5000])
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    with pytest.raises(DataError, match=kept[2].path.name):
+        list(decoder.slices())
+    assert not any(process.is_alive() for process in decoder.pool._pool)
+
+
+def test_a_worker_skips_a_chunk_this_thread_took_and_decodes_under_the_callers_caps(encoded_series,
+                                                                                    monkeypatch) -> None:
+    """The worker functions, run here: a flagged chunk is left alone; the caps are the ones the caller passed
+    (a deflated file over a stricter expansion cap fails in the worker, so the calling thread names it)."""
+    import ctypes
+
+    from SarcomaLungLiverBrowserLib.formats.limits import Limits
+
+    kept = _kept_slices(encoded_series["CT"]["deflated"])
+    taken = (ctypes.c_byte * 2)(0, 1)
+    monkeypatch.setattr(dicom_series, "_worker_taken", None)
+    monkeypatch.setattr(dicom_series, "_worker_limits", None)
+    dicom_series._start_decode_worker(taken, Limits())
+    frames = dicom_series._decode_in_worker(0, kept[:1])
+    assert frames is not None and np.array_equal(frames[0], dicom_series._stored_pixels(kept[0]))
+    assert dicom_series._decode_in_worker(1, kept[:1]) is None  # flagged: this thread has it
+    dicom_series._start_decode_worker(taken, dataclasses.replace(Limits(), max_expansion_ratio=1))
+    assert dicom_series._decode_in_worker(0, kept[:1]) is None
+
+
+def test_a_decode_worker_count_that_is_not_a_number_is_named_and_ignored(monkeypatch, caplog) -> None:
+    import logging
+
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "two")
+    with caplog.at_level(logging.WARNING):
+        assert dicom_series.decode_workers(dicom_series.PARALLEL_DECODE_MIN_SLICES) == 0
+    assert "SLLB_DECODE_WORKERS='two' is not a whole number" in caplog.text
+
+
 def test_who_decodes_with_worker_processes(monkeypatch) -> None:
     monkeypatch.delenv("SLLB_DECODE_WORKERS", raising=False)
     monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)

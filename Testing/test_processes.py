@@ -39,3 +39,13 @@ def test_this_test_process_is_not_a_worker_but_a_spawned_child_is() -> None:
     context = processes.spawn_context()
     with context.Pool(1) as pool:
         assert pool.apply(processes.in_worker_process) is True
+
+
+def test_every_worker_pool_of_the_library_starts_through_the_shared_context() -> None:
+    """Pools started any other way would run the PythonSlicer launcher inside Slicer and never start."""
+    library = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "SarcomaLungLiverBrowserLib"
+    offenders = [str(path.relative_to(library)) for path in sorted(library.rglob("*.py"))
+                 if path.name != "processes.py" and "get_context(" in path.read_text(encoding="utf-8")]
+    assert not offenders, offenders
+    users = [path.name for path in sorted(library.rglob("*.py")) if "spawn_context()" in path.read_text(encoding="utf-8")]
+    assert {"dicom_series.py", "voc_xml.py", "parallel.py"} <= set(users), users

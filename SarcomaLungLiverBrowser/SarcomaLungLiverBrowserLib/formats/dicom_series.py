@@ -993,6 +993,7 @@ def decode_workers(slices: int) -> int:
         try:
             return max(0, int(configured))
         except ValueError:
+            logger.warning("SLLB_DECODE_WORKERS=%r is not a whole number; decoding on one thread", configured)
             return 0
     return max(0, min(MAX_DECODE_WORKERS, (os.cpu_count() or 1) - 1))
 
