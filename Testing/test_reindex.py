@@ -247,6 +247,8 @@ def test_a_scan_leaves_its_objects_in_the_oldest_generation_when_nothing_is_froz
     at_start = subprocess.run([sys.executable, "-I", "-c", "import gc; print(gc.get_freeze_count())"],
                               capture_output=True, text=True, check=True, timeout=60).stdout
     assert frozen <= int(at_start)  # no earlier scan of this process left anything frozen
+    if sys.version_info[:3] == (3, 12, 1):
+        assert int(at_start) > 0  # the README: Slicer 5.12's Python starts with objects frozen
     scan = scan_folder(tmp_path / "tree")
     oldest = {id(thing) for thing in gc.get_objects(generation=2)}
     assert scan.instances and gc.get_freeze_count() == frozen

@@ -557,7 +557,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
     oldest generation (``gc.freeze()`` then ``gc.unfreeze()``, two list
     splices) before it is enabled again: otherwise the first allocation
     after the block runs a young collection over every object the scan made
-    (an eighth of a re-index of 20,000 files), only to find them alive and
+    (measured at about an eighth of a re-index of 20,000 files), only to find them alive and
     promote them. They are still traversed by the next full collection, as
     they would have been. Skipped while the host keeps frozen objects of its
     own (``gc.get_freeze_count()``), which ``unfreeze`` would release.
