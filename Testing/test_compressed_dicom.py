@@ -432,7 +432,7 @@ def _drain_with_workers_first(kept: List[InstanceHeader], monkeypatch) -> tuple:
     slices = decoder.slices()
     first = next(slices)  # this thread decodes slice 0; the worker starts on the others, last first
     for pending in list(decoder.queued.values()):
-        pending.wait()
+        pending.exception()  # waits until it is done
     return decoder, [first, *slices]
 
 
@@ -443,7 +443,7 @@ def test_slices_a_worker_process_decoded_are_the_values_this_thread_decodes(enco
     decoder, slices = _drain_with_workers_first(kept, monkeypatch)
     assert sorted(index for index, _ in slices) == list(range(len(kept)))  # every slice once
     assert decoder.worker_slices == len(kept) - 1  # all but this thread's first came from the worker
-    assert not any(process.is_alive() for process in decoder.pool._pool)  # no worker outlives the read
+    assert decoder.processes and not any(process.is_alive() for process in decoder.processes)  # no worker outlives the read
     for index, stored in slices:
         assert np.array_equal(stored, dicom_series._stored_pixels(kept[index])), kept[index].path.name
 
@@ -468,13 +468,45 @@ def test_a_worker_killed_mid_series_leaves_its_slices_to_this_thread(encoded_ser
     decoder = dicom_series._SharedDecode(kept, 1)
     slices = decoder.slices()
     first = next(slices)
-    decoder.queued[len(kept) - 1].wait()  # the worker is up and has done the last slice: the next is in its hands
-    for process in list(decoder.pool._pool):  # the pool starts new workers, but a killed one's task is lost
+    decoder.queued[len(kept) - 1].result()  # the worker is up and has done the last slice: the next is in its hands
+    for process in decoder.processes:
         process.kill()
     rest = list(slices)
     assert sorted(index for index, _ in [first, *rest]) == list(range(len(kept)))  # each once, none waited for
     for index, stored in [first, *rest]:
         assert np.array_equal(stored, dicom_series._stored_pixels(kept[index]))
+
+
+def test_a_worker_killed_while_waiting_for_work_does_not_hang_the_end_of_the_read(encoded_series,
+                                                                                monkeypatch) -> None:
+    """A worker killed between tasks dies holding the task queue's lock: stopping the workers must not wait for
+    that lock (multiprocessing's Pool.terminate() did, forever)."""
+    import signal
+    import time
+
+    kept = _kept_slices(encoded_series["CT"]["JPEG 2000 lossless"])
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    slices = decoder.slices()
+    first = next(slices)
+    for pending in list(decoder.queued.values()):
+        pending.exception()  # waits until it is done: the worker has nothing left to do
+    time.sleep(0.5)  # and is now blocked reading the task queue, holding its lock
+    for process in decoder.processes:
+        process.kill()
+
+    def stuck(signum: int, frame: object) -> None:
+        raise TimeoutError("the end of the read waited for a dead worker")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(60)
+    try:
+        rest = list(slices)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(index for index, _ in [first, *rest]) == list(range(len(kept)))
+    assert not any(process.is_alive() for process in decoder.processes)
 
 
 def test_a_damaged_slice_decoded_by_a_worker_is_named_by_this_thread_in_slice_order(encoded_series, tmp_path: Path,
@@ -500,7 +532,7 @@ def test_a_failed_read_stops_its_worker_processes(encoded_series, tmp_path: Path
     decoder = dicom_series._SharedDecode(kept, 1)
     with pytest.raises(DataError, match=kept[2].path.name):
         list(decoder.slices())
-    assert not any(process.is_alive() for process in decoder.pool._pool)
+    assert decoder.processes and not any(process.is_alive() for process in decoder.processes)
 
 
 def test_a_worker_skips_a_chunk_this_thread_took_and_decodes_under_the_callers_caps(encoded_series,
@@ -567,4 +599,4 @@ def test_a_cancelled_read_stops_its_worker_processes(encoded_series, monkeypatch
     with pytest.raises(LoadCancelled):
         read_series(instances, progress=lambda message, fraction: True)  # the user cancels at the first report
     assert len(decoders) == 1 and decoders[0].pool is not None
-    assert not any(process.is_alive() for process in decoders[0].pool._pool)
+    assert decoders[0].processes and not any(process.is_alive() for process in decoders[0].processes)

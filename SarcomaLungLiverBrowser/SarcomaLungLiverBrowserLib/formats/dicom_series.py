@@ -1064,8 +1064,14 @@ class _SharedDecode:
     never starts, everything is decoded here as before; errors are raised
     here, in slice order, with the same messages. Finished chunks are taken
     after every slice decoded here, so frames do not pile up in memory, and
-    the workers are terminated when the series is read (or the read fails or
-    is cancelled): none outlives the load or can hold up the application's exit.
+    the workers are killed when the series is read (or the read fails or is
+    cancelled): none outlives the load or can hold up the application's exit.
+
+    The workers are a :class:`concurrent.futures.ProcessPoolExecutor`, not a
+    :class:`multiprocessing.pool.Pool`: a worker that dies while it holds the
+    task queue's lock (killed between two tasks) makes ``Pool.terminate()``
+    wait for that lock forever, while the executor notices the death and
+    kills the others itself (it happened in CI, one run in several).
     """
 
     def __init__(self, kept: Sequence[InstanceHeader], workers: int) -> None:
@@ -1073,13 +1079,15 @@ class _SharedDecode:
         self.workers = workers
         self.chunks = [range(start, min(start + DECODE_CHUNK_SLICES, len(kept)))
                        for start in range(0, len(kept), DECODE_CHUNK_SLICES)]
-        #: chunk number -> its pending result in the pool, for the chunks not yet taken
+        #: chunk number -> its future in the executor, for the chunks not yet taken
         self.queued: Dict[int, Any] = {}
         #: chunk numbers whose slices were given out
         self.done: set = set()
         #: how many slices the workers decoded (and were used)
         self.worker_slices = 0
         self.pool: Any = None
+        #: the worker processes, kept to be killed (the executor forgets them when it shuts down)
+        self.processes: List[Any] = []
         self.taken: Any = None
 
     def slices(self) -> Iterator[Tuple[int, np.ndarray]]:
@@ -1097,30 +1105,42 @@ class _SharedDecode:
                 self.done.add(number)
         finally:
             if self.pool is not None:
-                self.pool.terminate()
+                self._stop_pool()
 
     def _start_pool(self) -> Any:
+        from concurrent.futures import ProcessPoolExecutor  # only a compressed series read in parallel needs it
+
         try:
             context = spawn_context()
             self.taken = context.RawArray("b", len(self.chunks))
-            pool = context.Pool(self.workers, initializer=_start_decode_worker,
-                                initargs=(self.taken, current_limits()))
+            pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_decode_worker,
+                                       initargs=(self.taken, current_limits()))
+            for number in range(len(self.chunks) - 1, 0, -1):
+                chunk = self.chunks[number]
+                self.queued[number] = pool.submit(_decode_in_worker, number, [self.kept[i] for i in chunk])
         except (OSError, RuntimeError, ValueError) as error:  # no process could be started: decode here
             logger.info("decoding on one thread: worker processes could not start (%s)", error)
-            self.taken = None
+            self.taken, self.queued = None, {}
             return None
-        for number in range(len(self.chunks) - 1, 0, -1):
-            chunk = self.chunks[number]
-            self.queued[number] = pool.apply_async(_decode_in_worker, (number, [self.kept[i] for i in chunk]))
+        # The executor starts its processes as tasks are submitted; it has no public list of them before
+        # Python 3.14's kill_workers(), and drops its own at shutdown.
+        self.processes = list((getattr(pool, "_processes", None) or {}).values())
         return pool
+
+    def _stop_pool(self) -> None:
+        """Kill the workers (a chunk they are decoding is not needed any more), then let the executor reap them."""
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the deaths and joins them
 
     def _finished(self) -> Iterator[Tuple[int, np.ndarray]]:
         """The slices of every chunk the workers have finished since the last look."""
-        for number in [number for number, result in self.queued.items() if result.ready()]:
+        for number in [number for number, result in self.queued.items() if result.done()]:
             result = self.queued.pop(number)
             try:
-                frames = result.get(0)
-            except Exception as error:  # noqa: BLE001 - a failed worker task: this thread decodes the chunk
+                frames = result.result(0)
+            except Exception as error:  # noqa: BLE001 - a failed worker task or a dead worker: decoded here
                 logger.info("a decoding worker failed (%s); decoding its slices here", error)
                 frames = None
             if frames is None:
