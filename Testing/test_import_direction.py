@@ -17,7 +17,7 @@ LIBRARY = Path(__file__).resolve().parents[1] / "SarcomaLungLiverBrowser" / "Sar
 PACKAGE = "SarcomaLungLiverBrowserLib"
 
 #: Top-level modules every layer may use; they depend on nothing but each other.
-BASICS = {"errors", "findings", "progress", "geometry", "case_data", "colors", "processes"}
+BASICS = {"errors", "findings", "progress", "geometry", "case_data", "colors", "processes", "text"}
 
 #: Layer -> the layers it may import (besides itself and the basics).
 ALLOWED = {

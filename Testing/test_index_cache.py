@@ -183,7 +183,7 @@ def test_damaged_rows_and_a_locked_cache_are_cache_misses(external_data: Path, t
         expected = sorted(h.sop_instance_uid for h in scan_folder(tmp_path / "series", cache=cache).instances)
     connection = sqlite3.connect(str(cache_path))
     damaged = connection.execute("UPDATE folders SET files = substr(files, 1, 40) WHERE path = ?",
-                                 (str(paths[0].parent),)).rowcount
+                                 (os.fsencode(paths[0].parent),)).rowcount
     connection.commit()
     connection.close()
     assert damaged == 1

@@ -17,6 +17,7 @@ from .progress import ProgressCallback, report
 from .registry import CaseInfo, Collection, LoadedCase, open_collection
 from .collections.base import case_location
 from .scene.builder import SceneBuilder
+from .text import spell_out_undecodable
 
 __all__ = ["CollectionBrowser", "cases_table", "save_scene_bundle", "finding_location", "finding_place"]
 
@@ -35,7 +36,7 @@ def cases_table(cases: List[CaseInfo]) -> pd.DataFrame:
             "case_id": case.case_id,
             "diagnosis": case.diagnosis,
             "summary": summary,
-            "location": str(location),
+            "location": spell_out_undecodable(location),  # a table column must be UTF-8 text (see text.py)
         })
     return pd.DataFrame(rows, columns=CASE_TABLE_COLUMNS)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from .errors import DataError, LoadCancelled
+from .text import SPELL_OUT_UNDECODABLE
 
 if TYPE_CHECKING:
     from .service import ReviewService
@@ -179,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    for stream in (sys.stdout, sys.stderr):
+        # A path with a byte that is not UTF-8 is printed with that byte spelled out (text.py), not a traceback.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=SPELL_OUT_UNDECODABLE)
     arguments = build_parser().parse_args(argv)
     # The header cache is set up by the review service of the commands that index (never to record a verdict).
     try:

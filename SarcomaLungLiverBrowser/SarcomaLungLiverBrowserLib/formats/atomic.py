@@ -23,6 +23,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
 
+from ..text import SPELL_OUT_UNDECODABLE
+
 __all__ = [
     "MANIFEST_SUFFIX",
     "OutputSetState",
@@ -149,10 +151,14 @@ def write_bytes_atomically(target: PathLike, data: bytes) -> Path:
 
 def write_text_atomically(target: PathLike, text: Optional[str] = None, *, encoding: str = "utf-8",
                           newline: Optional[str] = None, write: Optional[Callable[[Any], None]] = None) -> Path:
-    """Write ``text`` (or whatever ``write(stream)`` writes) to ``target`` atomically; returns ``target``."""
+    """Write ``text`` (or whatever ``write(stream)`` writes) to ``target`` atomically; returns ``target``.
+
+    A byte of a file name that is not UTF-8 (a lone surrogate in ``text``) is written out as ``\\xe9``
+    (:mod:`..text`): a report that names such a file is written, not refused.
+    """
     target = Path(target)
     with atomic_path(target) as partial:
-        with open(partial, "x", encoding=encoding, newline=newline) as stream:
+        with open(partial, "x", encoding=encoding, newline=newline, errors=SPELL_OUT_UNDECODABLE) as stream:
             if write is not None:
                 write(stream)
             else:

@@ -580,12 +580,15 @@ def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], prog
     total = sum(len(keys) for _, keys in folders)
     results: List[Tuple[str, Optional[InstanceHeader], Optional[str]]] = []
     changed_folders = []
+    records = cache.records_below(root) if cache is not None else {}  # type: ignore[attr-defined]
     done = next_report = 0
     for folder, keys in folders:
         if done >= next_report:
             report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
             next_report = done + 200
-        known, unchanged = cache.folder_entries(folder, keys) if cache is not None else ({}, False)  # type: ignore
+        record = records.get(folder)
+        known, unchanged = (cache.folder_entries(folder, keys, record)  # type: ignore[attr-defined]
+                            if record is not None else ({}, False))
         if unchanged:  # the common case of a re-index: every file served from the folder's record
             results.extend(known.values())
             done += len(keys)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
+from ..text import spell_out_undecodable
 from .store_files import check_store_file, connect_read_only
 
 __all__ = ["VERDICTS", "ReviewRecord", "Adjudication", "ReviewStore", "ReaderView", "default_store_path",
@@ -517,8 +518,9 @@ class ReviewStore:
 
 
 def _root_key(collection_root: Path) -> str:
-    """One spelling of a collection folder, however it was given."""
-    return str(Path(collection_root).expanduser().resolve())
+    """One spelling of a collection folder, however it was given (a byte of its path that is not UTF-8 written
+    out, as SQLite text must be UTF-8: see text.py)."""
+    return spell_out_undecodable(Path(collection_root).expanduser().resolve())
 
 
 def _where(**conditions: Optional[str]) -> Tuple[str, Tuple[str, ...]]:

@@ -19,6 +19,7 @@ from vtk.util import numpy_support
 
 from ..case_data import SegmentSpec, WindowPreset
 from ..geometry import spacing_from_matrix
+from ..text import spell_out_undecodable
 
 __all__ = [
     "SegmentSpec",
@@ -159,6 +160,13 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f-\x9f]+\s*")
 
 
+def scene_text(value: Any) -> str:
+    """``str(value)`` as the scene can hold it (VTK takes UTF-8): a byte of a file name that is not UTF-8 is
+    written out as ``\\xe9`` (see :mod:`..text`), so a path from such a folder names its file instead of
+    stopping the load."""
+    return spell_out_undecodable(value)
+
+
 def sanitise_node_name(text: Any, fallback: str = "unnamed") -> str:
     """A name from the data as the scene can hold it: a run of control characters (NUL included) becomes one
     space, and names longer than :data:`MAX_NODE_NAME_LENGTH` end in "…".
@@ -166,7 +174,7 @@ def sanitise_node_name(text: Any, fallback: str = "unnamed") -> str:
     Other white space is kept as the data spells it (``"ThoraxRoutine  8.0.0  B70f"``), as Slicer's own
     DICOM loading shows it.
     """
-    name = _CONTROL_RUN.sub(" ", str(text)).strip()
+    name = _CONTROL_RUN.sub(" ", scene_text(text)).strip()
     if len(name) > MAX_NODE_NAME_LENGTH:
         name = name[:MAX_NODE_NAME_LENGTH - 1].rstrip() + "\u2026"
     return name or fallback
@@ -174,7 +182,7 @@ def sanitise_node_name(text: Any, fallback: str = "unnamed") -> str:
 
 def sanitise_segment_id(text: Any, fallback: str = "Segment") -> str:
     """A segment ID from the data: control characters become ``_``, the length is bounded."""
-    identifier = _CONTROL_CHARACTERS.sub("_", str(text)).strip()
+    identifier = _CONTROL_CHARACTERS.sub("_", scene_text(text)).strip()
     return identifier[:MAX_NODE_NAME_LENGTH] or fallback
 
 
@@ -287,7 +295,7 @@ class SceneBuilder:
     def _new_node(self, class_name: str, name: str, attributes: Optional[Dict[str, str]]) -> Any:
         node = self.scene.AddNewNodeByClass(class_name, self.scene.GenerateUniqueName(sanitise_node_name(name)))
         for key, value in (attributes or {}).items():
-            node.SetAttribute(ATTRIBUTE_PREFIX + key, str(value))
+            node.SetAttribute(ATTRIBUTE_PREFIX + key, scene_text(value))
         return node
 
     def add_volume(
@@ -444,8 +452,8 @@ class SceneBuilder:
             else:
                 column = vtk.vtkStringArray()
                 for value in series.tolist():
-                    column.InsertNextValue("" if _is_missing(value) else str(value))
-            column.SetName(str(column_name))
+                    column.InsertNextValue("" if _is_missing(value) else scene_text(value))
+            column.SetName(scene_text(column_name))
             table.AddColumn(column)
         table.Modified()
         self.place(node, parent_item)

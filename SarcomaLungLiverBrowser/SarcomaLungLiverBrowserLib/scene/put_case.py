@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 from ..case_data import CaseData, LoadedCase, Placement, TableData, VolumeData
 from ..findings import INFO, Finding
 from ..progress import ProgressCallback, report
-from .builder import ATTRIBUTE_PREFIX, SceneBuilder
+from .builder import ATTRIBUTE_PREFIX, SceneBuilder, scene_text
 
 __all__ = ["put_case", "placement_item", "SHARED_TABLE_ATTRIBUTE", "ROI_VOLUME_ATTRIBUTE", "CHECK_COLOR_TABLE_MISSING"]
 
@@ -96,7 +96,7 @@ def put_case(data: CaseData, builder: SceneBuilder, progress: Optional[ProgressC
                                       _color_table(builder, volume, loaded), placement_item(builder, volume.placement),
                                       volume.attributes, share_memory=volume.share_memory)
             for name, value in volume.slicer_attributes.items():
-                node.SetAttribute(name, str(value))
+                node.SetAttribute(name, scene_text(value))
             volume_nodes[volume.key] = node
             loaded.volumes.append(node)
         for segmentation in data.segmentations:
