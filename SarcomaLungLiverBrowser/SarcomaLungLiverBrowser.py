@@ -77,6 +77,15 @@ def _translate(text: str) -> str:
 #
 
 
+
+def _shown(value: Any) -> str:
+    """Text for a Qt label or dialog: Qt takes no lone surrogate, so a byte of a file name that is not
+    UTF-8 is spelled out as \\xe9 (text.py, standard library only, imported here like the rest of the library)."""
+    from SarcomaLungLiverBrowserLib.text import spell_out_undecodable
+
+    return spell_out_undecodable(value)
+
+
 class SarcomaLungLiverBrowser(ScriptedLoadableModule):
     """Module description shown in Slicer's module panel."""
 
@@ -615,7 +624,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
         for row, values in enumerate(table.itertuples(index=False)):
             verdict = verdicts.get(str(values[caseIdIndex]), "")
             for column, value in enumerate(list(values) + [verdict]):
-                item = qt.QTableWidgetItem(str(value))
+                item = qt.QTableWidgetItem(_shown(value))
                 item.setFlags(item.flags() & ~qt.Qt.ItemIsEditable)
                 widget.setItem(row, column, item)
         widget.setSortingEnabled(True)
@@ -660,8 +669,8 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
             )
         self.ui.findingsList.clear()
         for finding in loaded.findings:
-            item = qt.QListWidgetItem(f"[{finding.severity}] {finding.message}")
-            item.setToolTip(finding.path or finding.check)
+            item = qt.QListWidgetItem(_shown(f"[{finding.severity}] {finding.message}"))
+            item.setToolTip(_shown(finding.path or finding.check))
             self.ui.findingsList.addItem(item)
         self.ui.annotationComboBox.clear()
         self.ui.annotationComboBox.addItem(_translate("Whole case"), WHOLE_CASE)
@@ -851,7 +860,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
                                  lambda callback: self.logic.exportReview(folder, self.lastQA, callback),
                                  remember=lambda paths: self._rememberOutputFolder(folder))
         if result is not None and result.done and result.value:
-            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in result.value))
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(_shown(path) for path in result.value))
 
     def onSaveCorrections(self) -> None:
         if self.loadedCase is None:
@@ -863,7 +872,7 @@ class SarcomaLungLiverBrowserWidget(ScriptedLoadableModuleWidget, VTKObservation
                                  lambda callback: self.logic.saveCorrections(folder, caseId, callback),
                                  remember=lambda paths: self._rememberOutputFolder(folder))
         if result is not None and result.done and result.value:
-            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(str(path) for path in result.value))
+            slicer.util.infoDisplay(_translate("Written:\n") + "\n".join(_shown(path) for path in result.value))
 
     # ------------------------------------------------------------------ Imaging Data Commons
     def _ensureIdcDependencies(self) -> bool:

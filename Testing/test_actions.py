@@ -142,6 +142,24 @@ def test_a_failing_remember_is_a_failure_not_a_crash():
     assert result.outcome is Outcome.FAILED and "settings file is read-only" in result.message
 
 
+def test_a_failure_naming_a_file_that_is_not_utf8_gives_text_qt_can_show():
+    """Qt takes no lone surrogate; the message and the traceback spell the byte out instead."""
+    import os
+
+    from SarcomaLungLiverBrowserLib.errors import DataError
+
+    folder = os.fsdecode(b"/data/\xe9tude")
+
+    def work():
+        raise DataError(f"{folder}/1.xml", "not PASCAL VOC XML")
+
+    result = ActionRunner().run("Load", "The case could not be loaded.", work)
+    assert result.outcome is Outcome.FAILED
+    for text in (result.message, result.details):
+        assert "\\xe9tude" in text
+        text.encode("utf-8")  # raises on a lone surrogate
+
+
 def test_cancel_raised_anywhere_in_the_work_is_reported_as_cancelled():
     def work():
         raise LoadCancelled("stopped at case 3 of 10")

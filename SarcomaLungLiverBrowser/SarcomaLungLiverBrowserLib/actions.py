@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Generic, Optional, TypeVar
 
 from .errors import DataError, LoadCancelled
+from .text import spell_out_undecodable
 
 __all__ = ["Outcome", "ActionResult", "ActionRunner", "failure_text", "OUTPUT_FOLDER_NAME", "output_folder"]
 
@@ -59,12 +60,15 @@ class ActionResult(Generic[T]):
 
 
 def failure_text(failure_message: str, error: BaseException) -> str:
-    """The message for a failed action: what failed, then why (data errors already name their file)."""
+    """The message for a failed action: what failed, then why (data errors already name their file).
+
+    A byte of a file name that is not UTF-8 is spelled out (text.py): Qt cannot show a lone surrogate.
+    """
     if isinstance(error, DataError):
         reason = str(error)
     else:
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return f"{failure_message}\n\n{reason}"
+    return spell_out_undecodable(f"{failure_message}\n\n{reason}")
 
 
 class ActionRunner:
@@ -98,7 +102,7 @@ class ActionRunner:
             self._log.info(f"{title}: cancelled")
             return ActionResult(Outcome.CANCELLED)
         except Exception as error:
-            details = traceback.format_exc()
+            details = spell_out_undecodable(traceback.format_exc())
             self._log.error(f"{title} failed:\n{details}")
             return ActionResult(Outcome.FAILED, message=failure_text(failure_message, error), details=details)
         finally:
