@@ -106,6 +106,42 @@ def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path
     assert {path for path, _, _ in entries.values()} == {str(tmp_path / "series" / name) for name in keys}
 
 
+def test_headers_holding_pydicom_value_types_are_still_served_from_the_cache(external_data: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records load no class; pydicom's str, int and float subclasses are stored as the plain values they equal."""
+    import dataclasses
+
+    from pydicom.multival import MultiValue
+    from pydicom.uid import UID
+    from pydicom.valuerep import IS, DSfloat
+
+    _real_slices(external_data, tmp_path / "series")
+    expected = scan_folder(tmp_path / "series", cache=None).instances
+    read_header = dicom_series.read_header
+
+    def with_pydicom_values(path: Path) -> dicom_series.InstanceHeader:
+        header = read_header(path)
+        return dataclasses.replace(
+            header, sop_instance_uid=UID(header.sop_instance_uid), instance_number=IS(header.instance_number),
+            rescale_intercept=DSfloat(header.rescale_intercept), image_position=MultiValue(DSfloat, header.image_position))
+
+    monkeypatch.setattr(dicom_series, "read_header", with_pydicom_values)
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        first = scan_folder(tmp_path / "series", cache=cache)
+        assert isinstance(first.instances[0].sop_instance_uid, UID)
+
+        def must_not_read(path: Path) -> None:
+            raise AssertionError(f"{path} was read although unchanged")
+
+        monkeypatch.setattr(dicom_series, "read_header", must_not_read)
+        monkeypatch.setattr(dicom_series, "looks_like_dicom", must_not_read)
+        again = scan_folder(tmp_path / "series", cache=cache)
+    assert again.instances == expected
+    served = again.instances[0]
+    assert type(served.sop_instance_uid) is str and type(served.instance_number) is int
+    assert type(served.rescale_intercept) is float and type(served.image_position) is tuple
+
+
 def _foreign_database(path: Path) -> Path:
     connection = sqlite3.connect(str(path))
     connection.execute("CREATE TABLE files (name TEXT, owner TEXT)")

@@ -134,23 +134,46 @@ def test_added_and_removed_files_and_folders_are_seen(tmp_path: Path, reads: Lis
     assert paths[0] not in [h.path for h in again.instances]
 
 
-def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: List[str]) -> None:
+class _RunsWhenLoaded:
+    """Unpickling this calls os.system: a cache record must never get that far."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, ("touch ran",))
+
+
+def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: List[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
     paths = _write_tree(tmp_path / "tree")
     cache_path = tmp_path / "cache.sqlite"
     with IndexCache(cache_path) as cache:
         first = scan_folder(tmp_path / "tree", cache=cache)
     connection = sqlite3.connect(str(cache_path))
-    for damage in ("'{\"files\": 3}'", "'[1, 2'", "replace(files, '\"shared\"', '\"shard\"')"):
-        changed = connection.execute(f"UPDATE folders SET files = {damage} WHERE path = ?",
-                                     (os.fsencode(paths[0].parent),)).rowcount
+    folder_key = os.fsencode(paths[0].parent)
+    (record,) = connection.execute("SELECT files FROM folders WHERE path = ?", (folder_key,)).fetchone()
+    keys, names, others, shared, varying, rows = pickle.loads(record)
+    damages = [
+        record[:40],  # cut short
+        '{"files": 3}',  # text, as schema 6 kept records
+        pickle.dumps({"files": 3}),  # another layout
+        pickle.dumps((keys, names, others, shared, varying, [row[:-1] for row in rows])),  # a value short per row
+        pickle.dumps((keys, names[:-1], others, shared, varying, rows[:-1])),  # a file with a key but no entry
+        pickle.dumps((keys, names, others, {**shared, "modality": Path("CT")}, varying, rows)),  # names a class
+        pickle.dumps((keys, names, others, shared, varying, rows + [_RunsWhenLoaded()])),  # would run a command
+    ]
+    monkeypatch.chdir(tmp_path)
+    for damage in damages:
+        changed = connection.execute("UPDATE folders SET files = ? WHERE path = ?", (damage, folder_key)).rowcount
         connection.commit()
         assert changed == 1
         with IndexCache(cache_path) as cache:
             reads.clear()
             again = scan_folder(tmp_path / "tree", cache=cache)
-        assert sorted(reads) == sorted(path.name for path in paths[0].parent.iterdir())
+        assert sorted(reads) == sorted(path.name for path in paths[0].parent.iterdir()), damage
         assert _summary(again) == _summary(first)
     connection.close()
+    assert not (tmp_path / "ran").exists(), "loading a cache record ran a command"
 
 
 def test_headers_served_from_the_cache_behave_as_headers_read_from_the_files(tmp_path: Path) -> None:
