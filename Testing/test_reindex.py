@@ -333,6 +333,32 @@ def test_records_of_removed_and_renamed_folders_are_dropped_and_other_trees_kept
     assert len(again.instances) == 3
 
 
+def test_a_tree_given_by_a_relative_path_is_cached_under_its_absolute_path(tmp_path: Path, reads: List[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sllb index data`` in two projects names two trees: the cache tells them apart and serves each from any
+    working directory, while the scan's paths stay as the caller wrote them."""
+    _write_tree(tmp_path / "project-a" / "data")
+    _write_tree(tmp_path / "project-b" / "data")
+    cache_path = tmp_path / "cache.sqlite"
+    with IndexCache(cache_path) as cache:
+        monkeypatch.chdir(tmp_path / "project-a")
+        first = scan_folder(Path("data"), cache=cache)
+        monkeypatch.chdir(tmp_path / "project-b")
+        scan_folder(Path("data"), cache=cache)  # another tree of the same relative name: its own records
+        monkeypatch.chdir(tmp_path)
+        reads.clear()
+        again = scan_folder(Path("project-a/./data/"), cache=cache)
+    assert reads == [], "the tree was indexed from another working directory and is served from the cache"
+    assert [str(header.path) for header in first.instances][0].startswith("data" + os.sep)
+    assert [str(header.path) for header in again.instances][0].startswith(os.path.join("project-a", "data", ""))
+    assert {os.path.relpath(header.path, "project-a") for header in again.instances} == \
+        {str(header.path) for header in first.instances}
+    recorded = _recorded_folders(cache_path)
+    assert all(os.path.isabs(folder) for folder in recorded)
+    assert str(tmp_path / "project-a" / "data" / "PAT-1" / "series-0") in recorded
+    assert str(tmp_path / "project-b" / "data" / "PAT-1" / "series-0") in recorded
+
+
 def test_opening_a_current_cache_writes_nothing_so_another_writer_never_blocks_a_reindex(tmp_path: Path,
                                                                                         reads: List[str]) -> None:
     _write_tree(tmp_path / "tree")

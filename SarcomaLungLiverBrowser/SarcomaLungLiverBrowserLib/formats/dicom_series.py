@@ -18,7 +18,7 @@ import struct
 from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pydicom
@@ -580,13 +580,14 @@ def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], prog
     total = sum(len(keys) for _, keys in folders)
     results: List[Tuple[str, Optional[InstanceHeader], Optional[str]]] = []
     changed_folders = []
-    records = cache.records_below(root) if cache is not None else {}  # type: ignore[attr-defined]
+    cache_key = _cache_key_of(root)
+    records = cache.records_below(cache_key(root)) if cache is not None else {}  # type: ignore[attr-defined]
     done = next_report = 0
     for folder, keys in folders:
         if done >= next_report:
             report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
             next_report = done + 200
-        record = records.get(folder)
+        record = records.get(cache_key(folder))
         known, unchanged = (cache.folder_entries(folder, keys, record)  # type: ignore[attr-defined]
                             if record is not None else ({}, False))
         if unchanged:  # the common case of a re-index: every file served from the folder's record
@@ -609,15 +610,30 @@ def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], prog
             entries[name] = (keys[name], entry[0], entry[1])
             results.append((path, entry[0], entry[1]))
         if cache is not None and not unchanged:
-            changed_folders.append((folder, entries))
+            changed_folders.append((cache_key(folder), entries))
     if cache is not None and changed_folders:
         cache.store_folders(changed_folders)  # type: ignore[attr-defined]
     if cache is not None:
-        cache.forget_folders_gone_below(root, [folder for folder, _ in folders])  # type: ignore[attr-defined]
+        cache.forget_folders_gone_below(  # type: ignore[attr-defined]
+            cache_key(root), [cache_key(folder) for folder, _ in folders])
     results.sort(key=itemgetter(0))
     return FolderScan([header for _, header, _ in results if header is not None],
                       [DataError(path, problem) for path, header, problem in results
                        if header is None and problem is not None])
+
+
+def _cache_key_of(root: str) -> Callable[[str], str]:
+    """How the header cache names the folders of a scan of ``root``: as walked when ``root`` is absolute, else made
+    absolute against the working directory (the cache serves every working directory, and ``data/PAT-1`` names
+    another folder in each); the scan's own paths stay as the caller gave them."""
+    if os.path.isabs(root):
+        return _same_text
+    working_directory = os.getcwd()
+    return lambda folder: os.path.normpath(os.path.join(working_directory, folder))
+
+
+def _same_text(folder: str) -> str:
+    return folder
 
 
 def group_by_series(instances: Sequence[InstanceHeader]) -> Dict[str, List[InstanceHeader]]:
