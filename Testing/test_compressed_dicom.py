@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -507,6 +508,56 @@ def test_a_worker_killed_while_waiting_for_work_does_not_hang_the_end_of_the_rea
         signal.signal(signal.SIGALRM, previous)
     assert sorted(index for index, _ in [first, *rest]) == list(range(len(kept)))
     assert not any(process.is_alive() for process in decoder.processes)
+
+
+def test_workers_end_by_themselves_when_the_read_ends(encoded_series, monkeypatch) -> None:
+    """None is killed: a worker killed while sending its result leaves half a message in the executor's pipe, and
+    the executor's thread then waited for the rest forever (a benchmark read hung so)."""
+    kept = _kept_slices(encoded_series["CT"]["JPEG 2000 lossless"])
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    slices = list(decoder.slices())
+    assert sorted(index for index, _ in slices) == list(range(len(kept)))
+    assert decoder.processes and [process.exitcode for process in decoder.processes] == [0] * len(decoder.processes)
+
+
+def test_a_worker_stuck_past_the_grace_period_is_killed_and_the_read_still_ends(encoded_series, tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """The last slice is a named pipe nobody writes to: the worker that takes it blocks reading it forever."""
+    import dataclasses
+    import signal
+    import time
+
+    kept = _kept_slices(encoded_series["CT"]["JPEG 2000 lossless"])
+    fifo = tmp_path / "never-written.dcm"
+    os.mkfifo(fifo)
+    kept = kept[:-1] + [dataclasses.replace(kept[-1], path=fifo)]
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    monkeypatch.setattr(dicom_series, "WORKER_GRACE_SECONDS", 1.0)
+    decoder = dicom_series._SharedDecode(kept, 1)
+    slices = decoder.slices()
+    next(slices)  # the worker starts on the last chunk first: the pipe
+    deadline = time.monotonic() + 60
+    while True:  # opening the writing end without blocking succeeds once the worker has the pipe open to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the worker never opened the pipe"
+            time.sleep(0.05)
+
+    def stuck(signum: int, frame: object) -> None:
+        raise TimeoutError("the end of the read waited for a stuck worker")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(60)
+    try:
+        slices.close()  # the read is cancelled: the worker is still blocked reading the pipe
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(writer)
+    assert [process.exitcode for process in decoder.processes] == [-signal.SIGKILL]
 
 
 def test_a_damaged_slice_decoded_by_a_worker_is_named_by_this_thread_in_slice_order(encoded_series, tmp_path: Path,

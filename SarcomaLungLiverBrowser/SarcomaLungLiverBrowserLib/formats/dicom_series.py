@@ -1006,6 +1006,9 @@ PARALLEL_DECODE_MIN_SLICES = 32
 DECODE_CHUNK_SLICES = 4
 #: At most this many worker processes help decode one series.
 MAX_DECODE_WORKERS = 3
+#: How long the end of a read waits for a worker to finish the chunk in hand before killing it (see
+#: ``_SharedDecode._stop_pool``): far longer than a chunk of any real series takes.
+WORKER_GRACE_SECONDS = 60.0
 
 
 def decode_workers(slices: int) -> int:
@@ -1083,8 +1086,9 @@ class _SharedDecode:
     never starts, everything is decoded here as before; errors are raised
     here, in slice order, with the same messages. Finished chunks are taken
     after every slice decoded here, so frames do not pile up in memory, and
-    the workers are killed when the series is read (or the read fails or is
-    cancelled): none outlives the load or can hold up the application's exit.
+    the workers end with the read (also one that fails or is cancelled): they
+    finish the chunk in hand and exit, and one stuck past a grace period is
+    killed, so none outlives the load or can hold up the application's exit.
 
     The workers are a :class:`concurrent.futures.ProcessPoolExecutor`, not a
     :class:`multiprocessing.pool.Pool`: a worker that dies while it holds the
@@ -1147,11 +1151,34 @@ class _SharedDecode:
         return pool
 
     def _stop_pool(self) -> None:
-        """Kill the workers (a chunk they are decoding is not needed any more), then let the executor reap them."""
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
-        self.pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the deaths and joins them
+        """Let the workers end after the chunk in hand; kill only one still decoding after :data:`WORKER_GRACE_SECONDS`.
+
+        A worker is never killed while it may be sending a result: one killed
+        halfway through writing a chunk's frames to the executor's result pipe
+        leaves half a message there, and the executor's thread then waits for
+        the rest forever, and with it the end of this read (a benchmark run
+        hung so: the worker was killed as this thread finished the chunk the
+        worker was sending). Every chunk is flagged as taken, so a worker skips
+        whatever is still queued; the one in hand is mostly the chunk this
+        thread just decoded too, which the worker had started earlier. A
+        worker still running after the grace period is stuck decoding, not
+        sending, so killing it is safe; the executor sees the death and ends.
+        """
+        import threading  # as the executor: only a compressed series read in parallel needs these
+
+        if self.taken is not None:
+            self.taken[:] = [1] * len(self.taken)
+        stopping = threading.Thread(target=self.pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                    name="decode workers ending", daemon=True)
+        stopping.start()
+        stopping.join(WORKER_GRACE_SECONDS)
+        if stopping.is_alive():
+            for process in self.processes:
+                if _still_running(process):
+                    logger.warning("a decoding worker was still busy %.0f s after the series was read; killing it",
+                                   WORKER_GRACE_SECONDS)
+                    process.kill()
+            stopping.join()  # the executor sees the death, stops and reaps its workers
 
     def _finished(self) -> Iterator[Tuple[int, np.ndarray]]:
         """The slices of every chunk the workers have finished since the last look."""
@@ -1167,6 +1194,17 @@ class _SharedDecode:
             self.done.add(number)
             self.worker_slices += len(frames)
             yield from zip(self.chunks[number], frames)
+
+
+def _still_running(process: Any) -> bool:
+    """Whether a worker process has not ended, judged by its sentinel (readable once it has ended), not by
+    ``is_alive()``: that reaps it, and the executor's own thread may be reaping it at the same moment."""
+    import multiprocessing.connection
+
+    try:
+        return not multiprocessing.connection.wait([process.sentinel], timeout=0)
+    except (ValueError, OSError):  # already closed by the executor: ended
+        return False
 
 
 #: Integer rescale parameters above these are treated as real numbers (the int64 arithmetic stays exact).
