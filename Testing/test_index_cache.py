@@ -142,6 +142,29 @@ def test_headers_holding_pydicom_value_types_are_still_served_from_the_cache(ext
     assert type(served.rescale_intercept) is float and type(served.image_position) is tuple
 
 
+def test_a_folder_whose_values_cannot_be_cached_is_indexed_and_read_again_next_time(
+        external_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A header value the record cannot hold costs that folder its record, not the scan (the warning names it)."""
+    import dataclasses
+
+    _real_slices(external_data, tmp_path / "series")
+    read_header = dicom_series.read_header
+    reads = []
+
+    def with_an_odd_value(path: Path) -> dicom_series.InstanceHeader:
+        reads.append(path)
+        return dataclasses.replace(read_header(path), series_description=object())  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dicom_series, "read_header", with_an_odd_value)
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        first = scan_folder(tmp_path / "series", cache=cache)
+        again = scan_folder(tmp_path / "series", cache=cache)
+    assert len(first.instances) == len(again.instances) == 2 and not first.errors
+    assert len(reads) == 4, "the folder was read again: it had no record"
+    assert str(tmp_path / "series") in caplog.text and "cannot be cached" in caplog.text
+
+
 def _foreign_database(path: Path) -> Path:
     connection = sqlite3.connect(str(path))
     connection.execute("CREATE TABLE files (name TEXT, owner TEXT)")

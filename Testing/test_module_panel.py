@@ -291,6 +291,34 @@ def test_annotation_folders_reach_the_logic_as_annotations(panel, tmp_path, monk
     assert received[-1] is None  # no folders: the service is called as before, without the argument
 
 
+def test_a_collection_below_a_folder_named_in_latin1_shows_text_qt_can_take(panel, tmp_path, monkeypatch):
+    """Qt takes no lone surrogate: case table cells, findings and their tooltips spell such a byte out as \\xe9."""
+    import os
+
+    from SarcomaLungLiverBrowserLib.samples import hermessi
+
+    root = hermessi.generate(tmp_path / os.fsdecode(b"\xe9tude"))
+    shown: List[str] = []
+
+    def recorded_item(text: str) -> Any:
+        shown.append(text)
+        return types.SimpleNamespace(setToolTip=shown.append, text=text)
+
+    panel.module.qt.QListWidgetItem = recorded_item
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda *arguments, **keywords: None)  # no views here
+    assert panel.widget.openCollectionFolder(str(root))
+    table = panel.ui.casesTable
+    cells = [item.text() for item in table.cells.values()]
+    assert cells and any("\\xe9tude" in text for text in cells), cells
+    panel.widget.loadCase(panel.widget.logic.caseIds()[0])
+    panel.widget.onExportReport()  # written beside the review store, below the Latin-1 folder
+    assert not [message for message in panel.messages if message[0] != "info"], panel.messages
+    (written,) = [text for kind, text in panel.messages if kind == "info" and text.startswith("Written:")]
+    assert "\\xe9tude" in written
+    for text in cells + shown + [written]:
+        text.encode("utf-8")  # raises on a lone surrogate
+
+
 def test_the_logic_forwards_annotations_only_when_given(headless, tmp_path, monkeypatch):
     module = import_module_file()
     logic = module.SarcomaLungLiverBrowserLogic(headless.scene)

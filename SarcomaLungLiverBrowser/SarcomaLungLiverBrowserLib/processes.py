@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["spawn_context", "in_worker_process"]
+__all__ = ["spawn_context", "in_worker_process", "still_running"]
 
 
 def spawn_context() -> Any:
@@ -36,3 +36,15 @@ def in_worker_process() -> bool:
     """Whether this interpreter is a worker started by multiprocessing (which then starts no workers of its own:
     two QA workers each decoding with helpers would ask for more processes than the machine has cores)."""
     return multiprocessing.parent_process() is not None
+
+
+def still_running(process: Any) -> bool:
+    """Whether a worker process has not ended, judged by its sentinel (readable once it has ended), not by
+    ``is_alive()``: that reaps it, and the pool's own thread may be reaping it at the same moment (so a kill
+    decided on ``is_alive()`` could reach a reused process ID)."""
+    import multiprocessing.connection  # sockets and all: only for a process that was started
+
+    try:
+        return not multiprocessing.connection.wait([process.sentinel], timeout=0)
+    except (ValueError, OSError):  # already closed by its pool: ended
+        return False

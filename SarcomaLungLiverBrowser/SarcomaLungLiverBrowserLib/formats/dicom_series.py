@@ -33,7 +33,7 @@ from .limits import check_deflated_dicom, current_limits, use_limits
 from ..geometry import (
     LPS_TO_RAS, IrregularSlices, SlicePlane, SliceStackReport, orientation_problem, regular_runs, slice_grid, sort_slices,
 )
-from ..processes import in_worker_process, spawn_context
+from ..processes import in_worker_process, spawn_context, still_running
 from ..progress import ProgressCallback, report
 
 logger = logging.getLogger(__name__)
@@ -1174,7 +1174,7 @@ class _SharedDecode:
         stopping.join(WORKER_GRACE_SECONDS)
         if stopping.is_alive():
             for process in self.processes:
-                if _still_running(process):
+                if still_running(process):
                     logger.warning("a decoding worker was still busy %.0f s after the series was read; killing it",
                                    WORKER_GRACE_SECONDS)
                     process.kill()
@@ -1194,17 +1194,6 @@ class _SharedDecode:
             self.done.add(number)
             self.worker_slices += len(frames)
             yield from zip(self.chunks[number], frames)
-
-
-def _still_running(process: Any) -> bool:
-    """Whether a worker process has not ended, judged by its sentinel (readable once it has ended), not by
-    ``is_alive()``: that reaps it, and the executor's own thread may be reaping it at the same moment."""
-    import multiprocessing.connection
-
-    try:
-        return not multiprocessing.connection.wait([process.sentinel], timeout=0)
-    except (ValueError, OSError):  # already closed by the executor: ended
-        return False
 
 
 #: Integer rescale parameters above these are treated as real numbers (the int64 arithmetic stays exact).
