@@ -255,4 +255,9 @@ def test_kills_during_qa_never_leave_a_complete_looking_report_set(hermessi_root
         assert html.rstrip().endswith("</html>"), f"kill {kill}: report.html is cut short"
 
     assert _kill_loop(write_forever, check, duration) >= 100
-    assert outcomes["complete"] and outcomes["incomplete"], outcomes
+    # The loop really interrupted writes. A kill finds the set complete only in the moment between one write's
+    # manifest and the next write's removal of it, so whether any of 100 kills lands there is chance (a CI run saw
+    # none): each check asserts durability, and the set a whole write leaves is checked complete below.
+    assert outcomes["incomplete"], outcomes
+    export_review(out, collection, None, result)
+    assert _report_set_is_whole_or_incomplete(out, KILLS + 1) == "complete"
