@@ -53,9 +53,9 @@ def test_listing_through_a_descriptor_finds_what_listing_by_path_finds(tmp_path:
                 str(tmp_path / "tree" / "a" / "b"): {"z.dcm"}}
     monkeypatch.setattr(dicom_series, "_LIST_BY_DESCRIPTOR", by_descriptor and dicom_series._LIST_BY_DESCRIPTOR)
     found = dicom_series._walk_folders(tmp_path / "tree")
-    assert {folder: set(keys) for folder, keys in found} == expected
-    for folder, keys in found:
-        for name, key in keys.items():
+    assert {folder: set(listing.names) for folder, listing in found} == expected
+    for folder, listing in found:
+        for name, key in listing.file_keys().items():
             status = os.stat(os.path.join(folder, name))
             assert key == (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
 
@@ -69,9 +69,9 @@ def test_a_subfolder_replaced_by_a_link_after_listing_is_not_followed(tmp_path: 
     (tmp_path / "elsewhere" / "outside.dcm").write_bytes(b"outside")
     os.symlink(tmp_path / "elsewhere", tmp_path / "swapped")
     pending: list = []
-    assert dicom_series._folder_file_keys(str(tmp_path / "swapped"), False, pending, True) is None
+    assert dicom_series._list_folder(str(tmp_path / "swapped"), False, pending, True) is None
     # The root itself may be a link: the user asked for it by that name.
-    assert set(dicom_series._folder_file_keys(str(tmp_path / "swapped"), True, pending, True)) == {"outside.dcm"}
+    assert dicom_series._list_folder(str(tmp_path / "swapped"), True, pending, True).names == ["outside.dcm"]
 
 
 def test_links_to_files_are_followed_and_dangling_links_and_fifos_skipped_quietly(

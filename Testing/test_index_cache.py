@@ -17,7 +17,7 @@ import pytest
 
 from SarcomaLungLiverBrowserLib.errors import DataError
 from SarcomaLungLiverBrowserLib.formats import dicom_series
-from SarcomaLungLiverBrowserLib.formats.dicom_series import scan_folder
+from SarcomaLungLiverBrowserLib.formats.dicom_series import FolderListing, scan_folder
 from SarcomaLungLiverBrowserLib.formats.index_cache import APPLICATION_ID, IndexCache, file_key
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -87,6 +87,35 @@ def test_swapped_slices_with_restored_times_are_not_served_from_the_cache(extern
     assert after == {"slice0.dcm": before["slice1.dcm"], "slice1.dcm": before["slice0.dcm"]}
 
 
+def test_renamed_files_whose_keys_a_rename_keeps_are_read_again(external_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows a rename keeps every part of a file's key (ctime is the creation time there and ``os.scandir``
+    reports no inode): a folder whose names changed is not served as it was recorded, however equal its keys."""
+    _real_slices(external_data, tmp_path / "series")
+    folder = str(tmp_path / "series")
+    with IndexCache(tmp_path / "cache.sqlite") as cache:
+        scan_folder(tmp_path / "series", cache=cache)
+        keys = {path.name: file_key(path.stat()) for path in (tmp_path / "series").iterdir()}
+        renamed = {"renamed-" + name: key for name, key in keys.items()}
+        entries, unchanged = cache.folder_entries(folder, FolderListing.of_keys(renamed))
+    assert not unchanged and entries == {}
+
+
+def test_keys_wider_than_their_fields_are_folded_the_same_way_every_time() -> None:
+    """Python 3.12 on Windows reports inodes of up to 128 bits (ReFS): such a key still packs into a listing,
+    identically each time, and files that differ only there still get different keys."""
+    from types import SimpleNamespace
+
+    def stat(inode: int) -> SimpleNamespace:
+        return SimpleNamespace(st_size=5, st_mtime_ns=-10**9, st_ctime_ns=10**18, st_ino=inode)
+
+    wide, wider = file_key(stat(2**100 + 7)), file_key(stat(2**100 + 8))
+    assert wide == file_key(stat(2**100 + 7)) and wide != wider
+    assert file_key(stat(12345)) == (5, -10**9, 10**18, 12345), "keys that fit are kept as they are"
+    listing = FolderListing.of_keys({"a.dcm": wide, "b.dcm": wider})
+    assert listing.file_keys() == {"a.dcm": wide, "b.dcm": wider}
+
+
 def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _real_slices(external_data, tmp_path / "series")
@@ -100,10 +129,13 @@ def test_unchanged_files_are_served_from_the_cache(external_data: Path, tmp_path
         monkeypatch.setattr(dicom_series, "looks_like_dicom", must_not_read)
         again = scan_folder(tmp_path / "series", cache=cache)
         keys = {path.name: file_key(path.stat()) for path in (tmp_path / "series").iterdir()}
-        entries, unchanged = cache.folder_entries(str(tmp_path / "series"), keys)
+        # As listed, and as a file system listing the same files in another order would list them.
+        listed = cache.folder_entries(str(tmp_path / "series"), FolderListing.of_keys(keys))
+        reordered = cache.folder_entries(str(tmp_path / "series"), FolderListing.of_keys(dict(reversed(keys.items()))))
     assert again.instances == first.instances and len(again.instances) == 2
-    assert unchanged and all(header is not None for _, header, _ in entries.values())
-    assert {path for path, _, _ in entries.values()} == {str(tmp_path / "series" / name) for name in keys}
+    for entries, unchanged in (listed, reordered):
+        assert unchanged and all(header is not None for _, header, _ in entries.values())
+        assert {path for path, _, _ in entries.values()} == {str(tmp_path / "series" / name) for name in keys}
 
 
 def test_headers_holding_pydicom_value_types_are_still_served_from_the_cache(external_data: Path, tmp_path: Path,

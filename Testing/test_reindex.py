@@ -152,15 +152,19 @@ def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: L
     connection = sqlite3.connect(str(cache_path))
     folder_key = os.fsencode(paths[0].parent)
     (record,) = connection.execute("SELECT files FROM folders WHERE path = ?", (folder_key,)).fetchone()
-    keys, names, others, shared, varying, rows = pickle.loads(record)
+    names, keys, others, shared, varying, rows = pickle.loads(record)
+    assert others, "the folder's damaged file is recorded as such"
     damages = [
         record[:40],  # cut short
         '{"files": 3}',  # text, as schema 6 kept records
         pickle.dumps({"files": 3}),  # another layout
-        pickle.dumps((keys, names, others, shared, varying, [row[:-1] for row in rows])),  # a value short per row
-        pickle.dumps((keys, names[:-1], others, shared, varying, rows[:-1])),  # a file with a key but no entry
-        pickle.dumps((keys, names, others, {**shared, "modality": Path("CT")}, varying, rows)),  # names a class
-        pickle.dumps((keys, names, others, shared, varying, rows + [_RunsWhenLoaded()])),  # would run a command
+        pickle.dumps((names, keys, others, shared, varying, [row[:-1] for row in rows])),  # a value short per row
+        pickle.dumps((names, keys, others, shared, varying, rows[:-1])),  # a file with a key but no entry
+        pickle.dumps((names, keys[:-1], others, shared, varying, rows)),  # a key cut short
+        pickle.dumps((names, keys, {len(rows) + len(others): None}, shared, varying, rows)),  # no such file
+        pickle.dumps((names, keys, {index: b"bytes" for index in others}, shared, varying, rows)),  # not text
+        pickle.dumps((names, keys, others, {**shared, "modality": Path("CT")}, varying, rows)),  # names a class
+        pickle.dumps((names, keys, others, shared, varying, rows + [_RunsWhenLoaded()])),  # would run a command
     ]
     monkeypatch.chdir(tmp_path)
     for damage in damages:

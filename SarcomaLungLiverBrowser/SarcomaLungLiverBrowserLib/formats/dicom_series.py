@@ -418,6 +418,61 @@ class FolderScan:
 #: (size, mtime_ns, ctime_ns, inode) of a file: what must be unchanged for a cached header to be used.
 FileKey = Tuple[int, int, int, int]
 
+#: How a folder listing packs each file's key: size, mtime and ctime as signed and the inode as unsigned 64-bit
+#: numbers (their C types on every POSIX system).
+FILE_KEY_LAYOUT = struct.Struct("<qqqQ")
+_SIGNED_64 = 1 << 63
+_UNSIGNED_64 = 1 << 64
+
+
+def file_key(stat: os.stat_result) -> FileKey:
+    """The cache key of a file from its stat (``os.stat`` or ``os.DirEntry.stat``).
+
+    A value outside its 64-bit field (Python 3.12 on Windows reports inodes
+    of up to 128 bits on ReFS) is folded into it, the same way every time,
+    so that every key can be packed (see :class:`FolderListing`).
+    """
+    values = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    try:
+        FILE_KEY_LAYOUT.pack(*values)
+    except struct.error:
+        size, mtime, ctime, inode = values
+        return ((size + _SIGNED_64) % _UNSIGNED_64 - _SIGNED_64, (mtime + _SIGNED_64) % _UNSIGNED_64 - _SIGNED_64,
+                (ctime + _SIGNED_64) % _UNSIGNED_64 - _SIGNED_64, (inode ^ (inode >> 64)) % _UNSIGNED_64)
+    return values
+
+
+class FolderListing:
+    """The visible regular files of one folder as a walk found them: their names and keys, in listing order.
+
+    The keys (:func:`file_key`) are packed into one bytes string, so that a
+    re-index recognises an unchanged folder by comparing two strings with its
+    header cache record (see :mod:`.index_cache`) instead of a tuple of four
+    numbers per file -- which, with unpacking the record's tuples, was a tenth
+    of a re-index. The order is the file system's: the same for an unchanged
+    folder (a folder listed in another order is still matched file by file).
+    """
+
+    __slots__ = ("names", "packed_keys")
+
+    def __init__(self, names: List[str], packed_keys: bytes) -> None:
+        #: File names, as ``os.scandir`` gave them.
+        self.names = names
+        #: ``FILE_KEY_LAYOUT.size`` bytes per name: its key, packed.
+        self.packed_keys = packed_keys
+
+    @classmethod
+    def of_keys(cls, keys: Dict[str, FileKey]) -> "FolderListing":
+        """The listing of files named by ``keys`` (name -> :func:`file_key`), in that mapping's order."""
+        return cls(list(keys), b"".join(FILE_KEY_LAYOUT.pack(*key) for key in keys.values()))
+
+    def file_keys(self) -> Dict[str, FileKey]:
+        """File name -> key, in listing order."""
+        return dict(zip(self.names, FILE_KEY_LAYOUT.iter_unpack(self.packed_keys)))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
 
 #: Whether a folder can be listed through an open descriptor (POSIX): each entry's stat then resolves one name
 #: against that descriptor (``fstatat``) instead of walking the whole path again, a third of a re-index's walk.
@@ -425,8 +480,8 @@ _LIST_BY_DESCRIPTOR = os.scandir in os.supports_fd
 _DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, FileKey]]]:
-    """Every folder below ``root`` (itself included) with its regular files' keys, hidden entries skipped.
+def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, FolderListing]]:
+    """Every folder below ``root`` (itself included) with its regular files, hidden entries skipped.
 
     Each key comes from the ``os.scandir`` entry's stat: one system call per
     file, no open. Folders are not followed through symbolic links.
@@ -434,19 +489,19 @@ def _walk_folders(root: Path, warn: bool = True) -> List[Tuple[str, Dict[str, Fi
     :param warn: name each link loop or unreadable entry in a warning (:mod:`.folders`); False for a walk
         that only checks whether anything changed, ahead of a scan that warns once itself.
     """
-    found: List[Tuple[str, Dict[str, FileKey]]] = []
+    found: List[Tuple[str, FolderListing]] = []
     pending = [(str(root), True)]
     while pending:
         directory, is_root = pending.pop()
-        keys = _folder_file_keys(directory, is_root, pending, warn)
-        if keys is not None:
-            found.append((directory, keys))
+        listing = _list_folder(directory, is_root, pending, warn)
+        if listing is not None:
+            found.append((directory, listing))
     return found
 
 
-def _folder_file_keys(directory: str, is_root: bool, pending: List[Tuple[str, bool]], warn: bool
-                      ) -> Optional[Dict[str, FileKey]]:
-    """The keys of ``directory``'s regular files, its subfolders added to ``pending``; None if it cannot be listed."""
+def _list_folder(directory: str, is_root: bool, pending: List[Tuple[str, bool]], warn: bool
+                 ) -> Optional[FolderListing]:
+    """The listing of ``directory``'s regular files, its subfolders added to ``pending``; None if it cannot be listed."""
     descriptor = None
     try:
         if _LIST_BY_DESCRIPTOR:
@@ -461,7 +516,9 @@ def _folder_file_keys(directory: str, is_root: bool, pending: List[Tuple[str, bo
         return None
     try:
         prefix = folder_prefix(directory)
-        keys: Dict[str, FileKey] = {}
+        names: List[str] = []
+        packed: List[bytes] = []
+        pack_key = FILE_KEY_LAYOUT.pack
         for entry in entries:
             name = entry.name
             if name.startswith("."):
@@ -478,8 +535,12 @@ def _folder_file_keys(directory: str, is_root: bool, pending: List[Tuple[str, bo
                     warn_skipped_entry(entry, error, prefix + name)
                 continue
             if stat_mode.S_ISREG(stat.st_mode):
-                keys[name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-        return keys
+                try:
+                    packed.append(pack_key(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+                except struct.error:  # a value wider than its field: folded (see file_key)
+                    packed.append(pack_key(*file_key(stat)))
+                names.append(name)
+        return FolderListing(names, b"".join(packed))
     finally:
         if descriptor is not None:
             os.close(descriptor)
@@ -494,14 +555,8 @@ def folder_prefix(folder: str) -> str:
 def tree_file_keys(root: Path) -> Tuple[Tuple[str, int, int, int, int], ...]:
     """(path, size, mtime, ctime, inode) of every visible regular file below ``root``, sorted, without warnings:
     what anything read from the tree depends on (walked as :func:`scan_folder` walks)."""
-    return tuple(sorted((os.path.join(folder, name), *key)
-                        for folder, keys in _walk_folders(root, warn=False) for name, key in keys.items()))
-
-
-def _walk_files(root: Path) -> List[Tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every regular file below ``root``, hidden ones skipped."""
-    return sorted((os.path.join(folder, name), key[0], key[1])
-                  for folder, keys in _walk_folders(root) for name, key in keys.items())
+    return tuple(sorted((os.path.join(folder, name), *key) for folder, listing in _walk_folders(root, warn=False)
+                        for name, key in listing.file_keys().items()))
 
 
 #: The cache :func:`scan_folder` uses when none is passed (see :func:`set_default_index_cache`).
@@ -574,28 +629,29 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], progress: Optional[ProgressCallback],
+def _scan_folders(root: str, folders: List[Tuple[str, FolderListing]], progress: Optional[ProgressCallback],
                   cache: Optional[object]) -> FolderScan:
     """:func:`scan_folder` of walked folders: every file's header from the cache or the file."""
-    total = sum(len(keys) for _, keys in folders)
+    total = sum(len(listing) for _, listing in folders)
     results: List[Tuple[str, Optional[InstanceHeader], Optional[str]]] = []
     changed_folders = []
     cache_key = _cache_key_of(root)
     records = cache.records_below(cache_key(root)) if cache is not None else {}  # type: ignore[attr-defined]
     done = next_report = 0
-    for folder, keys in folders:
+    for folder, listing in folders:
         if done >= next_report:
             report(progress, f"Reading DICOM headers ({done}/{total})", done / max(1, total))
             next_report = done + 200
         record = records.get(cache_key(folder))
-        known, unchanged = (cache.folder_entries(folder, keys, record)  # type: ignore[attr-defined]
+        known, unchanged = (cache.folder_entries(folder, listing, record)  # type: ignore[attr-defined]
                             if record is not None else ({}, False))
         if unchanged:  # the common case of a re-index: every file served from the folder's record
             results.extend(known.values())
-            done += len(keys)
+            done += len(listing)
             continue
-        entries = {}
-        for name in sorted(keys):
+        keys = listing.file_keys()
+        found: Dict[str, Tuple[Optional[InstanceHeader], Optional[str]]] = {}
+        for name in sorted(keys):  # name order is mostly the order files were written in: reads stay local
             path = os.path.join(folder, name)
             cached = known.get(name)
             if cached is None:
@@ -607,10 +663,10 @@ def _scan_folders(root: str, folders: List[Tuple[str, Dict[str, FileKey]]], prog
             else:
                 entry = cached[1:]
                 done += 1
-            entries[name] = (keys[name], entry[0], entry[1])
+            found[name] = entry
             results.append((path, entry[0], entry[1]))
-        if cache is not None and not unchanged:
-            changed_folders.append((cache_key(folder), entries))
+        if cache is not None:  # recorded in listing order: next time the walk's listing matches it as a whole
+            changed_folders.append((cache_key(folder), {name: (key, *found[name]) for name, key in keys.items()}))
     if cache is not None and changed_folders:
         cache.store_folders(changed_folders)  # type: ignore[attr-defined]
     if cache is not None:

@@ -28,12 +28,15 @@ import logging
 import os
 import pickle
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError
-from .dicom_series import LAZY_PATH_ATTRIBUTE, FileKey, InstanceHeader, folder_prefix
+from .dicom_series import (
+    FILE_KEY_LAYOUT, LAZY_PATH_ATTRIBUTE, FileKey, FolderListing, InstanceHeader, file_key, folder_prefix,
+)
 
 __all__ = ["IndexCache", "default_cache_path", "APPLICATION_ID", "FileKey", "file_key"]
 
@@ -41,18 +44,14 @@ logger = logging.getLogger(__name__)
 
 #: 5: the per-file table of versions 2-4 is gone. 6: folder paths are stored as their bytes (``os.fsencode``), so
 #: that a folder whose name is not valid UTF-8 (an archive unpacked from another system) can be cached. 7: folder
-#: records are restricted pickles instead of JSON (see :func:`_encode_folder_record`).
-_SCHEMA_VERSION = 7
+#: records are restricted pickles instead of JSON (see :func:`_encode_folder_record`). 8: a record keeps its files'
+#: names and keys as the walk lists them, one string and one packed bytes string (see ``FolderListing``).
+_SCHEMA_VERSION = 8
 #: SQLite ``application_id`` of our cache files ("SLLC"), so that no other database is mistaken for one.
 APPLICATION_ID = 0x534C4C43
 #: The table of schema version 2, written before the application ID existed.
 _LEGACY_FILES_COLUMNS = ["path", "size", "mtime_ns", "header", "error"]
 _FOLDER_COLUMNS = "path BLOB PRIMARY KEY, files BLOB"
-
-def file_key(stat: os.stat_result) -> FileKey:
-    """The cache key of a file from its stat (``os.stat`` or ``os.DirEntry.stat``)."""
-    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
-
 
 def default_cache_path() -> Path:
     """Where the command line and the module keep the cache unless told otherwise."""
@@ -95,30 +94,43 @@ def _plain(value: object) -> object:
     raise TypeError(f"a header value of type {type(value).__name__} cannot be cached")
 
 
-def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHeader], Optional[str]]]) -> bytes:
-    """One folder's files as a record: every file's key, header values by column, what the other files were.
+#: Separates the file names of a folder record: the one character no file name can hold.
+_NAME_SEPARATOR = "\0"
 
-    The files of a folder are mostly the slices of one series, so most
-    header values (UIDs of study and series, patient, geometry but the
-    position, pixel format) are the same in every file: such a column is
-    stored once, the others as one row per header. The record is a pickle
-    of built-in containers and scalars only (see :class:`_PlainUnpickler`):
-    loading it is several times faster than parsing the same values as JSON,
-    and tuples and the file keys come back as they were, so an unchanged
-    folder is recognised by one comparison of its keys.
+
+def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHeader], Optional[str]]]) -> bytes:
+    """One folder's files as a record: their names and keys as listed, header values by column, what the others were.
+
+    ``entries`` is in the walk's listing order, and the record keeps it: the
+    names joined into one string and the keys packed into one bytes string,
+    exactly as :class:`~.dicom_series.FolderListing` holds them, so that an
+    unchanged folder is recognised by comparing two strings. The files of a
+    folder are mostly the slices of one series, so most header values (UIDs
+    of study and series, patient, geometry but the position, pixel format)
+    are the same in every file: such a column is stored once, the others as
+    one row per header, in listing order. The record is a pickle of built-in
+    containers and scalars only (see :class:`_PlainUnpickler`): loading it is
+    several times faster than parsing the same values as JSON.
+
+    :raises TypeError: for a value the record cannot hold (the folder then goes uncached).
     """
-    keys: Dict[str, FileKey] = {}
-    header_names: List[str] = []
-    others: Dict[str, Optional[str]] = {}  # file name -> its problem, None for a file that is not DICOM
+    names = [str(name) for name in entries]
+    joined_names = _NAME_SEPARATOR.join(names)
+    if joined_names.count(_NAME_SEPARATOR) != max(len(names) - 1, 0):
+        raise TypeError("a file name holds a NUL character")
+    try:
+        packed_keys = b"".join(FILE_KEY_LAYOUT.pack(*key) for key, _, _ in entries.values())
+    except struct.error as error:
+        raise TypeError(f"a file key cannot be packed ({error})") from error
+    others: Dict[int, Optional[str]] = {}  # index of the file -> its problem, None for a file that is not DICOM
     columns: Dict[str, list] = {name: [] for name in _HEADER_FIELDS}
-    for name, (key, header, error) in entries.items():
-        keys[str(name)] = tuple(int(part) for part in key)  # type: ignore[assignment]
+    for index, (_, header, error) in enumerate(entries.values()):
         if header is None or error is not None:
-            others[name] = None if error is None else str(error)
+            others[index] = None if error is None else str(error)
             continue
-        header_names.append(name)
         for field_name in _HEADER_FIELDS:
             columns[field_name].append(_plain(getattr(header, field_name)))
+    header_count = len(names) - len(others)
     shared: Dict[str, object] = {}
     varying: List[str] = []
     for field_name, values in columns.items():
@@ -126,8 +138,8 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
             shared[field_name] = values[0]
         else:
             varying.append(field_name)
-    rows = list(zip(*(columns[name] for name in varying))) if varying else [()] * len(header_names)
-    return pickle.dumps((keys, header_names, others, shared, tuple(varying), rows), protocol=_RECORD_PROTOCOL)
+    rows = list(zip(*(columns[name] for name in varying))) if varying else [()] * header_count
+    return pickle.dumps((joined_names, packed_keys, others, shared, tuple(varying), rows), protocol=_RECORD_PROTOCOL)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -142,34 +154,39 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a header cache record names {module}.{name}")
 
 
-def _load_folder_record(record: bytes) -> Tuple[Dict[str, FileKey], List[str], Dict[str, Optional[str]],
-                                                 Dict[str, object], Tuple[str, ...], List[tuple]]:
-    """The parts of a folder record, their layout checked (per folder, not per file).
+def _load_folder_record(record: bytes) -> Tuple[str, bytes, int, Dict[int, Optional[str]], Dict[str, object],
+                                                 Tuple[str, ...], List[tuple]]:
+    """The parts of a folder record and how many files it records, its layout checked (per folder, not per file).
 
     :raises Exception: of whatever kind a damaged record gives (the caller treats any as a miss).
     """
     if not isinstance(record, bytes):
         raise TypeError(f"cached folder record is {type(record).__name__}, not bytes")
-    keys, header_names, others, shared, varying, rows = _PlainUnpickler(io.BytesIO(record)).load()
-    if not (type(keys) is dict and type(header_names) is list and type(others) is dict and type(shared) is dict
-            and type(varying) is tuple and type(rows) is list):
+    joined_names, packed_keys, others, shared, varying, rows = _PlainUnpickler(io.BytesIO(record)).load()
+    if not (type(joined_names) is str and type(packed_keys) is bytes and type(others) is dict
+            and type(shared) is dict and type(varying) is tuple and type(rows) is list):
         raise ValueError("cached folder record has another layout")
+    count = joined_names.count(_NAME_SEPARATOR) + 1 if joined_names else 0
+    if len(packed_keys) != count * FILE_KEY_LAYOUT.size:
+        raise ValueError(f"cached folder record has {len(packed_keys)} bytes of keys for {count} files")
     if set(shared) | set(varying) != _HEADER_FIELD_SET or len(shared) + len(varying) != len(_HEADER_FIELDS):
         raise ValueError("cached folder record has other header fields")
-    if len(rows) != len(header_names) or set(map(type, rows)) - {tuple} or set(map(len, rows)) - {len(varying)}:
-        raise ValueError(f"cached folder record has {len(rows)} rows for {len(header_names)} headers")
-    if len(header_names) + len(others) != len(keys) or not keys.keys() >= set(header_names) | others.keys():
-        raise ValueError("cached folder record names files it has no key of")
-    return keys, header_names, others, shared, varying, rows
+    if len(rows) + len(others) != count or not all(type(index) is int and 0 <= index < count for index in others):
+        raise ValueError(f"cached folder record has {len(rows)} rows and {len(others)} other files for {count} files")
+    if set(map(type, rows)) - {tuple} or set(map(len, rows)) - {len(varying)}:
+        raise ValueError("cached folder record has rows of another width")
+    if not all(problem is None or type(problem) is str for problem in others.values()):
+        raise ValueError("cached folder record has a problem that is not text")
+    return joined_names, packed_keys, count, others, shared, varying, rows
 
 
 #: A file served from the cache: its path (``folder_prefix(folder) + name``), its header or None, its problem or None.
 CachedEntry = Tuple[str, Optional[InstanceHeader], Optional[str]]
 
 
-def _decode_folder_record(folder: str, record: bytes, keys: Dict[str, FileKey]
+def _decode_folder_record(folder: str, record: bytes, listing: FolderListing
                           ) -> Tuple[Dict[str, CachedEntry], int]:
-    """The entries of a folder record whose key equals ``keys[name]``, and how many files it records.
+    """The entries of a folder record whose file's key is still the one ``listing`` has, and how many it records.
 
     A re-index spends much of its time here, once per file, so the loop does
     only what each file needs: one copy of the folder's shared values updated
@@ -177,15 +194,26 @@ def _decode_folder_record(folder: str, record: bytes, keys: Dict[str, FileKey]
     instance filled without ``__init__``; its path stays text until it is
     used (see ``InstanceHeader.__getattr__``), the same string the entry
     carries for the scan's results. An unchanged folder -- the common case --
-    is recognised by comparing its keys in one step.
+    is recognised by comparing the record's names and packed keys with the
+    listing's, two string comparisons; otherwise each file's key is compared.
 
     :raises Exception: for a damaged record (see :func:`_load_folder_record`).
     """
-    recorded, header_names, others, shared, varying, rows = _load_folder_record(record)
+    joined_names, packed_keys, count, others, shared, varying, rows = _load_folder_record(record)
+    if packed_keys == listing.packed_keys and joined_names == _NAME_SEPARATOR.join(listing.names):
+        names = listing.names  # every file as recorded, in the same order
+        unchanged = None
+    else:  # some file changed, was replaced, added or removed (or the folder lists in another order)
+        names = joined_names.split(_NAME_SEPARATOR) if count else []
+        current = listing.file_keys()
+        unchanged = {name for name, key in zip(names, FILE_KEY_LAYOUT.iter_unpack(packed_keys)) if current.get(name) == key}
+    if others:
+        header_names: Iterable[str] = [name for index, name in enumerate(names) if index not in others]
+        other_files = [(names[index], problem) for index, problem in others.items()]
+    else:
+        header_names, other_files = names, []
     headers: Iterable[Tuple[str, tuple]] = zip(header_names, rows)
-    other_files: Iterable[Tuple[str, Optional[str]]] = others.items()
-    if recorded != keys:  # some file changed, was replaced, added or removed: serve the others alone
-        unchanged = {name for name, key in keys.items() if recorded.get(name) == key}
+    if unchanged is not None:
         headers = [(name, row) for name, row in headers if name in unchanged]
         other_files = [(name, problem) for name, problem in other_files if name in unchanged]
     common = _shared_values(shared)
@@ -200,10 +228,8 @@ def _decode_folder_record(folder: str, record: bytes, keys: Dict[str, FileKey]
         _set_attribute(header, "__dict__", values)  # the dictionary itself, not a copy (see _shared_values)
         valid[name] = (path, header, None)
     for name, problem in other_files:
-        if problem is not None and type(problem) is not str:
-            raise ValueError(f"cached problem of {name} is {type(problem).__name__}")
         valid[name] = (prefix + name, None, problem)
-    return valid, len(recorded)
+    return valid, count
 
 
 def _shared_values(shared: Dict[str, object]) -> Dict[str, object]:
@@ -363,12 +389,12 @@ class IndexCache:
             logger.warning("%s: header cache unreadable (%s); reading headers from the files", self.path, error)
             return {}
 
-    def folder_entries(self, folder: str, keys: Dict[str, FileKey], record: Optional[bytes] = None
+    def folder_entries(self, folder: str, listing: FolderListing, record: Optional[bytes] = None
                        ) -> Tuple[Dict[str, CachedEntry], bool]:
         """Cached (path, header or None, error or None) of each file of ``folder`` whose key is unchanged.
 
-        :param keys: file name -> :func:`file_key` of every file now in the
-            folder (from the walk's own ``os.scandir`` stat).
+        :param listing: every file now in the folder with its :func:`file_key`
+            (from the walk's own ``os.scandir`` stat).
         :param record: the folder's record from :meth:`records_below`, if
             the caller read them all at once (None: read it now; a folder
             without a record is simply absent from that mapping, and a miss).
@@ -389,12 +415,12 @@ class IndexCache:
                 return {}, False
             record = row[0]
         try:
-            valid, recorded = _decode_folder_record(folder, record, keys)
+            valid, recorded = _decode_folder_record(folder, record, listing)
         except Exception:  # noqa: BLE001 -- a record is data only (loading it runs no code): whatever a damaged
             # one raises, the folder's files are read again
             logger.warning("%s: damaged record of %s in the header cache; reading its files again", self.path, folder)
             return {}, False
-        return valid, len(valid) == len(keys) == recorded
+        return valid, len(valid) == len(listing) == recorded
 
     def store_folders(self, folders: Iterable[Tuple[str, Dict[str, Tuple[FileKey, Optional[InstanceHeader],
                                                                            Optional[str]]]]]) -> None:
