@@ -522,8 +522,9 @@ def test_workers_end_by_themselves_when_the_read_ends(encoded_series, monkeypatc
 
 
 def test_a_worker_stuck_past_the_grace_period_is_killed_and_the_read_still_ends(encoded_series, tmp_path: Path,
-                                                                                monkeypatch) -> None:
-    """The last slice is a named pipe nobody writes to: the worker that takes it blocks reading it forever."""
+                                                                                monkeypatch, caplog) -> None:
+    """The last slice is a named pipe nobody writes to: the worker that takes it blocks reading it forever.
+    The warning names the series and its folder."""
     import dataclasses
     import signal
     import time
@@ -558,6 +559,8 @@ def test_a_worker_stuck_past_the_grace_period_is_killed_and_the_read_still_ends(
         signal.signal(signal.SIGALRM, previous)
         os.close(writer)
     assert [process.exitcode for process in decoder.processes] == [-signal.SIGKILL]
+    (warning,) = [record.getMessage() for record in caplog.records if "still busy" in record.getMessage()]
+    assert kept[0].series_instance_uid in warning and str(kept[0].path.parent) in warning
 
 
 def test_a_damaged_slice_decoded_by_a_worker_is_named_by_this_thread_in_slice_order(encoded_series, tmp_path: Path,

@@ -152,19 +152,21 @@ def test_a_damaged_folder_record_costs_only_that_folder(tmp_path: Path, reads: L
     connection = sqlite3.connect(str(cache_path))
     folder_key = os.fsencode(paths[0].parent)
     (record,) = connection.execute("SELECT files FROM folders WHERE path = ?", (folder_key,)).fetchone()
-    names, keys, others, shared, varying, rows = pickle.loads(record)
+    names, keys, others, shared, varying, columns = pickle.loads(record)
     assert others, "the folder's damaged file is recorded as such"
+    files = len(names.split("\0"))
     damages = [
         record[:40],  # cut short
         '{"files": 3}',  # text, as schema 6 kept records
         pickle.dumps({"files": 3}),  # another layout
-        pickle.dumps((names, keys, others, shared, varying, [row[:-1] for row in rows])),  # a value short per row
-        pickle.dumps((names, keys, others, shared, varying, rows[:-1])),  # a file with a key but no entry
-        pickle.dumps((names, keys[:-1], others, shared, varying, rows)),  # a key cut short
-        pickle.dumps((names, keys, {len(rows) + len(others): None}, shared, varying, rows)),  # no such file
-        pickle.dumps((names, keys, {index: b"bytes" for index in others}, shared, varying, rows)),  # not text
-        pickle.dumps((names, keys, others, {**shared, "modality": Path("CT")}, varying, rows)),  # names a class
-        pickle.dumps((names, keys, others, shared, varying, rows + [_RunsWhenLoaded()])),  # would run a command
+        pickle.dumps((names, keys, others, shared, varying, [column[:-1] for column in columns])),  # a value short
+        pickle.dumps((names, keys, others, shared, varying, columns[:-1])),  # a varying field without its column
+        pickle.dumps((names, keys, {}, shared, varying, columns)),  # a file with a key but no entry
+        pickle.dumps((names, keys[:-1], others, shared, varying, columns)),  # a key cut short
+        pickle.dumps((names, keys, {files: None}, shared, varying, columns)),  # no such file
+        pickle.dumps((names, keys, {index: b"bytes" for index in others}, shared, varying, columns)),  # not text
+        pickle.dumps((names, keys, others, {**shared, "modality": Path("CT")}, varying, columns)),  # names a class
+        pickle.dumps((names, keys, others, shared, varying, columns + [_RunsWhenLoaded()])),  # would run a command
     ]
     monkeypatch.chdir(tmp_path)
     for damage in damages:

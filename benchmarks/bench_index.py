@@ -11,7 +11,7 @@ once per encoding -- explicit and implicit VR little endian, and compressed with
 JPEG-LS lossless (pyjpegls), JPEG 2000 lossless (pylibjpeg-openjpeg) and RLE lossless -- then copied with
 new equal-length UIDs patched in, in NBIA-like series folders of 200 files.
 
-    python benchmarks/bench_index.py [--files 20000] [--compressed-files 5000] [--runs 3]
+    python benchmarks/bench_index.py [--files 20000] [--compressed-files 5000] [--runs 5]
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20000, help="files of each uncompressed encoding")
     parser.add_argument("--compressed-files", type=int, default=5000, help="files of each compressed encoding")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--measure", nargs=3, metavar=("KIND", "FOLDER", "CACHE"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.measure:

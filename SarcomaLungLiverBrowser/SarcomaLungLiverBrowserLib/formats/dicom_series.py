@@ -1231,7 +1231,9 @@ class _SharedDecode:
         if stopping.is_alive():
             for process in self.processes:
                 if still_running(process):
-                    logger.warning("a decoding worker was still busy %.0f s after the series was read; killing it",
+                    first = self.kept[0]
+                    logger.warning("a decoding worker of series %s in %s was still busy %.0f s after the series was "
+                                   "read; killing it", first.series_instance_uid, first.path.parent,
                                    WORKER_GRACE_SECONDS)
                     process.kill()
             stopping.join()  # the executor sees the death, stops and reaps its workers

@@ -21,6 +21,7 @@ or writing the cache (a damaged row, a locked database) is a cache miss.
 """
 from __future__ import annotations
 
+import collections
 import collections.abc
 import dataclasses
 import io
@@ -30,6 +31,7 @@ import pickle
 import sqlite3
 import struct
 import threading
+from itertools import repeat
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -45,8 +47,9 @@ logger = logging.getLogger(__name__)
 #: 5: the per-file table of versions 2-4 is gone. 6: folder paths are stored as their bytes (``os.fsencode``), so
 #: that a folder whose name is not valid UTF-8 (an archive unpacked from another system) can be cached. 7: folder
 #: records are restricted pickles instead of JSON (see :func:`_encode_folder_record`). 8: a record keeps its files'
-#: names and keys as the walk lists them, one string and one packed bytes string (see ``FolderListing``).
-_SCHEMA_VERSION = 8
+#: names and keys as the walk lists them, one string and one packed bytes string (see ``FolderListing``). 9: the
+#: header fields that vary within a folder are stored as one column per field instead of one row per file.
+_SCHEMA_VERSION = 9
 #: SQLite ``application_id`` of our cache files ("SLLC"), so that no other database is mistaken for one.
 APPLICATION_ID = 0x534C4C43
 #: The table of schema version 2, written before the application ID existed.
@@ -107,8 +110,10 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
     unchanged folder is recognised by comparing two strings. The files of a
     folder are mostly the slices of one series, so most header values (UIDs
     of study and series, patient, geometry but the position, pixel format)
-    are the same in every file: such a column is stored once, the others as
-    one row per header, in listing order. The record is a pickle of built-in
+    are the same in every file: such a field is stored once, each of the
+    others as a column of its values, one per header in listing order (set
+    across the folder's headers in one pass, see
+    :func:`_decode_folder_record`). The record is a pickle of built-in
     containers and scalars only (see :class:`_PlainUnpickler`): loading it is
     several times faster than parsing the same values as JSON.
 
@@ -130,7 +135,6 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
             continue
         for field_name in _HEADER_FIELDS:
             columns[field_name].append(_plain(getattr(header, field_name)))
-    header_count = len(names) - len(others)
     shared: Dict[str, object] = {}
     varying: List[str] = []
     for field_name, values in columns.items():
@@ -138,8 +142,8 @@ def _encode_folder_record(entries: Dict[str, Tuple[FileKey, Optional[InstanceHea
             shared[field_name] = values[0]
         else:
             varying.append(field_name)
-    rows = list(zip(*(columns[name] for name in varying))) if varying else [()] * header_count
-    return pickle.dumps((joined_names, packed_keys, others, shared, tuple(varying), rows), protocol=_RECORD_PROTOCOL)
+    return pickle.dumps((joined_names, packed_keys, others, shared, tuple(varying),
+                         [columns[name] for name in varying]), protocol=_RECORD_PROTOCOL)
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -155,29 +159,31 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def _load_folder_record(record: bytes) -> Tuple[str, bytes, int, Dict[int, Optional[str]], Dict[str, object],
-                                                 Tuple[str, ...], List[tuple]]:
+                                                 Tuple[str, ...], List[list]]:
     """The parts of a folder record and how many files it records, its layout checked (per folder, not per file).
 
     :raises Exception: of whatever kind a damaged record gives (the caller treats any as a miss).
     """
     if not isinstance(record, bytes):
         raise TypeError(f"cached folder record is {type(record).__name__}, not bytes")
-    joined_names, packed_keys, others, shared, varying, rows = _PlainUnpickler(io.BytesIO(record)).load()
+    joined_names, packed_keys, others, shared, varying, columns = _PlainUnpickler(io.BytesIO(record)).load()
     if not (type(joined_names) is str and type(packed_keys) is bytes and type(others) is dict
-            and type(shared) is dict and type(varying) is tuple and type(rows) is list):
+            and type(shared) is dict and type(varying) is tuple and type(columns) is list):
         raise ValueError("cached folder record has another layout")
     count = joined_names.count(_NAME_SEPARATOR) + 1 if joined_names else 0
     if len(packed_keys) != count * FILE_KEY_LAYOUT.size:
         raise ValueError(f"cached folder record has {len(packed_keys)} bytes of keys for {count} files")
     if set(shared) | set(varying) != _HEADER_FIELD_SET or len(shared) + len(varying) != len(_HEADER_FIELDS):
         raise ValueError("cached folder record has other header fields")
-    if len(rows) + len(others) != count or not all(type(index) is int and 0 <= index < count for index in others):
-        raise ValueError(f"cached folder record has {len(rows)} rows and {len(others)} other files for {count} files")
-    if set(map(type, rows)) - {tuple} or set(map(len, rows)) - {len(varying)}:
-        raise ValueError("cached folder record has rows of another width")
+    if not all(type(index) is int and 0 <= index < count for index in others):
+        raise ValueError("cached folder record has a problem of a file it does not name")
     if not all(problem is None or type(problem) is str for problem in others.values()):
         raise ValueError("cached folder record has a problem that is not text")
-    return joined_names, packed_keys, count, others, shared, varying, rows
+    header_count = count - len(others)
+    if len(columns) != len(varying) or not all(type(column) is list and len(column) == header_count
+                                               for column in columns):
+        raise ValueError(f"cached folder record does not have {len(varying)} columns of {header_count} values")
+    return joined_names, packed_keys, count, others, shared, varying, columns
 
 
 #: A file served from the cache: its path (``folder_prefix(folder) + name``), its header or None, its problem or None.
@@ -188,48 +194,54 @@ def _decode_folder_record(folder: str, record: bytes, listing: FolderListing
                           ) -> Tuple[Dict[str, CachedEntry], int]:
     """The entries of a folder record whose file's key is still the one ``listing`` has, and how many it records.
 
-    A re-index spends much of its time here, once per file, so the loop does
-    only what each file needs: one copy of the folder's shared values updated
-    with the file's own row (both dictionary operations in C), and the
-    instance filled without ``__init__``; its path stays text until it is
-    used (see ``InstanceHeader.__getattr__``), the same string the entry
-    carries for the scan's results. An unchanged folder -- the common case --
-    is recognised by comparing the record's names and packed keys with the
-    listing's, two string comparisons; otherwise each file's key is compared.
+    A re-index spends much of its time here, once per file, so each step is
+    one pass over the folder's headers that runs in C (``map`` over a
+    built-in method), not a Python loop: each header's attribute dictionary
+    is a copy of the folder's shared values (see :func:`_shared_values`),
+    each varying field is set from its column across all of them, and the
+    instances are filled without ``__init__``. A header's path stays text
+    until it is used (see ``InstanceHeader.__getattr__``), the same string
+    the entry carries for the scan's results. An unchanged folder -- the
+    common case -- is recognised by comparing the record's names and packed
+    keys with the listing's, two string comparisons; otherwise each file's
+    key is compared.
 
     :raises Exception: for a damaged record (see :func:`_load_folder_record`).
     """
-    joined_names, packed_keys, count, others, shared, varying, rows = _load_folder_record(record)
+    joined_names, packed_keys, count, others, shared, varying, columns = _load_folder_record(record)
     if packed_keys == listing.packed_keys and joined_names == _NAME_SEPARATOR.join(listing.names):
         names = listing.names  # every file as recorded, in the same order
         unchanged = None
     else:  # some file changed, was replaced, added or removed (or the folder lists in another order)
         names = joined_names.split(_NAME_SEPARATOR) if count else []
         current = listing.file_keys()
-        unchanged = {name for name, key in zip(names, FILE_KEY_LAYOUT.iter_unpack(packed_keys)) if current.get(name) == key}
-    if others:
-        header_names: Iterable[str] = [name for index, name in enumerate(names) if index not in others]
-        other_files = [(names[index], problem) for index, problem in others.items()]
-    else:
-        header_names, other_files = names, []
-    headers: Iterable[Tuple[str, tuple]] = zip(header_names, rows)
+        unchanged = {name for name, key in zip(names, FILE_KEY_LAYOUT.iter_unpack(packed_keys))
+                     if current.get(name) == key}
+    header_names = [name for index, name in enumerate(names) if index not in others] if others else names
+    other_files = [(names[index], problem) for index, problem in others.items()]
     if unchanged is not None:
-        headers = [(name, row) for name, row in headers if name in unchanged]
+        kept = [index for index, name in enumerate(header_names) if name in unchanged]
+        header_names = [header_names[index] for index in kept]
+        columns = [[column[index] for index in kept] for column in columns]
         other_files = [(name, problem) for name, problem in other_files if name in unchanged]
-    common = _shared_values(shared)
     prefix = folder_prefix(folder)
-    valid: Dict[str, CachedEntry] = {}
-    for name, row in headers:
-        path = prefix + name
-        values = common.copy()
-        values.update(zip(varying, row))
-        values[LAZY_PATH_ATTRIBUTE] = path
-        header = _new_header(InstanceHeader)
-        _set_attribute(header, "__dict__", values)  # the dictionary itself, not a copy (see _shared_values)
-        valid[name] = (path, header, None)
+    paths = list(map(prefix.__add__, header_names))
+    values = list(map(dict.copy, repeat(_shared_values(shared), len(paths))))
+    for field_name, column in zip(varying, columns):
+        _exhaust(map(_set_item, values, repeat(field_name), column))
+    _exhaust(map(_set_item, values, repeat(LAZY_PATH_ATTRIBUTE), paths))
+    headers = list(map(_new_header, repeat(InstanceHeader, len(paths))))
+    # The dictionary itself, not a copy (see _shared_values).
+    _exhaust(map(_set_attribute, headers, repeat("__dict__"), values))
+    valid: Dict[str, CachedEntry] = dict(zip(header_names, zip(paths, headers, repeat(None))))
     for name, problem in other_files:
         valid[name] = (prefix + name, None, problem)
     return valid, count
+
+
+def _exhaust(iterator: Iterable[object]) -> None:
+    """Run ``iterator`` to its end, keeping nothing (a ``deque`` of no length consumes it in C)."""
+    collections.deque(iterator, maxlen=0)
 
 
 def _shared_values(shared: Dict[str, object]) -> Dict[str, object]:
@@ -253,6 +265,7 @@ def _shared_values(shared: Dict[str, object]) -> Dict[str, object]:
 
 _new_header = object.__new__
 _set_attribute = object.__setattr__
+_set_item = dict.__setitem__
 
 
 def _inspect(path: Path) -> str:
