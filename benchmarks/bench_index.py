@@ -122,6 +122,9 @@ def bench_encoding(name: str, syntax: str, count: int, runs: int) -> Dict[str, f
     script = Path(__file__)
     with tempfile.TemporaryDirectory(prefix="sllb-bench-index-") as root:
         folder = str(make_folder(Path(root), count, syntax))
+        # Written back before anything is timed: the kernel flushing the new files during the runs slowed some runs
+        # of every reader by up to a third (re-index ratios of 0.060 in runs whose other repeats gave 0.041).
+        os.sync()
         run_isolated(script, "--measure", "pydicom", folder, "-")  # warm the page cache
         times: Dict[str, List[float]] = {"pydicom": [], "pydicom-header": [], "first": [], "again": []}
         for run in range(runs):  # interleaved, so load changes hit every reader alike
