@@ -60,6 +60,44 @@ def test_listing_through_a_descriptor_finds_what_listing_by_path_finds(tmp_path:
             assert key == (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
 
 
+def test_a_file_whose_inode_is_wider_than_64_bits_is_listed_with_its_folded_key(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.12 on Windows reports ReFS inodes of up to 128 bits: the walk still lists such a file, with the key
+    ``file_key`` folds it to, beside a file whose key fits."""
+    from types import SimpleNamespace
+
+    from SarcomaLungLiverBrowserLib.formats import dicom_series
+
+    (tmp_path / "wide.dcm").write_bytes(b"wide")
+    (tmp_path / "plain.dcm").write_bytes(b"plain")
+    real_scandir = os.scandir
+
+    class WideInode:
+        """A directory entry whose stat reports a 128-bit inode."""
+
+        def __init__(self, entry: os.DirEntry) -> None:
+            self.entry, self.name = entry, entry.name
+
+        def is_dir(self, follow_symlinks: bool = True) -> bool:
+            return self.entry.is_dir(follow_symlinks=follow_symlinks)
+
+        def stat(self) -> SimpleNamespace:
+            status = self.entry.stat()
+            return SimpleNamespace(st_mode=status.st_mode, st_size=status.st_size, st_mtime_ns=status.st_mtime_ns,
+                                   st_ctime_ns=status.st_ctime_ns, st_ino=2**100 + status.st_ino)
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        return [WideInode(entry) if entry.name == "wide.dcm" else entry for entry in real_scandir(path)]
+
+    monkeypatch.setattr(dicom_series.os, "scandir", scandir)
+    ((folder, listing),) = dicom_series._walk_folders(tmp_path)
+    keys = listing.file_keys()
+    wide, plain = os.stat(tmp_path / "wide.dcm"), os.stat(tmp_path / "plain.dcm")
+    assert keys["wide.dcm"] == dicom_series.file_key(SimpleNamespace(
+        st_size=wide.st_size, st_mtime_ns=wide.st_mtime_ns, st_ctime_ns=wide.st_ctime_ns, st_ino=2**100 + wide.st_ino))
+    assert keys["plain.dcm"] == (plain.st_size, plain.st_mtime_ns, plain.st_ctime_ns, plain.st_ino)
+
+
 @pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="O_NOFOLLOW is POSIX")
 def test_a_subfolder_replaced_by_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
     """A folder listed as a folder may be swapped for a link before it is opened: the walk then skips it."""
