@@ -27,7 +27,7 @@ from pydicom.uid import (
 
 from conftest import external_data_root, require_shared_data
 from SarcomaLungLiverBrowserLib.errors import DataError
-from SarcomaLungLiverBrowserLib.formats import dicom_series, fast_header
+from SarcomaLungLiverBrowserLib.formats import dicom_series, fast_header, threaded_jpeg2000
 from SarcomaLungLiverBrowserLib.formats.dicom_series import (
     HEADER_PREFIX_BYTES, InstanceHeader, header_from_dataset, read_header, read_series, scan_folder,
 )
@@ -274,10 +274,12 @@ def _installed_jpeg2000_plugins() -> List[str]:
 @pytest.mark.parametrize("kind", sorted(REAL_SERIES))
 def test_jpeg2000_series_values_are_the_same_with_every_installed_plugin(encoded_series, monkeypatch,
                                                                          kind: str, encoding: str) -> None:
-    """GDCM decodes JPEG 2000 first where installed (the fast path); pylibjpeg-openjpeg and Pillow, pydicom's
-    fallbacks, must give the very same volume, lossy streams included."""
+    """imagecodecs decodes JPEG 2000 for read_series (the fast path); GDCM, pylibjpeg-openjpeg and Pillow, pydicom's
+    own plugins, must give the very same volume, lossy streams included."""
+    threaded_jpeg2000.add_to_pydicom()
     plugins = _installed_jpeg2000_plugins()
-    assert {"gdcm", "pylibjpeg"} <= set(plugins), f"the test environment lacks a JPEG 2000 decoder: {plugins}"
+    assert {"gdcm", "pylibjpeg", threaded_jpeg2000.PLUGIN} <= set(plugins), \
+        f"the test environment lacks a JPEG 2000 decoder: {plugins}"
     instances = scan_folder(encoded_series[kind][encoding][0].parent, cache=None).instances
     volumes = {}
     try:
@@ -291,12 +293,265 @@ def test_jpeg2000_series_values_are_the_same_with_every_installed_plugin(encoded
         assert np.array_equal(voxels, volumes["gdcm"]), f"{encoding} {kind}: {plugin} differs from gdcm"
 
 
-def test_gdcm_is_the_jpeg2000_decoder_read_series_uses_where_installed() -> None:
-    """The benchmark's JPEG 2000 figure depends on this order: pydicom's own, GDCM first (multi-threaded)."""
-    assert dicom_series._fastest_plugin(str(JPEG2000Lossless)) == ""  # pydicom's order, with its fallbacks
-    assert _installed_jpeg2000_plugins()[0] == "gdcm"
-    # Beside worker processes each core has its decoder already: the one-core openjpeg build, not GDCM's threads.
-    assert dicom_series._plugin(str(JPEG2000Lossless), True) == "pylibjpeg"
+def test_imagecodecs_decodes_jpeg2000_for_read_series_and_pydicoms_own_order_is_left_alone() -> None:
+    """The benchmark's JPEG 2000 figure depends on this choice: imagecodecs' openjpeg, several threads per frame,
+    with or without worker processes beside it. Other code in the interpreter still gets pydicom's order, GDCM
+    first; the added plugin comes last."""
+    assert threaded_jpeg2000.add_to_pydicom(), "imagecodecs, a module requirement, is not installed"
+    for syntax in (JPEG2000Lossless, JPEG2000):
+        assert dicom_series._fastest_plugin(str(syntax)) == threaded_jpeg2000.PLUGIN
+        assert dicom_series._plugin(str(syntax), True) == threaded_jpeg2000.PLUGIN
+        plugins = list(pydicom.pixels.get_decoder(syntax)._available)
+        assert plugins[0] == "gdcm" and plugins[-1] == threaded_jpeg2000.PLUGIN, plugins
+
+
+def test_without_imagecodecs_jpeg2000_goes_to_gdcm_alone_and_to_pylibjpeg_beside_worker_processes(
+        encoded_series, monkeypatch) -> None:
+    monkeypatch.setattr(threaded_jpeg2000, "_jpeg2k_decode", lambda: None)
+    dicom_series._plugin.cache_clear()
+    try:
+        assert not threaded_jpeg2000.add_to_pydicom()
+        assert dicom_series._fastest_plugin(str(JPEG2000Lossless)) == ""  # pydicom's order: GDCM's threads first
+        assert dicom_series._plugin(str(JPEG2000Lossless), True) == "pylibjpeg"
+        started = _count_shared_decodes(monkeypatch)
+        _read_with_helpers(encoded_series["CT"]["JPEG 2000 lossless"], monkeypatch)
+        assert started == [1]  # worker processes, as for the other compressions
+    finally:
+        dicom_series._plugin.cache_clear()
+
+
+def test_the_threaded_plugin_is_not_added_to_a_pydicom_whose_plugin_interface_it_does_not_speak(
+        monkeypatch, caplog) -> None:
+    import logging
+
+    monkeypatch.setattr(pydicom, "__version__", "3.1.0")
+    with caplog.at_level(logging.INFO, logger=threaded_jpeg2000.__name__):
+        assert not threaded_jpeg2000.add_to_pydicom()
+    assert "pydicom 3.1.0" in caplog.text and "one thread each" in caplog.text
+
+
+def _jpeg2000_test_files() -> List[Path]:
+    """pydicom's own JPEG 2000 files (other encoders: signed, an unsigned codestream under a signed Pixel
+    Representation, colour through the reversible colour transform, 13 to 16 bits, lossy and lossless)."""
+    files = []
+    for path in _pydicom_test_files():
+        try:
+            syntax = pydicom.dcmread(str(path), stop_before_pixels=True).file_meta.TransferSyntaxUID
+        except Exception:  # noqa: BLE001 - not every test file has a file meta
+            continue
+        if syntax in threaded_jpeg2000.DECODER_DEPENDENCIES:
+            files.append(path)
+    return files
+
+
+def _decoded_or_none(path: Path, plugin: str, **options: object) -> Optional[np.ndarray]:
+    try:
+        return pydicom.pixels.pixel_array(str(path), decoding_plugin=plugin, **options)
+    except Exception:  # noqa: BLE001 - the plugin refuses the file
+        return None
+
+
+@pytest.mark.parametrize("path", _jpeg2000_test_files(), ids=lambda path: path.name)
+def test_the_threaded_plugin_decodes_pydicoms_jpeg2000_files_as_pydicoms_own_plugins_do(path: Path) -> None:
+    """Whatever pylibjpeg-openjpeg (the same openjpeg, one thread) decodes, the threaded plugin decodes to the same
+    values, as GDCM does; a grey file it refuses (a damaged codestream GDCM still reads) reaches read_series'
+    slices through pydicom's own plugins, with their values."""
+    assert threaded_jpeg2000.add_to_pydicom()
+    ours = _decoded_or_none(path, threaded_jpeg2000.PLUGIN, **{threaded_jpeg2000.THREADS_OPTION: 3})
+    by_openjpeg = _decoded_or_none(path, "pylibjpeg")
+    by_gdcm = _decoded_or_none(path, "gdcm")
+    if by_openjpeg is not None:
+        assert ours is not None, f"{path.name}: refused, where pylibjpeg-openjpeg decodes it"
+        assert ours.dtype == by_openjpeg.dtype and np.array_equal(ours, by_openjpeg)
+    if ours is not None and by_gdcm is not None:
+        assert np.array_equal(ours, by_gdcm)
+    reference = ours if ours is not None else by_gdcm
+    header = read_header(path)
+    if reference is None or reference.ndim != 2:  # no decoder reads it, or colour: refused, naming the file
+        with pytest.raises(DataError, match=path.name):
+            dicom_series._stored_pixels(header)
+        return
+    assert np.array_equal(dicom_series._stored_pixels(header), reference)
+
+
+def test_the_threaded_plugin_tells_pydicom_what_it_returns() -> None:
+    """pydicom's plugin contract: a colour frame through the reversible colour transform comes out as RGB, colour
+    by pixel, in bytes sized by the codestream's precision, and the runner is told so."""
+    from pydicom.encaps import generate_frames
+    from pydicom.pixels.decoders.base import DecodeRunner
+
+    dataset = pydicom.dcmread(get_testdata_file("examples_jpeg2k.dcm"))
+    assert dataset.PhotometricInterpretation == "YBR_RCT"
+    runner = DecodeRunner(dataset.file_meta.TransferSyntaxUID)
+    runner.set_source(dataset)
+    runner.set_option("planar_configuration", 1)  # whatever the data set said, the codec's output is by pixel
+    frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    decoded = threaded_jpeg2000.decode_frame(frame, runner)
+    assert runner.photometric_interpretation == "RGB" and runner.planar_configuration == 0
+    assert runner.bits_allocated == 8 and len(decoded) == dataset.Rows * dataset.Columns * 3
+    assert isinstance(decoded, bytearray)  # writable: pydicom corrects values in place without a copy
+
+
+def test_pydicoms_jpeg2000_test_files_cover_signedness_colour_and_lossy_streams() -> None:
+    """What the test above covers: a codestream whose signedness pydicom corrects, colour, lossy and lossless."""
+    names = {path.name for path in _jpeg2000_test_files()}
+    assert {"J2K_pixelrep_mismatch.dcm", "GDCMJ2K_TextGBR.dcm", "MR_small_jp2klossless.dcm",
+            "JPEG2000.dcm", "693_J2KI.dcm"} <= names, sorted(names)
+
+
+def _count_shared_decodes(monkeypatch) -> List[int]:  # type: ignore[no-untyped-def]
+    """A list that counts the series read with worker processes from now on (one item, growing)."""
+    started = [0]
+    real_init = dicom_series._SharedDecode.__init__
+
+    def counting_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started[0] += 1
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_series._SharedDecode, "__init__", counting_init)
+    return started
+
+
+def _read_with_helpers(paths: List[Path], monkeypatch):  # type: ignore[no-untyped-def]
+    """The series of ``paths`` read where its length and SLLB_DECODE_WORKERS=2 ask for worker processes."""
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "2")
+    monkeypatch.setattr(dicom_series, "PARALLEL_DECODE_MIN_SLICES", 1)
+    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
+    return read_series(scan_folder(paths[0].parent, cache=None).instances)
+
+
+def test_a_jpeg2000_series_is_decoded_by_threads_side_by_side_without_worker_processes(encoded_series,
+                                                                                      monkeypatch) -> None:
+    """Frames go to the codec one thread each, from several threads at once (two of them meet inside the codec,
+    so it releases the GIL); no worker process is started; the volume equals the one read on this thread."""
+    import threading
+
+    real = threaded_jpeg2000._jpeg2k_decode()
+    calls: List[tuple] = []
+    meeting = threading.Barrier(2, timeout=30)
+
+    def recording(src: bytes, numthreads: int):  # type: ignore[no-untyped-def]
+        calls.append((numthreads, threading.current_thread().name))
+        if len(calls) <= 2:
+            meeting.wait()  # the first two frames must be in the codec at the same time, or this breaks
+        return real(src, numthreads=numthreads)
+
+    monkeypatch.setattr(threaded_jpeg2000, "_jpeg2k_decode", lambda: recording)
+    started = _count_shared_decodes(monkeypatch)
+    paths = encoded_series["PET"]["JPEG 2000 lossless"]  # fractional rescale: float32 voxels
+    volume = _read_with_helpers(paths, monkeypatch)
+    assert started == [0] and not meeting.broken
+    assert len(calls) == len(paths) and {numthreads for numthreads, _ in calls} == {1}
+    assert all(name.startswith(dicom_series.DECODE_THREAD_PREFIX) for _, name in calls)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(dicom_series.DECODE_THREAD_PREFIX)]
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")  # one thread: this one
+    calls.clear()
+    meeting = threading.Barrier(1)
+    serial = read_series(scan_folder(paths[0].parent, cache=None).instances)
+    assert calls == [(1, threading.current_thread().name)] * len(paths)
+    assert volume.voxels.dtype == np.float32 and np.array_equal(volume.voxels, serial.voxels)
+
+
+def test_a_cancelled_jpeg2000_read_leaves_no_decoding_thread(encoded_series, monkeypatch) -> None:
+    import threading
+
+    from SarcomaLungLiverBrowserLib.errors import LoadCancelled
+
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "3")
+    instances = scan_folder(encoded_series["CT"]["JPEG 2000 lossless"][0].parent, cache=None).instances
+    with pytest.raises(LoadCancelled):
+        read_series(instances, progress=lambda message, fraction: True)  # the user cancels at the first report
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(dicom_series.DECODE_THREAD_PREFIX)]
+
+
+def test_a_jpeg2000_frame_read_alone_is_decoded_on_several_threads(encoded_series, monkeypatch) -> None:
+    real = threaded_jpeg2000._jpeg2k_decode()
+    asked: List[int] = []
+
+    def recording(src: bytes, numthreads: int):  # type: ignore[no-untyped-def]
+        asked.append(numthreads)
+        return real(src, numthreads=numthreads)
+
+    monkeypatch.setattr(threaded_jpeg2000, "_jpeg2k_decode", lambda: recording)
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "2")
+    header = read_header(encoded_series["CT"]["JPEG 2000 lossless"][0])
+    dicom_series._stored_pixels(header)
+    assert asked == [3]
+
+
+def test_threads_decoding_a_series_hold_at_most_two_files_each(monkeypatch) -> None:
+    import threading
+    import time
+
+    started: List[int] = []
+    lock = threading.Lock()
+
+    def decode(instance, beside_workers: bool = False):  # type: ignore[no-untyped-def]
+        with lock:
+            started.append(instance)
+        return np.full((2, 2), instance)
+
+    monkeypatch.setattr(dicom_series, "_stored_pixels", decode)
+    slices = dicom_series._decoded_on_threads(list(range(40)), 3)
+    assert next(slices)[0] == 0
+    time.sleep(0.3)  # the threads start whatever they were handed
+    assert len(started) == 6  # the first slice is given out once six files are in hand, no more
+    rest = list(slices)
+    assert [index for index, _ in rest] == list(range(1, 40)) and all(int(stored[0, 0]) == index
+                                                                     for index, stored in rest)
+
+
+def test_two_damaged_slices_decoded_by_threads_are_named_in_slice_order(encoded_series, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """The later damaged slice may fail first on its thread; the error still names the first in slice order, and
+    no decoding thread outlives the failed read."""
+    import threading
+
+    for source in encoded_series["CT"]["JPEG 2000 lossless"]:
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    kept = _kept_slices(sorted(tmp_path.iterdir()))
+    for victim in (kept[1].path, kept[3].path):
+        victim.write_bytes(victim.read_bytes()[:-5000])
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "3")
+    with pytest.raises(DataError) as raised:
+        read_series(kept)
+    assert kept[1].path.name in str(raised.value) and kept[3].path.name not in str(raised.value)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(dicom_series.DECODE_THREAD_PREFIX)]
+
+
+def test_how_many_threads_decode_one_frame(monkeypatch) -> None:
+    monkeypatch.delenv("SLLB_DECODE_WORKERS", raising=False)
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)
+    assert dicom_series.frame_decode_threads() == dicom_series.MAX_DECODE_WORKERS + 1
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 2)
+    assert dicom_series.frame_decode_threads() == 2
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: None)  # unknown: one
+    assert dicom_series.frame_decode_threads() == 1
+    monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")
+    assert dicom_series.frame_decode_threads() == 1
+    monkeypatch.delenv("SLLB_DECODE_WORKERS")
+    monkeypatch.setattr(dicom_series, "in_worker_process", lambda: True)  # a QA worker: one core per case
+    assert dicom_series.frame_decode_threads() == 1
+
+
+def test_a_jpeg2000_frame_imagecodecs_refuses_is_decoded_by_pydicoms_own_plugins(encoded_series, monkeypatch,
+                                                                                  caplog) -> None:
+    import logging
+
+    paths = encoded_series["CT"]["JPEG 2000 lossless"]
+    expected = read_series(scan_folder(paths[0].parent, cache=None).instances).voxels
+
+    def refusing(src: bytes, numthreads: int):  # type: ignore[no-untyped-def]
+        raise RuntimeError("opj_decode failed")
+
+    monkeypatch.setattr(threaded_jpeg2000, "_jpeg2k_decode", lambda: refusing)
+    with caplog.at_level(logging.INFO, logger=dicom_series.__name__):
+        volume = read_series(scan_folder(paths[0].parent, cache=None).instances)
+    assert np.array_equal(volume.voxels, expected)
+    refusals = [record.getMessage() for record in caplog.records if "imagecodecs refused" in record.getMessage()]
+    assert len(refusals) == len(paths) and all("opj_decode failed" in message for message in refusals)
+    assert sorted(message.split(":")[0] for message in refusals) == sorted(str(path) for path in paths)
 
 
 # ----------------------------------------------------------------------------------- property: raw vs pydicom
@@ -451,13 +706,12 @@ def test_slices_a_worker_process_decoded_are_the_values_this_thread_decodes(enco
 
 def test_a_series_read_with_worker_processes_equals_the_series_read_on_one_thread(encoded_series,
                                                                                   monkeypatch) -> None:
-    paths = encoded_series["PET"]["JPEG 2000 lossless"]  # fractional rescale: float32 voxels
+    paths = encoded_series["PET"]["JPEG-LS lossless"]  # fractional rescale: float32 voxels
     monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")
     serial = read_series(scan_folder(paths[0].parent, cache=None).instances)
-    monkeypatch.setenv("SLLB_DECODE_WORKERS", "2")
-    monkeypatch.setattr(dicom_series, "PARALLEL_DECODE_MIN_SLICES", 1)
-    monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
-    parallel = read_series(scan_folder(paths[0].parent, cache=None).instances)
+    started = _count_shared_decodes(monkeypatch)
+    parallel = _read_with_helpers(paths, monkeypatch)
+    assert started == [1]
     assert parallel.voxels.dtype == serial.voxels.dtype == np.float32
     assert np.array_equal(parallel.voxels, serial.voxels)
     assert [i.path for i in parallel.instances] == [i.path for i in serial.instances]
@@ -649,7 +903,7 @@ def test_a_cancelled_read_stops_its_worker_processes(encoded_series, monkeypatch
     monkeypatch.setenv("SLLB_DECODE_WORKERS", "1")
     monkeypatch.setattr(dicom_series, "PARALLEL_DECODE_MIN_SLICES", 1)
     monkeypatch.setattr(dicom_series, "DECODE_CHUNK_SLICES", 1)
-    instances = scan_folder(encoded_series["CT"]["JPEG 2000 lossless"][0].parent, cache=None).instances
+    instances = scan_folder(encoded_series["CT"]["RLE lossless"][0].parent, cache=None).instances
     with pytest.raises(LoadCancelled):
         read_series(instances, progress=lambda message, fraction: True)  # the user cancels at the first report
     assert len(decoders) == 1 and decoders[0].pool is not None

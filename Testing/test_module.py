@@ -40,7 +40,7 @@ def test_requirements_file_lists_what_the_library_imports(tmp_path):
     names = [line.split(">")[0].split("=")[0] for line in requirements()]
     assert set(names) == {"pydicom", "highdicom", "nibabel", "pandas", "lxml", "openpyxl",
                           "pyjpegls", "pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle",
-                          "python-gdcm"}  # MIT and BSD (GDCM) decoders only: no GPL
+                          "python-gdcm", "imagecodecs"}  # MIT and BSD (GDCM, imagecodecs) decoders only: no GPL
     assert missing_requirements() == []
     fake = tmp_path / "requirements.txt"
     fake.write_text("# comment\npydicom>=3.0\nno-such-package-sllb>=1.0  # trailing comment\n")

@@ -8,13 +8,14 @@ once beforehand so both read from the page cache; runs are interleaved. Targets:
 peak memory <= 1.5x the voxel bytes (peak resident memory of the load above the interpreter's resident
 memory just before it).
 
-It also measures whether decoding the compressed slices on two threads would help (the decoders would have
-to release the GIL): serial vs a 2-thread pool over ``pydicom.pixels.pixel_array`` of every file, with the
-plugin read_series uses on one thread. They do not (every installed decoder holds the GIL), so read_series
-decodes compressed series of 32 slices or more with worker processes beside its own thread (one fewer than the
-cores, at most 3; the "decoder" column names the plugin and the workers). The peak column is the loading
-process's; each worker's own peak resident memory (a Python interpreter with pydicom and numpy, plus the slices
-in hand) is printed apart.
+It also measures whether decoding the compressed slices on two threads helps (the decoder must release the
+GIL): serial vs a 2-thread pool over ``pydicom.pixels.pixel_array`` of every file, with the plugin read_series
+uses. imagecodecs' openjpeg (JPEG 2000) does, so read_series decodes JPEG 2000 series on threads, one file
+each (as many threads as cores, at most 4); pyjpegls and pylibjpeg-rle do not, so read_series decodes those
+series of 32 slices or more with worker processes beside its own thread (one fewer than the cores, at most 3).
+The "decoder" column names the plugin and the threads or workers. The peak column is the loading process's;
+each worker's own peak resident memory (a Python interpreter with pydicom and numpy, plus the slices in hand)
+is printed apart.
 
     python benchmarks/bench_dicom_series.py [--slices 200] [--runs 5]
 """
@@ -105,7 +106,7 @@ def print_machine() -> None:
 
     versions = []
     for name in ("pydicom", "numpy", "SimpleITK", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
-                 "pylibjpeg-rle", "pyjpegls", "python-gdcm"):
+                 "pylibjpeg-rle", "pyjpegls", "python-gdcm", "imagecodecs"):
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -118,12 +119,16 @@ def print_machine() -> None:
 
 def decoding_plugin(syntax: str, slices: int) -> str:
     """The pydicom plugin read_series decodes ``syntax`` with (its pinned one, else pydicom's first available), and
-    the worker processes beside it for a series of ``slices`` slices on this machine."""
+    the threads or worker processes that decode a series of ``slices`` slices on this machine."""
     import pydicom.pixels
     from pydicom.uid import UID
 
-    from SarcomaLungLiverBrowserLib.formats.dicom_series import _plugin, decode_workers
+    from SarcomaLungLiverBrowserLib.formats.dicom_series import (
+        _decodes_on_threads, _plugin, decode_workers, frame_decode_threads,
+    )
 
+    if _decodes_on_threads(syntax):
+        return f"{_plugin(syntax, True)} on {frame_decode_threads()} thread(s), one file each"
     workers = decode_workers(slices)
     pinned = _plugin(syntax, workers > 0)
     plugin = pinned or list(pydicom.pixels.get_decoder(UID(syntax))._available)[0]  # pydicom's try order, not sorted
@@ -172,7 +177,7 @@ def main() -> int:
             print(f"{name:20} {seconds['ours'] / seconds['simpleitk']:20.2f} {peak / voxel_mb:17.2f} {threads:>24}"
                   f" {worker_peak:15.0f}  {decoder}", flush=True)
     print("targets: time ratio <= 1.0, peak <= 1.5x voxel bytes; a thread ratio near 1.0 means the decoder "
-          "holds the GIL (no gain from a thread pool)")
+          "holds the GIL (no gain from a thread pool), near 0.5 that it releases it")
     return 0
 
 

@@ -47,6 +47,7 @@ IMPORT_NAMES: Dict[str, str] = {
     "pylibjpeg-openjpeg": "openjpeg",
     "pylibjpeg-rle": "rle",
     "python-gdcm": "gdcm",
+    "imagecodecs": "imagecodecs",
     # The Imaging Data Commons section's optional packages (Resources/idc-requirements.txt).
     "idc-index": "idc_index",
     "idc-index-data": "idc_index_data",

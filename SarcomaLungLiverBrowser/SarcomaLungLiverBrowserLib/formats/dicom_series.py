@@ -27,6 +27,7 @@ import pydicom.uid
 from pydicom.errors import InvalidDicomError
 
 from ..errors import DataError
+from . import threaded_jpeg2000
 from .fast_header import encapsulated_pixel_data_problem, read_raw_header
 from .folders import warn_skipped_entry
 from .limits import check_deflated_dicom, current_limits, use_limits
@@ -978,12 +979,12 @@ def _decoded_pixels(instance: InstanceHeader, beside_workers: bool = False) -> n
     JPEG, JPEG-LS, JPEG 2000 and RLE frames go through
     :func:`pydicom.pixels.pixel_array` on the file: it reads only the image
     pixel attributes and the pixel data (no full data set is built) and
-    decodes with the same decoder and plugin order as ``Dataset.pixel_array``
-    (GDCM, pylibjpeg-openjpeg / -rle, pyjpegls, Pillow, and pylibjpeg-libjpeg if the user installed it; see
-    Resources/requirements.txt), so the values are the same. The fragments
-    are checked first: some decoders return a half image from a truncated
-    file without complaint. Only deflated files are read as a data set, as
-    that function cannot inflate them.
+    decodes with the same decoders as ``Dataset.pixel_array`` (GDCM,
+    pylibjpeg-openjpeg / -rle, pyjpegls, Pillow, and pylibjpeg-libjpeg if the user installed it; see
+    Resources/requirements.txt), the fastest one pinned per syntax (JPEG 2000: imagecodecs' openjpeg on
+    several threads, added to pydicom as a plugin by :mod:`.threaded_jpeg2000`), so the values are the
+    same. The fragments are checked first: some decoders return a half image from a truncated file without
+    complaint. Only deflated files are read as a data set, as that function cannot inflate them.
     """
     try:
         if instance.transfer_syntax_uid == DEFLATED_EXPLICIT_LITTLE_ENDIAN:
@@ -995,8 +996,7 @@ def _decoded_pixels(instance: InstanceHeader, beside_workers: bool = False) -> n
             if problem:
                 raise DataError(instance.path, problem)
             _require_decoder(instance)
-            pixels = pydicom.pixels.pixel_array(io.BytesIO(data),
-                                                decoding_plugin=_plugin(instance.transfer_syntax_uid, beside_workers))
+            pixels = _pixel_array(instance, data, beside_workers)
     except DataError:
         raise
     except Exception as error:  # pydicom and its plugins raise many types for damaged pixel data
@@ -1008,24 +1008,21 @@ def _decoded_pixels(instance: InstanceHeader, beside_workers: bool = False) -> n
 
 #: The fastest pydicom decoding plugin per transfer syntax where several are installed, measured by
 #: benchmarks/bench_dicom_series.py: CharLS (pyjpegls) decodes JPEG-LS about 2.5x faster than libjpeg,
-#: pylibjpeg-rle RLE about 5x faster than pydicom's own. Left to pydicom's order when not installed.
-#: JPEG 2000 is left to pydicom's order on purpose: GDCM (python-gdcm) comes first there and decodes with
-#: openjpeg's own worker threads (one per core), about 0.75x the time of pylibjpeg-openjpeg, whose build has
-#: no thread support and holds the GIL while decoding (so a thread pool of ours gains nothing, measured);
-#: pydicom falls back to pylibjpeg-openjpeg, then Pillow, for a frame GDCM refuses.
+#: pylibjpeg-rle RLE about 5x faster than pydicom's own. JPEG 2000 goes to imagecodecs (:mod:`.threaded_jpeg2000`):
+#: the same openjpeg as pylibjpeg-openjpeg, one frame as fast on one core, but it releases the GIL, so threads of
+#: this process decode a series on every core. Left to pydicom's order when not installed.
 _FASTEST_PLUGINS = {
     "1.2.840.10008.1.2.4.80": "pyjpegls",
     "1.2.840.10008.1.2.4.81": "pyjpegls",
     "1.2.840.10008.1.2.5": "pylibjpeg",
+    "1.2.840.10008.1.2.4.90": threaded_jpeg2000.PLUGIN,
+    "1.2.840.10008.1.2.4.91": threaded_jpeg2000.PLUGIN,
 }
-#: When worker processes decode beside this thread, every core already has a decoder of its own: JPEG 2000
-#: then goes to pylibjpeg-openjpeg, which decodes a frame on one core, rather than to GDCM, whose threads per
-#: frame would only take turns with the other processes' (benchmarks/bench_dicom_series.py).
-_ONE_CORE_PLUGINS = {
-    **_FASTEST_PLUGINS,
-    "1.2.840.10008.1.2.4.90": "pylibjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg",
-}
+#: JPEG 2000 where the threaded plugin cannot be added (no imagecodecs): on its own, pydicom's order, whose first
+#: is GDCM (python-gdcm: openjpeg's threads inside each frame, about 0.75x the time of pylibjpeg-openjpeg, whose
+#: build has no threads and holds the GIL); beside worker processes, which already give every core a decoder,
+#: pylibjpeg-openjpeg, rather than GDCM, whose threads would only take turns with the other processes'.
+_JPEG2000_WITHOUT_THREADED_PLUGIN = {False: "", True: "pylibjpeg"}
 
 
 def _fastest_plugin(transfer_syntax_uid: str) -> str:
@@ -1037,14 +1034,45 @@ def _fastest_plugin(transfer_syntax_uid: str) -> str:
 def _plugin(transfer_syntax_uid: str, beside_workers: bool) -> str:
     """The plugin to decode this syntax with (``beside_workers``: while worker processes decode too), or "" for
     pydicom's own choice."""
-    preferred = (_ONE_CORE_PLUGINS if beside_workers else _FASTEST_PLUGINS).get(transfer_syntax_uid)
-    if preferred is None:
+    preferred = _FASTEST_PLUGINS.get(transfer_syntax_uid)
+    if preferred == threaded_jpeg2000.PLUGIN and not threaded_jpeg2000.add_to_pydicom():
+        preferred = _JPEG2000_WITHOUT_THREADED_PLUGIN[beside_workers]
+    if not preferred:
         return ""
     try:
         available = pydicom.pixels.get_decoder(pydicom.uid.UID(transfer_syntax_uid)).available_plugins
     except NotImplementedError:
         return ""
     return preferred if preferred in available else ""
+
+
+def _decodes_on_threads(transfer_syntax_uid: str) -> bool:
+    """Whether this syntax's decoder releases the GIL, so that threads decode its series (worker processes would
+    only add their start-up)."""
+    return _plugin(transfer_syntax_uid, False) == threaded_jpeg2000.PLUGIN
+
+
+def _pixel_array(instance: InstanceHeader, data: bytes, beside_workers: bool) -> np.ndarray:
+    """pydicom's ``pixel_array`` of a compressed file's bytes, with the plugin :func:`_plugin` pins.
+
+    The threaded JPEG 2000 plugin is told how many threads to use: one
+    beside other decoders (threads or worker processes decoding the rest of
+    the series), else :func:`frame_decode_threads`. A frame it refuses is
+    decoded again in pydicom's own plugin order, so no file that another
+    installed decoder reads is lost to it.
+    """
+    plugin = _plugin(instance.transfer_syntax_uid, beside_workers)
+    if plugin != threaded_jpeg2000.PLUGIN:
+        return pydicom.pixels.pixel_array(io.BytesIO(data), decoding_plugin=plugin)
+    threads = 1 if beside_workers else frame_decode_threads()
+    try:
+        return pydicom.pixels.pixel_array(io.BytesIO(data), decoding_plugin=plugin,
+                                          **{threaded_jpeg2000.THREADS_OPTION: threads})
+    except Exception as error:  # noqa: BLE001 - any refusal: the other decoders get their turn
+        logger.info("%s: imagecodecs refused the JPEG 2000 frame (%s: %s); decoding it with pydicom's own plugins",
+                    instance.path, type(error).__name__, error)
+        return pydicom.pixels.pixel_array(io.BytesIO(data), decoding_plugin=_JPEG2000_WITHOUT_THREADED_PLUGIN[
+            beside_workers])
 
 
 def _stored_pixels(instance: InstanceHeader, beside_workers: bool = False) -> np.ndarray:
@@ -1088,21 +1116,80 @@ def decode_workers(slices: int) -> int:
     return max(0, min(MAX_DECODE_WORKERS, (os.cpu_count() or 1) - 1))
 
 
+def frame_decode_threads() -> int:
+    """Threads that decode a series whose decoder releases the GIL (JPEG 2000 through imagecodecs), or one such
+    frame read alone.
+
+    The cores worker processes would take, plus this thread's: one more
+    than :func:`decode_workers` gives a long series, so
+    ``SLLB_DECODE_WORKERS=0`` and QA worker processes (one case per core)
+    decode on one thread.
+    """
+    return 1 + decode_workers(PARALLEL_DECODE_MIN_SLICES)
+
+
 def _decoded_slices(kept: Sequence[InstanceHeader]) -> Iterator[Tuple[int, np.ndarray]]:
     """(index into ``kept``, stored values) of every slice, each once, in whatever order they are decoded.
 
-    Uncompressed slices are read on this thread. Compressed ones need a
-    decoder that holds the GIL (pylibjpeg-openjpeg, pyjpegls and GDCM all do,
-    measured), so threads gain nothing; worker processes do (see
+    Uncompressed slices are read on this thread. JPEG 2000 slices, where
+    imagecodecs decodes them with the GIL released, are decoded by threads
+    (:func:`_decoded_on_threads`). Other compressed ones need a decoder that
+    holds the GIL (pyjpegls, pylibjpeg-rle, pylibjpeg-openjpeg and GDCM all
+    do, measured), so threads gain nothing; worker processes do (see
     :class:`_SharedDecode`).
     """
     compressed = all(instance.transfer_syntax_uid not in UNCOMPRESSED_LITTLE_ENDIAN for instance in kept)
+    if compressed and all(_decodes_on_threads(instance.transfer_syntax_uid) for instance in kept):
+        yield from _decoded_on_threads(kept, frame_decode_threads())
+        return
     workers = decode_workers(len(kept)) if compressed else 0
     if workers:
         yield from _SharedDecode(kept, workers).slices()
         return
     for index, instance in enumerate(kept):
         yield index, _stored_pixels(instance)
+
+
+def _decoded_on_threads(kept: Sequence[InstanceHeader], threads: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(index into ``kept``, stored values) of every slice in order, decoded by ``threads`` threads side by side.
+
+    Each thread decodes whole files, one core each: while one is inside the
+    codec (which releases the GIL) another reads and parses its next file in
+    Python, which one frame decoded on several threads at once cannot
+    overlap (measured on two cores: 0.83-0.86 of SimpleITK's time, against
+    0.95 for one frame at a time on two codec threads;
+    ``benchmarks/bench_dicom_series.py``). At most two files per thread are
+    in hand, so memory stays at the volume plus a few frames; slices are
+    taken in order, so an error names the first damaged file in slice order,
+    as one thread does. When the read ends (an error, a cancel, or the
+    last slice) the files not started are dropped and the threads finish the
+    file in hand before this returns.
+    """
+    if threads <= 1:
+        for index, instance in enumerate(kept):
+            yield index, _stored_pixels(instance)
+        return
+    from concurrent.futures import ThreadPoolExecutor  # only a series decoded on threads needs it
+    from collections import deque
+
+    in_hand: Any = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix=DECODE_THREAD_PREFIX) as pool:
+        try:
+            for index, instance in enumerate(kept):
+                in_hand.append((index, pool.submit(_stored_pixels, instance, True)))
+                if len(in_hand) >= 2 * threads:
+                    done, result = in_hand.popleft()
+                    yield done, result.result()
+            while in_hand:
+                done, result = in_hand.popleft()
+                yield done, result.result()
+        finally:
+            for _, result in in_hand:
+                result.cancel()
+
+
+#: The names of the threads :func:`_decoded_on_threads` starts begin with this.
+DECODE_THREAD_PREFIX = "sllb-decode"
 
 
 #: In a decoding worker: one flag per chunk of the series (set by the calling thread when it takes the chunk
