@@ -1058,8 +1058,8 @@ def _pixel_array(instance: InstanceHeader, data: bytes, beside_workers: bool) ->
     The threaded JPEG 2000 plugin is told how many threads to use: one
     beside other decoders (threads or worker processes decoding the rest of
     the series), else :func:`frame_decode_threads`. A frame it refuses is
-    decoded again in pydicom's own plugin order, so no file that another
-    installed decoder reads is lost to it.
+    decoded again in pydicom's own plugin order (GDCM first, whatever the
+    threads), so no file that another installed decoder reads is lost to it.
     """
     plugin = _plugin(instance.transfer_syntax_uid, beside_workers)
     if plugin != threaded_jpeg2000.PLUGIN:
@@ -1071,8 +1071,7 @@ def _pixel_array(instance: InstanceHeader, data: bytes, beside_workers: bool) ->
     except Exception as error:  # noqa: BLE001 - any refusal: the other decoders get their turn
         logger.info("%s: imagecodecs refused the JPEG 2000 frame (%s: %s); decoding it with pydicom's own plugins",
                     instance.path, type(error).__name__, error)
-        return pydicom.pixels.pixel_array(io.BytesIO(data), decoding_plugin=_JPEG2000_WITHOUT_THREADED_PLUGIN[
-            beside_workers])
+        return pydicom.pixels.pixel_array(io.BytesIO(data))
 
 
 def _stored_pixels(instance: InstanceHeader, beside_workers: bool = False) -> np.ndarray:
