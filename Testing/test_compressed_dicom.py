@@ -549,6 +549,8 @@ def test_how_many_threads_decode_one_frame(monkeypatch) -> None:
     monkeypatch.setattr(dicom_series.os, "cpu_count", lambda: 8)
     monkeypatch.setenv("SLLB_DECODE_WORKERS", "0")
     assert dicom_series.frame_decode_threads() == 1
+    monkeypatch.setenv("SLLB_DECODE_WORKERS", "5")  # N helpers asked for: N + 1 threads, whatever the cores
+    assert dicom_series.frame_decode_threads() == 6
     monkeypatch.delenv("SLLB_DECODE_WORKERS")
     monkeypatch.setattr(dicom_series, "in_worker_process", lambda: True)  # a QA worker: one core per case
     assert dicom_series.frame_decode_threads() == 1

@@ -350,6 +350,32 @@ def test_damaged_seg_rolls_the_scene_back(crlm_root: Path, tmp_path: Path, build
     assert _node_ids(scene) == before
 
 
+def test_a_damaged_jpeg2000_ct_slice_is_named_and_rolls_the_scene_back(crlm_root: Path, tmp_path: Path,
+                                                                         builder: SceneBuilder) -> None:
+    """The CT re-encoded as JPEG 2000 (as IDC serves much of its data) is decoded by threads; one truncated slice
+    stops the load naming that file, and the scene keeps the earlier case and nothing of this one."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless
+
+    root = _copy_case(crlm_root, tmp_path)
+    patient = root / sample.MANIFEST_FOLDER / "Colorectal-Liver-Metastases" / "CRLM-CT-1002"
+    ct_files = sorted(next(patient.glob("*/101.000000-*")).glob("*.dcm"))
+    for path in ct_files:
+        dataset = pydicom.dcmread(str(path))
+        dataset.compress(JPEG2000Lossless, generate_instance_uid=False)
+        dataset.save_as(str(path), enforce_file_format=True)
+    victim = ct_files[len(ct_files) // 2]
+    victim.write_bytes(victim.read_bytes()[:-2000])
+    collection = CrlmCollection(root)
+    scene = builder.scene
+    collection.load_case(collection.find_case("CRLM-CT-1001"), builder)  # an earlier case stays
+    before = _node_ids(scene)
+    with pytest.raises(DataError) as error:
+        collection.load_case(collection.find_case("CRLM-CT-1002"), builder)
+    assert victim.name in str(error.value) and str(victim.parent) in str(error.value)
+    assert _node_ids(scene) == before
+
+
 def _with_sample_seg_changed(crlm_root: Path, tmp_path: Path, keyword: str, value: str) -> Path:
     """A copy of the sample in which CRLM-CT-1001's expert SEG has ``keyword`` set to ``value``."""
     import pydicom
